@@ -1,0 +1,96 @@
+"""Typed settings from `TESSERA_*` environment variables, with defaults that run locally.
+
+Each service declares one frozen dataclass that extends `CommonSettings` and
+reads it with `load(MySettings)`. A field `foo_bar` is read from
+`TESSERA_FOO_BAR`; a service may give its fields a prefix of its own
+(`TESSERA_REGISTRY_...`) by naming them so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+T = TypeVar("T", bound="CommonSettings")
+
+
+@dataclasses.dataclass(frozen=True)
+class CommonSettings:
+    """What every Tessera process needs: where Kafka and PostgreSQL are, and how to be reached."""
+
+    service_name: str = "tessera"
+    host: str = "127.0.0.1"
+    grpc_port: int = 0
+    metrics_port: int = 0
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    # Empty: the local PostgreSQL started by infra/postgres (its DSN file under the data dir).
+    pg_dsn: str = ""
+    data_dir: Path = REPO_ROOT / ".data"
+    # Bearer tokens accepted by every service, as `token=principal` pairs separated by commas.
+    auth_tokens: str = "tessera-dev-token=admin"
+    # `tokens` (the default) or `none` to accept every caller as `anonymous`.
+    auth_mode: str = "tokens"
+    # The token this process presents when it calls another service.
+    service_token: str = "tessera-dev-token"
+    otlp_endpoint: str = ""
+    log_level: str = "INFO"
+    shutdown_grace_s: float = 10.0
+
+    def resolved_pg_dsn(self) -> str:
+        if self.pg_dsn:
+            return self.pg_dsn
+        dsn_file = self.data_dir / "postgres" / "dsn"
+        if not dsn_file.exists():
+            raise RuntimeError(
+                f"TESSERA_PG_DSN is not set and no local PostgreSQL runs ({dsn_file} is missing): run `make up`"
+            )
+        return dsn_file.read_text().strip()
+
+    def token_table(self) -> dict[str, str]:
+        table: dict[str, str] = {}
+        for pair in filter(None, (p.strip() for p in self.auth_tokens.split(","))):
+            token, sep, principal = pair.partition("=")
+            if not sep or not token or not principal:
+                raise ValueError(f"TESSERA_AUTH_TOKENS: expected token=principal, got {pair!r}")
+            table[token.strip()] = principal.strip()
+        return table
+
+
+def load(cls: type[T], environ: typing.Mapping[str, str] | None = None, **overrides: Any) -> T:
+    """Build `cls` from the environment; explicit keyword overrides win."""
+    environ = os.environ if environ is None else environ
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):
+        if field.name in overrides:
+            values[field.name] = overrides[field.name]
+            continue
+        raw = environ.get(f"TESSERA_{field.name.upper()}")
+        if raw is not None:
+            values[field.name] = _parse(raw, hints[field.name], field.name)
+    return cls(**values)
+
+
+def _parse(raw: str, hint: Any, name: str) -> Any:
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    try:
+        if hint is bool:
+            if raw.lower() in {"1", "true", "yes", "on"}:
+                return True
+            if raw.lower() in {"0", "false", "no", "off", ""}:
+                return False
+            raise ValueError(raw)
+        if hint in (int, float, str, Path):
+            return hint(raw)
+        if typing.get_origin(hint) in (tuple, list):
+            return tuple(item.strip() for item in raw.split(",") if item.strip())
+    except ValueError as exc:
+        raise ValueError(f"TESSERA_{name.upper()}={raw!r} is not a valid {getattr(hint, '__name__', hint)}") from exc
+    raise TypeError(f"setting {name}: unsupported type {hint}")
