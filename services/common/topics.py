@@ -34,3 +34,18 @@ def dlq(topic: str) -> str:
 def all_topics() -> tuple[str, ...]:
     """Every topic the mesh uses, dead-letter topics included."""
     return TOPICS + tuple(dlq(t) for t in TOPICS)
+
+
+# The protobuf message each topic carries (dead-letter topics carry their source's bytes unchanged).
+SCHEMAS: dict[str, str] = {
+    REGISTRY_EVENTS: "tessera.events.v1.RegistryEvent",
+    SERVING_REQUESTS: "tessera.events.v1.InferenceRequest",
+    SERVING_RESPONSES: "tessera.events.v1.InferenceResponse",
+    PAYLOAD_LOGS: "tessera.events.v1.PayloadLog",
+    DRIFT_EVENTS: "tessera.events.v1.DriftEvent",
+    TRAINING_JOBS: "tessera.events.v1.TrainingJob",
+    TRAINING_EVENTS: "tessera.events.v1.TrainingEvent",
+    RETRIEVAL_SYNC: "tessera.events.v1.RetrievalSyncRecord",
+    EVAL_REQUESTS: "tessera.events.v1.EvalRequest",
+    EVAL_RESULTS: "tessera.events.v1.EvalResult",
+}

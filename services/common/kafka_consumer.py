@@ -1,0 +1,273 @@
+"""The consumer loop every Tessera service runs.
+
+- Offsets are committed only after the handler finished the batch, so a crash
+  between processing and commit redelivers (sinks are idempotent, see
+  `processed_records.py`): at-least-once, never lost.
+- A record that cannot be decoded, or that the handler rejects, goes to
+  `<topic>.dlq` with the reason in headers; the loop moves on.
+- A failing batch is retried record by record, so one poison record does not
+  take its neighbours to the DLQ.
+- Transient failures (database or broker unavailable) are retried with backoff
+  and never dead-lettered.
+- `stop()` finishes the batch in hand, commits it and leaves the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, TopicPartition
+from google.protobuf.message import Message as ProtoMessage
+from opentelemetry.context import Context
+from prometheus_client import Counter, Gauge
+
+from services.common import serialization, telemetry, topics
+from services.common.errors import DeadlineExceeded, InvalidArgument, TesseraError, Unavailable
+from services.common.kafka_producer import RECORD_ID, EventProducer
+
+_log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=ProtoMessage)
+
+CONSUMED = Counter("tessera_kafka_records_consumed_total", "Records processed and committed", ["topic", "group"])
+DEAD_LETTERED = Counter("tessera_kafka_dlq_records_total", "Records sent to a dead-letter topic", ["topic", "group"])
+RETRIES = Counter("tessera_kafka_batch_retries_total", "Batches retried after a transient failure", ["group"])
+LAG = Gauge("tessera_kafka_consumer_lag", "Records behind the end of the partition", ["topic", "partition", "group"])
+
+ERROR_HEADER = "tessera-error"
+ERROR_CODE_HEADER = "tessera-error-code"
+
+
+class RetriableError(Exception):
+    """Raise from a handler to have the batch retried later instead of dead-lettered."""
+
+
+def is_retriable(exc: BaseException) -> bool:
+    if isinstance(exc, RetriableError | Unavailable | DeadlineExceeded | ConnectionError | TimeoutError):
+        return True
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a core dependency
+        return False
+    return isinstance(
+        exc, psycopg.OperationalError | psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected
+    )
+
+
+@dataclass
+class Record(Generic[M]):
+    """A decoded record and where it came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: M
+    record_id: str
+    headers: dict[str, str]
+    timestamp_ms: int
+    context: Context = field(repr=False)
+    raw: Message = field(repr=False)
+
+
+BatchHandler = Callable[[list[Record[M]]], Awaitable[None]]
+
+
+def consumer_config(bootstrap: str, group_id: str, **overrides: object) -> dict[str, object]:
+    config: dict[str, object] = {
+        "bootstrap.servers": bootstrap,
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": False,
+        "session.timeout.ms": 10_000,
+        "max.poll.interval.ms": 300_000,
+        "fetch.max.bytes": 64 * 1024 * 1024,
+    }
+    config.update(overrides)
+    return config
+
+
+class ConsumerLoop(Generic[M]):
+    """Consume `topics` as `group_id`, decode into `message_type`, hand batches to `handler`."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        group_id: str,
+        topics: Sequence[str],
+        message_type: type[M],
+        handler: BatchHandler[M],
+        dlq_producer: EventProducer,
+        batch_size: int = 500,
+        poll_timeout_s: float = 0.25,
+        max_backoff_s: float = 5.0,
+        **config: object,
+    ) -> None:
+        self.group_id = group_id
+        self.topics = list(topics)
+        self.message_type = message_type
+        self._handler = handler
+        self._dlq = dlq_producer
+        self._batch_size = batch_size
+        self._poll_timeout = poll_timeout_s
+        self._max_backoff = max_backoff_s
+        self._consumer = Consumer(consumer_config(bootstrap, group_id, **config))
+        self._stopping = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._assigned = asyncio.Event()
+        self._last_lag_update = 0.0
+
+    # -- lifecycle -------------------------------------------------------
+
+    async def run(self) -> None:
+        self._consumer.subscribe(self.topics, on_assign=self._on_assign)
+        try:
+            while not self._stopping.is_set():
+                messages = await asyncio.to_thread(self._consumer.consume, self._batch_size, self._poll_timeout)
+                if messages:
+                    if not await self._handle(messages):
+                        break  # stopping while a transient failure persisted: leave the batch uncommitted
+                self._update_lag()
+        finally:
+            await asyncio.to_thread(self._consumer.close)
+            self._stopped.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def wait_assigned(self, timeout: float = 30.0) -> None:
+        """Wait until the group gave this consumer its partitions (useful in tests and at start-up)."""
+        await asyncio.wait_for(self._assigned.wait(), timeout)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned.set()
+
+    # -- one batch -------------------------------------------------------
+
+    async def _handle(self, messages: list[Message]) -> bool:
+        records: list[Record[M]] = []
+        for message in messages:
+            if message.error():
+                if message.error().code() != KafkaError._PARTITION_EOF:
+                    _log.warning("%s: consume error: %s", self.group_id, message.error().str())
+                continue
+            try:
+                records.append(self._decode(message))
+            except InvalidArgument as exc:
+                await self._dead_letter(message, exc)
+        if records and not await self._process(records):
+            return False
+        await asyncio.to_thread(self._commit, messages)
+        for message in messages:
+            if not message.error():
+                CONSUMED.labels(message.topic(), self.group_id).inc()
+        return True
+
+    async def _process(self, records: list[Record[M]]) -> bool:
+        """Run the handler until it succeeds; isolate poison records. False if stopped mid-retry."""
+        backoff = 0.1
+        while True:
+            try:
+                await self._handler(records)
+                return True
+            except Exception as exc:  # noqa: BLE001 - every failure is either retried or dead-lettered
+                if is_retriable(exc):
+                    RETRIES.labels(self.group_id).inc()
+                    _log.warning("%s: transient failure, retrying in %.1fs: %s", self.group_id, backoff, exc)
+                    try:
+                        await asyncio.wait_for(self._stopping.wait(), backoff)
+                        return False
+                    except TimeoutError:
+                        backoff = min(backoff * 2, self._max_backoff)
+                        continue
+                if len(records) == 1:
+                    await self._dead_letter(records[0].raw, exc)
+                    return True
+                _log.info("%s: batch of %d failed (%s); retrying record by record", self.group_id, len(records), exc)
+                for record in records:
+                    if not await self._process([record]):
+                        return False
+                return True
+
+    def _decode(self, message: Message) -> Record[M]:
+        headers = {k: (v.decode("utf-8", "replace") if v is not None else "") for k, v in (message.headers() or [])}
+        value = serialization.decode(
+            self.message_type,
+            message.value(),
+            headers.get("content-type", serialization.PROTOBUF),
+            headers.get("schema", ""),
+        )
+        key = message.key()
+        return Record(
+            topic=message.topic(),
+            partition=message.partition(),
+            offset=message.offset(),
+            key=key.decode("utf-8", "replace") if key is not None else None,
+            value=value,
+            record_id=headers.get(RECORD_ID) or f"{message.topic()}:{message.partition()}:{message.offset()}",
+            headers=headers,
+            timestamp_ms=message.timestamp()[1],
+            context=telemetry.extract_context(message.headers()),
+            raw=message,
+        )
+
+    async def _dead_letter(self, message: Message, exc: BaseException) -> None:
+        code = exc.code_name if isinstance(exc, TesseraError) else type(exc).__name__
+        reason = str(exc) or type(exc).__name__
+        _log.warning(
+            "%s: %s[%d]@%d to DLQ: %s: %s",
+            self.group_id,
+            message.topic(),
+            message.partition(),
+            message.offset(),
+            code,
+            reason,
+        )
+        headers = list(message.headers() or [])
+        headers += [
+            (ERROR_HEADER, reason[:4000].encode()),
+            (ERROR_CODE_HEADER, code.encode()),
+            ("tessera-original-topic", message.topic().encode()),
+            ("tessera-original-partition", str(message.partition()).encode()),
+            ("tessera-original-offset", str(message.offset()).encode()),
+            ("tessera-consumer-group", self.group_id.encode()),
+        ]
+        # Wait for the DLQ's acknowledgement: the offset is committed right after.
+        await self._dlq.send_bytes(topics.dlq(message.topic()), message.value(), key=message.key(), headers=headers)
+        DEAD_LETTERED.labels(message.topic(), self.group_id).inc()
+
+    def _commit(self, messages: list[Message]) -> None:
+        next_offsets: dict[tuple[str, int], int] = {}
+        for message in messages:
+            if message.error():
+                continue
+            tp = (message.topic(), message.partition())
+            next_offsets[tp] = max(next_offsets.get(tp, OFFSET_INVALID), message.offset() + 1)
+        if next_offsets:
+            self._consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in next_offsets.items()], asynchronous=False
+            )
+
+    def _update_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._last_lag_update < 5.0:
+            return
+        self._last_lag_update = now
+        try:
+            for tp in self._consumer.assignment():
+                low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+                position = self._consumer.position([tp])[0].offset
+                lag = high - position if position >= 0 else high - low
+                LAG.labels(tp.topic, str(tp.partition), self.group_id).set(max(lag, 0))
+        except Exception as exc:  # noqa: BLE001 - lag is best effort, never stops the loop
+            _log.debug("lag update failed: %s", exc)

@@ -1,0 +1,56 @@
+"""A consumer that applies one batch to an idempotent sink and dies before committing.
+
+Run by test_kafka_runtime as a separate process so the crash is real: the
+process exits with code 17 between the database commit and the offset commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+from tessera.events.v1.payload_log_pb2 import PayloadLog
+
+from services.common.db import Database
+from services.common.kafka_consumer import ConsumerLoop, Record
+from services.common.kafka_producer import EventProducer
+from services.common.processed_records import claim_new
+
+
+def idempotent_sink(db: Database, schema: str):
+    async def write(batch: list[Record[PayloadLog]]) -> None:
+        async with db.transaction() as conn:
+            new = await claim_new(conn, schema, "rows-sink", [r.record_id for r in batch])
+            for record in batch:
+                if record.record_id in new:
+                    await conn.execute(
+                        "INSERT INTO rows VALUES (%s, %s)", (record.value.request_id, record.value.endpoint)
+                    )
+
+    return write
+
+
+async def main(bootstrap: str, dsn: str, schema: str, group: str, topic: str) -> None:
+    db = await Database(dsn, schema).open()
+    sink = idempotent_sink(db, schema)
+    producer = EventProducer(bootstrap)
+
+    async def handle_then_crash(batch: list[Record[PayloadLog]]) -> None:
+        await sink(batch)
+        print("wrote", ",".join(r.value.request_id for r in batch), flush=True)
+        os._exit(17)  # killed between processing and commit
+
+    loop = ConsumerLoop(
+        bootstrap=bootstrap,
+        group_id=group,
+        topics=[topic],
+        message_type=PayloadLog,
+        handler=handle_then_crash,
+        dlq_producer=producer,
+    )
+    await asyncio.wait_for(loop.run(), 90)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(*sys.argv[1:6]))
