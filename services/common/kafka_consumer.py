@@ -71,8 +71,12 @@ class Record(Generic[M]):
     record_id: str
     headers: dict[str, str]
     timestamp_ms: int
-    context: Context = field(repr=False)
     raw: Message = field(repr=False)
+
+    @property
+    def context(self) -> Context:
+        """The producer's trace context (parsed on demand: most handlers never need it)."""
+        return telemetry.extract_context(self.raw.headers())
 
 
 BatchHandler = Callable[[list[Record[M]]], Awaitable[None]]
@@ -217,7 +221,6 @@ class ConsumerLoop(Generic[M]):
             record_id=headers.get(RECORD_ID) or f"{message.topic()}:{message.partition()}:{message.offset()}",
             headers=headers,
             timestamp_ms=message.timestamp()[1],
-            context=telemetry.extract_context(message.headers()),
             raw=message,
         )
 

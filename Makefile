@@ -1,0 +1,67 @@
+# Tessera: `make demo` runs the platform's main scenario, `make test` the test suite.
+# Both install what they need first (venv, Python packages, Kafka jars, PostgreSQL).
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON_BOOT ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export TESSERA_PYTHON := $(CURDIR)/$(PY)
+
+# The install stamp changes whenever the declared dependencies do.
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt infra/kafka/pom.xml | sha1sum | cut -c1-12)
+
+.PHONY: help setup up down status test test-unit test-integration demo bench protos lint clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(STAMP):
+	@echo "[setup] creating $(VENV) and installing pinned packages"
+	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -c constraints.txt -e ".[test,registry,serving,retrieval,monitoring]"
+	@bash infra/kafka/kafka.sh fetch
+	@rm -f $(VENV)/.installed-* && touch $@
+
+setup: $(STAMP)  ## install everything (idempotent, quick when done)
+
+up: setup  ## start Kafka and PostgreSQL on 127.0.0.1
+	@bash infra/kafka/kafka.sh start
+	@$(PY) infra/postgres/postgres.py start
+
+down:  ## stop everything `make up` started
+	@bash infra/kafka/kafka.sh stop
+	@if [ -x $(PY) ]; then $(PY) infra/postgres/postgres.py stop; fi
+
+status:  ## say what runs
+	@bash infra/kafka/kafka.sh status
+	@if [ -x $(PY) ]; then $(PY) infra/postgres/postgres.py status || true; fi
+
+test: setup  ## run every test against real Kafka and PostgreSQL (started and stopped by the tests)
+	@$(PY) -m pytest
+
+test-unit: setup  ## only the fast tests
+	@$(PY) -m pytest -m unit
+
+test-integration: setup  ## only the tests on real infrastructure
+	@$(PY) -m pytest -m "integration or e2e"
+
+demo: up  ## bring the platform up and run the scenario
+	@$(PY) -m services.demo
+
+bench: setup  ## run the benchmarks in loadtests/ (bounded; results in loadtests/results/)
+	@$(MAKE) --no-print-directory up
+	@$(PY) -m loadtests.kafka_bench
+
+protos: setup  ## regenerate the gRPC/protobuf stubs from protos/
+	@$(PY) protos/generate.py
+
+lint: setup  ## ruff over the code
+	@$(PY) -m ruff check services tests loadtests infra protos/generate.py
+	@$(PY) -m ruff format --check services tests loadtests infra protos/generate.py
+
+clean: down  ## stop everything and delete local state (data, venv)
+	rm -rf .data $(VENV)
