@@ -23,32 +23,79 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from tessera.common.v1 import common_pb2 as tessera_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$tessera/retrieval/v1/retrieval.proto\x12\x14tessera.retrieval.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1etessera/common/v1/common.proto\"K\n\x05Index\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tdimension\x18\x02 \x01(\x05\x12\x0e\n\x06metric\x18\x03 \x01(\t\x12\x11\n\trow_count\x18\x04 \x01(\x03\"$\n\x14\x44\x65scribeIndexRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"B\n\x12ListIndexesRequest\x12,\n\x04page\x18\x01 \x01(\x0b\x32\x1e.tessera.common.v1.PageRequest\"r\n\x13ListIndexesResponse\x12,\n\x07indexes\x18\x01 \x03(\x0b\x32\x1b.tessera.retrieval.v1.Index\x12-\n\x04page\x18\x02 \x01(\x0b\x32\x1f.tessera.common.v1.PageResponse\"J\n\x0cQueryRequest\x12\r\n\x05index\x18\x01 \x01(\t\x12\x12\n\x06vector\x18\x02 \x03(\x02\x42\x02\x10\x01\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\t\n\x01k\x18\x04 \x01(\x05\"8\n\rQueryResponse\x12\'\n\x04hits\x18\x01 \x03(\x0b\x32\x19.tessera.retrieval.v1.Hit\"K\n\x03Hit\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct2\xa2\x02\n\x10RetrievalService\x12X\n\rDescribeIndex\x12*.tessera.retrieval.v1.DescribeIndexRequest\x1a\x1b.tessera.retrieval.v1.Index\x12\x62\n\x0bListIndexes\x12(.tessera.retrieval.v1.ListIndexesRequest\x1a).tessera.retrieval.v1.ListIndexesResponse\x12P\n\x05Query\x12\".tessera.retrieval.v1.QueryRequest\x1a#.tessera.retrieval.v1.QueryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$tessera/retrieval/v1/retrieval.proto\x12\x14tessera.retrieval.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1etessera/common/v1/common.proto\"L\n\rMetadataField\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\x04type\x18\x02 \x01(\x0e\x32\x1f.tessera.retrieval.v1.FieldType\"6\n\x0f\x45mbeddingSource\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x0ctext_columns\x18\x02 \x03(\t\"2\n\x0cHnswSettings\x12\t\n\x01m\x18\x01 \x01(\x05\x12\x17\n\x0f\x65\x66_construction\x18\x02 \x01(\x05\"\x9e\x03\n\x05Index\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tdimension\x18\x02 \x01(\x05\x12,\n\x06metric\x18\x03 \x01(\x0e\x32\x1c.tessera.retrieval.v1.Metric\x12\x11\n\trow_count\x18\x04 \x01(\x03\x12\x30\n\x04hnsw\x18\x05 \x01(\x0b\x32\".tessera.retrieval.v1.HnswSettings\x12<\n\x0fmetadata_schema\x18\x06 \x03(\x0b\x32#.tessera.retrieval.v1.MetadataField\x12\x38\n\tembedding\x18\x07 \x01(\x0b\x32%.tessera.retrieval.v1.EmbeddingSource\x12\x35\n\x0b\x62uild_state\x18\x08 \x01(\x0e\x32 .tessera.retrieval.v1.BuildState\x12\r\n\x05owner\x18\t \x01(\t\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0blast_recall\x18\x0b \x01(\x01\"\xa5\x02\n\x12\x43reateIndexRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tdimension\x18\x02 \x01(\x05\x12,\n\x06metric\x18\x03 \x01(\x0e\x32\x1c.tessera.retrieval.v1.Metric\x12\x30\n\x04hnsw\x18\x04 \x01(\x0b\x32\".tessera.retrieval.v1.HnswSettings\x12<\n\x0fmetadata_schema\x18\x05 \x03(\x0b\x32#.tessera.retrieval.v1.MetadataField\x12\x38\n\tembedding\x18\x06 \x01(\x0b\x32%.tessera.retrieval.v1.EmbeddingSource\x12\x16\n\x0e\x64\x65\x66\x65rred_build\x18\x07 \x01(\x08\"$\n\x14\x44\x65scribeIndexRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"B\n\x12ListIndexesRequest\x12,\n\x04page\x18\x01 \x01(\x0b\x32\x1e.tessera.common.v1.PageRequest\"r\n\x13ListIndexesResponse\x12,\n\x07indexes\x18\x01 \x03(\x0b\x32\x1b.tessera.retrieval.v1.Index\x12-\n\x04page\x18\x02 \x01(\x0b\x32\x1f.tessera.common.v1.PageResponse\"\"\n\x12\x44\x65leteIndexRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteIndexResponse\"!\n\x11\x42uildIndexRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"t\n\x08\x44ocument\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x12\n\x06vector\x18\x03 \x03(\x02\x42\x02\x10\x01\x12\x0c\n\x04text\x18\x04 \x01(\t\x12)\n\x08metadata\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"Z\n\x16UpsertDocumentsRequest\x12\r\n\x05index\x18\x01 \x01(\t\x12\x31\n\tdocuments\x18\x02 \x03(\x0b\x32\x1e.tessera.retrieval.v1.Document\"*\n\x0b\x44ocumentRef\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"]\n\x16\x44\x65leteDocumentsRequest\x12\r\n\x05index\x18\x01 \x01(\t\x12\x34\n\tdocuments\x18\x02 \x03(\x0b\x32!.tessera.retrieval.v1.DocumentRef\"1\n\rWriteResponse\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\x03\x12\x0f\n\x07skipped\x18\x02 \x01(\x03\"\xdd\x01\n\x06\x46ilter\x12\x36\n\ncomparison\x18\x01 \x01(\x0b\x32 .tessera.retrieval.v1.ComparisonH\x00\x12\x32\n\x06\x61ll_of\x18\x02 \x01(\x0b\x32 .tessera.retrieval.v1.FilterListH\x00\x12\x32\n\x06\x61ny_of\x18\x03 \x01(\x0b\x32 .tessera.retrieval.v1.FilterListH\x00\x12+\n\x03not\x18\x04 \x01(\x0b\x32\x1c.tessera.retrieval.v1.FilterH\x00\x42\x06\n\x04kind\";\n\nFilterList\x12-\n\x07\x66ilters\x18\x01 \x03(\x0b\x32\x1c.tessera.retrieval.v1.Filter\"\xf0\x01\n\nComparison\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\t\x12/\n\x02op\x18\x02 \x01(\x0e\x32#.tessera.retrieval.v1.Comparison.Op\x12%\n\x05value\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\x12&\n\x06values\x18\x04 \x03(\x0b\x32\x16.google.protobuf.Value\"R\n\x02Op\x12\x12\n\x0eOP_UNSPECIFIED\x10\x00\x12\x06\n\x02\x45Q\x10\x01\x12\x06\n\x02NE\x10\x02\x12\x06\n\x02LT\x10\x03\x12\x07\n\x03LTE\x10\x04\x12\x06\n\x02GT\x10\x05\x12\x07\n\x03GTE\x10\x06\x12\x06\n\x02IN\x10\x07\"\xe1\x01\n\x0cQueryRequest\x12\r\n\x05index\x18\x01 \x01(\t\x12\x12\n\x06vector\x18\x02 \x03(\x02\x42\x02\x10\x01\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\t\n\x01k\x18\x04 \x01(\x05\x12,\n\x06\x66ilter\x18\x05 \x01(\x0b\x32\x1c.tessera.retrieval.v1.Filter\x12\x11\n\tef_search\x18\x06 \x01(\x05\x12-\n\x04mode\x18\x07 \x01(\x0e\x32\x1f.tessera.retrieval.v1.QueryMode\x12\x0f\n\x07\x63olumns\x18\x08 \x03(\t\x12\x14\n\x0cinclude_text\x18\t \x01(\x08\"8\n\rQueryResponse\x12\'\n\x04hits\x18\x01 \x03(\x0b\x32\x19.tessera.retrieval.v1.Hit\"j\n\x03Hit\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07version\x18\x04 \x01(\x03\x12\x0c\n\x04text\x18\x05 \x01(\t\"X\n\x14MeasureRecallRequest\x12\r\n\x05index\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x13\n\x0bsample_size\x18\x03 \x01(\x05\x12\x11\n\tef_search\x18\x04 \x01(\x05\"V\n\x15MeasureRecallResponse\x12\x0e\n\x06recall\x18\x01 \x01(\x01\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x0f\n\x07queries\x18\x03 \x01(\x05\x12\x11\n\tef_search\x18\x04 \x01(\x05*G\n\x06Metric\x12\x16\n\x12METRIC_UNSPECIFIED\x10\x00\x12\n\n\x06\x43OSINE\x10\x01\x12\x06\n\x02L2\x10\x02\x12\x11\n\rINNER_PRODUCT\x10\x03*c\n\tFieldType\x12\x1a\n\x16\x46IELD_TYPE_UNSPECIFIED\x10\x00\x12\n\n\x06STRING\x10\x01\x12\t\n\x05INT64\x10\x02\x12\n\n\x06\x44OUBLE\x10\x03\x12\x08\n\x04\x42OOL\x10\x04\x12\r\n\tTIMESTAMP\x10\x05*Q\n\nBuildState\x12\x1b\n\x17\x42UILD_STATE_UNSPECIFIED\x10\x00\x12\r\n\tNOT_BUILT\x10\x01\x12\x0c\n\x08\x42UILDING\x10\x02\x12\t\n\x05READY\x10\x03*K\n\tQueryMode\x12\x1a\n\x16QUERY_MODE_UNSPECIFIED\x10\x00\x12\x07\n\x03\x41NN\x10\x01\x12\n\n\x06HYBRID\x10\x02\x12\r\n\tFULL_TEXT\x10\x03\x32\xd4\x07\n\x10RetrievalService\x12T\n\x0b\x43reateIndex\x12(.tessera.retrieval.v1.CreateIndexRequest\x1a\x1b.tessera.retrieval.v1.Index\x12X\n\rDescribeIndex\x12*.tessera.retrieval.v1.DescribeIndexRequest\x1a\x1b.tessera.retrieval.v1.Index\x12\x62\n\x0bListIndexes\x12(.tessera.retrieval.v1.ListIndexesRequest\x1a).tessera.retrieval.v1.ListIndexesResponse\x12\x62\n\x0b\x44\x65leteIndex\x12(.tessera.retrieval.v1.DeleteIndexRequest\x1a).tessera.retrieval.v1.DeleteIndexResponse\x12R\n\nBuildIndex\x12\'.tessera.retrieval.v1.BuildIndexRequest\x1a\x1b.tessera.retrieval.v1.Index\x12\x64\n\x0fUpsertDocuments\x12,.tessera.retrieval.v1.UpsertDocumentsRequest\x1a#.tessera.retrieval.v1.WriteResponse\x12l\n\x15StreamUpsertDocuments\x12,.tessera.retrieval.v1.UpsertDocumentsRequest\x1a#.tessera.retrieval.v1.WriteResponse(\x01\x12\x64\n\x0f\x44\x65leteDocuments\x12,.tessera.retrieval.v1.DeleteDocumentsRequest\x1a#.tessera.retrieval.v1.WriteResponse\x12P\n\x05Query\x12\".tessera.retrieval.v1.QueryRequest\x1a#.tessera.retrieval.v1.QueryResponse\x12h\n\rMeasureRecall\x12*.tessera.retrieval.v1.MeasureRecallRequest\x1a+.tessera.retrieval.v1.MeasureRecallResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tessera.retrieval.v1.retrieval_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_DOCUMENT'].fields_by_name['vector']._loaded_options = None
+  _globals['_DOCUMENT'].fields_by_name['vector']._serialized_options = b'\020\001'
   _globals['_QUERYREQUEST'].fields_by_name['vector']._loaded_options = None
   _globals['_QUERYREQUEST'].fields_by_name['vector']._serialized_options = b'\020\001'
-  _globals['_INDEX']._serialized_start=124
-  _globals['_INDEX']._serialized_end=199
-  _globals['_DESCRIBEINDEXREQUEST']._serialized_start=201
-  _globals['_DESCRIBEINDEXREQUEST']._serialized_end=237
-  _globals['_LISTINDEXESREQUEST']._serialized_start=239
-  _globals['_LISTINDEXESREQUEST']._serialized_end=305
-  _globals['_LISTINDEXESRESPONSE']._serialized_start=307
-  _globals['_LISTINDEXESRESPONSE']._serialized_end=421
-  _globals['_QUERYREQUEST']._serialized_start=423
-  _globals['_QUERYREQUEST']._serialized_end=497
-  _globals['_QUERYRESPONSE']._serialized_start=499
-  _globals['_QUERYRESPONSE']._serialized_end=555
-  _globals['_HIT']._serialized_start=557
-  _globals['_HIT']._serialized_end=632
-  _globals['_RETRIEVALSERVICE']._serialized_start=635
-  _globals['_RETRIEVALSERVICE']._serialized_end=925
+  _globals['_METRIC']._serialized_start=2872
+  _globals['_METRIC']._serialized_end=2943
+  _globals['_FIELDTYPE']._serialized_start=2945
+  _globals['_FIELDTYPE']._serialized_end=3044
+  _globals['_BUILDSTATE']._serialized_start=3046
+  _globals['_BUILDSTATE']._serialized_end=3127
+  _globals['_QUERYMODE']._serialized_start=3129
+  _globals['_QUERYMODE']._serialized_end=3204
+  _globals['_METADATAFIELD']._serialized_start=157
+  _globals['_METADATAFIELD']._serialized_end=233
+  _globals['_EMBEDDINGSOURCE']._serialized_start=235
+  _globals['_EMBEDDINGSOURCE']._serialized_end=289
+  _globals['_HNSWSETTINGS']._serialized_start=291
+  _globals['_HNSWSETTINGS']._serialized_end=341
+  _globals['_INDEX']._serialized_start=344
+  _globals['_INDEX']._serialized_end=758
+  _globals['_CREATEINDEXREQUEST']._serialized_start=761
+  _globals['_CREATEINDEXREQUEST']._serialized_end=1054
+  _globals['_DESCRIBEINDEXREQUEST']._serialized_start=1056
+  _globals['_DESCRIBEINDEXREQUEST']._serialized_end=1092
+  _globals['_LISTINDEXESREQUEST']._serialized_start=1094
+  _globals['_LISTINDEXESREQUEST']._serialized_end=1160
+  _globals['_LISTINDEXESRESPONSE']._serialized_start=1162
+  _globals['_LISTINDEXESRESPONSE']._serialized_end=1276
+  _globals['_DELETEINDEXREQUEST']._serialized_start=1278
+  _globals['_DELETEINDEXREQUEST']._serialized_end=1312
+  _globals['_DELETEINDEXRESPONSE']._serialized_start=1314
+  _globals['_DELETEINDEXRESPONSE']._serialized_end=1335
+  _globals['_BUILDINDEXREQUEST']._serialized_start=1337
+  _globals['_BUILDINDEXREQUEST']._serialized_end=1370
+  _globals['_DOCUMENT']._serialized_start=1372
+  _globals['_DOCUMENT']._serialized_end=1488
+  _globals['_UPSERTDOCUMENTSREQUEST']._serialized_start=1490
+  _globals['_UPSERTDOCUMENTSREQUEST']._serialized_end=1580
+  _globals['_DOCUMENTREF']._serialized_start=1582
+  _globals['_DOCUMENTREF']._serialized_end=1624
+  _globals['_DELETEDOCUMENTSREQUEST']._serialized_start=1626
+  _globals['_DELETEDOCUMENTSREQUEST']._serialized_end=1719
+  _globals['_WRITERESPONSE']._serialized_start=1721
+  _globals['_WRITERESPONSE']._serialized_end=1770
+  _globals['_FILTER']._serialized_start=1773
+  _globals['_FILTER']._serialized_end=1994
+  _globals['_FILTERLIST']._serialized_start=1996
+  _globals['_FILTERLIST']._serialized_end=2055
+  _globals['_COMPARISON']._serialized_start=2058
+  _globals['_COMPARISON']._serialized_end=2298
+  _globals['_COMPARISON_OP']._serialized_start=2216
+  _globals['_COMPARISON_OP']._serialized_end=2298
+  _globals['_QUERYREQUEST']._serialized_start=2301
+  _globals['_QUERYREQUEST']._serialized_end=2526
+  _globals['_QUERYRESPONSE']._serialized_start=2528
+  _globals['_QUERYRESPONSE']._serialized_end=2584
+  _globals['_HIT']._serialized_start=2586
+  _globals['_HIT']._serialized_end=2692
+  _globals['_MEASURERECALLREQUEST']._serialized_start=2694
+  _globals['_MEASURERECALLREQUEST']._serialized_end=2782
+  _globals['_MEASURERECALLRESPONSE']._serialized_start=2784
+  _globals['_MEASURERECALLRESPONSE']._serialized_end=2870
+  _globals['_RETRIEVALSERVICE']._serialized_start=3207
+  _globals['_RETRIEVALSERVICE']._serialized_end=4187
 # @@protoc_insertion_point(module_scope)

@@ -34,6 +34,11 @@ class RetrievalServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.CreateIndex = channel.unary_unary(
+                '/tessera.retrieval.v1.RetrievalService/CreateIndex',
+                request_serializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.CreateIndexRequest.SerializeToString,
+                response_deserializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.Index.FromString,
+                _registered_method=True)
         self.DescribeIndex = channel.unary_unary(
                 '/tessera.retrieval.v1.RetrievalService/DescribeIndex',
                 request_serializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.DescribeIndexRequest.SerializeToString,
@@ -44,15 +49,51 @@ class RetrievalServiceStub:
                 request_serializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.ListIndexesRequest.SerializeToString,
                 response_deserializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.ListIndexesResponse.FromString,
                 _registered_method=True)
+        self.DeleteIndex = channel.unary_unary(
+                '/tessera.retrieval.v1.RetrievalService/DeleteIndex',
+                request_serializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.DeleteIndexRequest.SerializeToString,
+                response_deserializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.DeleteIndexResponse.FromString,
+                _registered_method=True)
+        self.BuildIndex = channel.unary_unary(
+                '/tessera.retrieval.v1.RetrievalService/BuildIndex',
+                request_serializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.BuildIndexRequest.SerializeToString,
+                response_deserializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.Index.FromString,
+                _registered_method=True)
+        self.UpsertDocuments = channel.unary_unary(
+                '/tessera.retrieval.v1.RetrievalService/UpsertDocuments',
+                request_serializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.UpsertDocumentsRequest.SerializeToString,
+                response_deserializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.WriteResponse.FromString,
+                _registered_method=True)
+        self.StreamUpsertDocuments = channel.stream_unary(
+                '/tessera.retrieval.v1.RetrievalService/StreamUpsertDocuments',
+                request_serializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.UpsertDocumentsRequest.SerializeToString,
+                response_deserializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.WriteResponse.FromString,
+                _registered_method=True)
+        self.DeleteDocuments = channel.unary_unary(
+                '/tessera.retrieval.v1.RetrievalService/DeleteDocuments',
+                request_serializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.DeleteDocumentsRequest.SerializeToString,
+                response_deserializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.WriteResponse.FromString,
+                _registered_method=True)
         self.Query = channel.unary_unary(
                 '/tessera.retrieval.v1.RetrievalService/Query',
                 request_serializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.QueryRequest.SerializeToString,
                 response_deserializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.QueryResponse.FromString,
                 _registered_method=True)
+        self.MeasureRecall = channel.unary_unary(
+                '/tessera.retrieval.v1.RetrievalService/MeasureRecall',
+                request_serializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.MeasureRecallRequest.SerializeToString,
+                response_deserializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.MeasureRecallResponse.FromString,
+                _registered_method=True)
 
 
 class RetrievalServiceServicer:
     """Missing associated documentation comment in .proto file."""
+
+    def CreateIndex(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def DescribeIndex(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -66,8 +107,47 @@ class RetrievalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteIndex(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BuildIndex(self, request, context):
+        """(Re)builds the HNSW index; indexes created with `deferred_build` have none until this runs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpsertDocuments(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamUpsertDocuments(self, request_iterator, context):
+        """A client stream of batches, acknowledged once at the end (every batch is committed as it arrives).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteDocuments(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Query(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MeasureRecall(self, request, context):
+        """Samples queries from the index, compares ANN answers with an exact scan, reports recall@k.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -75,6 +155,11 @@ class RetrievalServiceServicer:
 
 def add_RetrievalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'CreateIndex': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateIndex,
+                    request_deserializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.CreateIndexRequest.FromString,
+                    response_serializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.Index.SerializeToString,
+            ),
             'DescribeIndex': grpc.unary_unary_rpc_method_handler(
                     servicer.DescribeIndex,
                     request_deserializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.DescribeIndexRequest.FromString,
@@ -85,10 +170,40 @@ def add_RetrievalServiceServicer_to_server(servicer, server):
                     request_deserializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.ListIndexesRequest.FromString,
                     response_serializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.ListIndexesResponse.SerializeToString,
             ),
+            'DeleteIndex': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteIndex,
+                    request_deserializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.DeleteIndexRequest.FromString,
+                    response_serializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.DeleteIndexResponse.SerializeToString,
+            ),
+            'BuildIndex': grpc.unary_unary_rpc_method_handler(
+                    servicer.BuildIndex,
+                    request_deserializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.BuildIndexRequest.FromString,
+                    response_serializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.Index.SerializeToString,
+            ),
+            'UpsertDocuments': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpsertDocuments,
+                    request_deserializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.UpsertDocumentsRequest.FromString,
+                    response_serializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.WriteResponse.SerializeToString,
+            ),
+            'StreamUpsertDocuments': grpc.stream_unary_rpc_method_handler(
+                    servicer.StreamUpsertDocuments,
+                    request_deserializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.UpsertDocumentsRequest.FromString,
+                    response_serializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.WriteResponse.SerializeToString,
+            ),
+            'DeleteDocuments': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteDocuments,
+                    request_deserializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.DeleteDocumentsRequest.FromString,
+                    response_serializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.WriteResponse.SerializeToString,
+            ),
             'Query': grpc.unary_unary_rpc_method_handler(
                     servicer.Query,
                     request_deserializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.QueryRequest.FromString,
                     response_serializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.QueryResponse.SerializeToString,
+            ),
+            'MeasureRecall': grpc.unary_unary_rpc_method_handler(
+                    servicer.MeasureRecall,
+                    request_deserializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.MeasureRecallRequest.FromString,
+                    response_serializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.MeasureRecallResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -100,6 +215,33 @@ def add_RetrievalServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class RetrievalService:
     """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def CreateIndex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.retrieval.v1.RetrievalService/CreateIndex',
+            tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.CreateIndexRequest.SerializeToString,
+            tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.Index.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def DescribeIndex(request,
@@ -156,6 +298,141 @@ class RetrievalService:
             _registered_method=True)
 
     @staticmethod
+    def DeleteIndex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.retrieval.v1.RetrievalService/DeleteIndex',
+            tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.DeleteIndexRequest.SerializeToString,
+            tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.DeleteIndexResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BuildIndex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.retrieval.v1.RetrievalService/BuildIndex',
+            tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.BuildIndexRequest.SerializeToString,
+            tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.Index.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpsertDocuments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.retrieval.v1.RetrievalService/UpsertDocuments',
+            tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.UpsertDocumentsRequest.SerializeToString,
+            tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.WriteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamUpsertDocuments(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/tessera.retrieval.v1.RetrievalService/StreamUpsertDocuments',
+            tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.UpsertDocumentsRequest.SerializeToString,
+            tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.WriteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteDocuments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.retrieval.v1.RetrievalService/DeleteDocuments',
+            tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.DeleteDocumentsRequest.SerializeToString,
+            tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.WriteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def Query(request,
             target,
             options=(),
@@ -172,6 +449,33 @@ class RetrievalService:
             '/tessera.retrieval.v1.RetrievalService/Query',
             tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.QueryRequest.SerializeToString,
             tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.QueryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MeasureRecall(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.retrieval.v1.RetrievalService/MeasureRecall',
+            tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.MeasureRecallRequest.SerializeToString,
+            tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.MeasureRecallResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,1 @@
+"""Retrieval: vector indexes on pgvector with managed embeddings, filtered and hybrid search, sync via Kafka."""

@@ -1,0 +1,121 @@
+"""Wiring: settings -> database, embeddings, authorizer, core, gRPC server, sync consumer, connectors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from tessera.retrieval.v1 import retrieval_pb2_grpc
+
+from services.common import telemetry
+from services.common.db import Database, migrate
+from services.common.grpc_server import TesseraServer
+from services.common.kafka_producer import EventProducer
+from services.retrieval.authz import AllowAll, Authorizer
+from services.retrieval.config import AUTHZ_NONE, AUTHZ_REGISTRY, RetrievalSettings
+from services.retrieval.connector import ConnectorSpec, SourceTableConnector
+from services.retrieval.core import RetrievalCore
+from services.retrieval.embeddings import EmbeddingModelRegistry, parse_model_folders
+from services.retrieval.grpc_api import SERVICE_NAME, RetrievalServicer
+from services.retrieval.kafka_api import sync_consumer
+from services.retrieval.search_store import SearchStore
+from services.retrieval.store import IndexStore
+
+_log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def build_authorizer(settings: RetrievalSettings) -> Authorizer:
+    if settings.retrieval_authz == AUTHZ_NONE:
+        _log.warning(
+            "!!! TESSERA_RETRIEVAL_AUTHZ=none: index permissions are NOT checked; every caller may read and write"
+            " every index. Use only for local runs and tests. !!!"
+        )
+        return AllowAll()
+    if settings.retrieval_authz == AUTHZ_REGISTRY:
+        from services.retrieval.registry_authz import RegistryAuthorizer
+
+        return RegistryAuthorizer(settings.registry_address, settings.service_token)
+    raise ValueError(f"TESSERA_RETRIEVAL_AUTHZ must be {AUTHZ_REGISTRY!r} or {AUTHZ_NONE!r}")
+
+
+class RetrievalApp:
+    """The whole service in one process; `start()` returns once it serves."""
+
+    def __init__(self, settings: RetrievalSettings, *, serve_metrics: bool = True) -> None:
+        self.settings = settings
+        self.serve_metrics = serve_metrics
+        self.db: Database | None = None
+        self.search_store: SearchStore | None = None
+        self.core: RetrievalCore | None = None
+        self.server: TesseraServer | None = None
+        self.producer: EventProducer | None = None
+        self.consumer = None
+        self.connectors: list[SourceTableConnector] = []
+        self._tasks: list[asyncio.Task] = []
+        self.port = 0
+        self.metrics_port = 0
+
+    async def start(self) -> None:
+        s = self.settings
+        telemetry.setup_tracing(s.service_name, s.otlp_endpoint)
+        if self.serve_metrics:
+            self.metrics_port = telemetry.start_metrics_server(s.metrics_port, s.host)
+        dsn = s.resolved_pg_dsn()
+        self.db = await Database(dsn, s.retrieval_schema).open()
+        await migrate(self.db, MIGRATIONS)
+        self.search_store = SearchStore(
+            dsn, s.retrieval_schema, pool_size=s.retrieval_query_pool_size, max_scan_tuples=s.retrieval_max_scan_tuples
+        )
+        await self.search_store.open()
+        embeddings = EmbeddingModelRegistry(
+            parse_model_folders(s.retrieval_embedding_models), batch_size=s.retrieval_embedding_batch_size
+        )
+        self.core = RetrievalCore(
+            IndexStore(self.db),
+            self.search_store,
+            embeddings,
+            build_authorizer(s),
+            default_ef_search=s.retrieval_default_ef_search,
+        )
+        self.server = TesseraServer(s)
+        self.server.add(
+            retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server, RetrievalServicer(self.core), SERVICE_NAME
+        )
+        self.port = await self.server.start()
+        if s.retrieval_run_sync_consumer or s.retrieval_connectors:
+            self.producer = EventProducer(s.kafka_bootstrap, client_id=f"{s.service_name}-sync")
+        if s.retrieval_run_sync_consumer:
+            self.consumer = sync_consumer(
+                self.core,
+                bootstrap=s.kafka_bootstrap,
+                topic=s.retrieval_sync_topic,
+                group_id=s.retrieval_sync_group,
+                dlq_producer=self.producer,
+            )
+            self._tasks.append(asyncio.create_task(self.consumer.run(), name="retrieval-sync"))
+        for path in s.retrieval_connectors:
+            connector = SourceTableConnector(
+                ConnectorSpec.from_json(Path(path)), self.db, self.producer, s.retrieval_sync_topic
+            )
+            await connector.install_delete_capture()
+            self.connectors.append(connector)
+            self._tasks.append(asyncio.create_task(connector.run(s.retrieval_connector_poll_s)))
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
+        for connector in self.connectors:
+            connector.stop()
+        if self.consumer is not None:
+            self.consumer.stop()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.producer is not None:
+            await asyncio.to_thread(self.producer.close)
+        if self.search_store is not None:
+            await self.search_store.close()
+        if self.db is not None:
+            await self.db.close()
