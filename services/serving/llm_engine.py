@@ -1,0 +1,221 @@
+"""One vLLM engine for one model folder: the only code in serving that touches vLLM.
+
+The gRPC and Kafka front ends call `VllmEngine.generate` with plain Python types
+and get plain chunks back. vLLM itself is imported on `start()`, so importing
+this module stays cheap for code and tests that never start an engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+# Nothing is fetched from a hub or reported anywhere: models are local folders.
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
+}
+
+ChatMessage = Mapping[str, str]  # {"role": "user", "content": "..."}
+
+
+class InvalidRequest(ValueError):
+    """The request cannot be served as asked (bad sampling values, prompt too long...)."""
+
+
+class EngineUnavailable(RuntimeError):
+    """The engine is not started, is stopping, or has died."""
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    # On CPU, vLLM reads gpu_memory_utilization as a share of *host* memory (0.9 by
+    # default); an explicit KV cache size keeps it small and skips the warm-up pass.
+    kv_cache_bytes: int = 256 * 2**20
+    max_model_len: int | None = None  # None: the model's own limit
+    max_num_seqs: int = 32
+    dtype: str = "auto"  # the checkpoint's dtype; bfloat16 and float32 both run on CPU
+    enforce_eager: bool = True  # torch.compile costs minutes at start on a small CPU
+    seed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    temperature: float = 1.0  # 0 is greedy
+    top_p: float = 1.0
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    ignore_eos: bool = False  # generate exactly max_tokens (benchmarks)
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationChunk:
+    text: str  # new text since the previous chunk (the whole text when not streaming)
+    token_ids: tuple[int, ...]  # new token ids since the previous chunk
+    prompt_tokens: int
+    completion_tokens: int  # generated so far, this chunk included
+    finished: bool
+    finish_reason: str | None = None  # "stop", "length" or "abort" on the last chunk
+
+
+class VllmEngine:
+    """Owns vLLM's async engine (V1 AsyncLLM) for one model folder."""
+
+    def __init__(self, model_dir: str | Path, settings: EngineSettings | None = None) -> None:
+        self.model_dir = Path(model_dir)
+        self.settings = settings or EngineSettings()
+        self._engine: AsyncLLM | None = None
+        self._tokenizer: Any = None
+
+    @property
+    def running(self) -> bool:
+        return self._engine is not None and not self._engine.errored
+
+    async def start(self) -> None:
+        """Start the engine (its core and worker processes); returns when it can serve."""
+        if self._engine is not None:
+            return
+        if not (self.model_dir / "config.json").is_file():
+            raise FileNotFoundError(f"no Hugging Face model in {self.model_dir}")
+        for key, value in OFFLINE_ENV.items():
+            os.environ.setdefault(key, value)
+
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        s = self.settings
+        args = AsyncEngineArgs(
+            model=str(self.model_dir),
+            dtype=s.dtype,
+            max_model_len=s.max_model_len,
+            max_num_seqs=s.max_num_seqs,
+            kv_cache_memory_bytes=s.kv_cache_bytes,
+            enforce_eager=s.enforce_eager,
+            seed=s.seed,
+        )
+        # Blocking for the engine's start-up (process spawn, weight load); callers
+        # start engines before they serve, so the loop has nothing else to do yet.
+        self._engine = AsyncLLM.from_engine_args(args)
+        self._tokenizer = self._engine.get_tokenizer()
+
+    async def stop(self) -> None:
+        """Stop the engine; requests still running end with EngineUnavailable."""
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            await asyncio.to_thread(engine.shutdown)
+
+    def apply_chat_template(self, messages: Sequence[ChatMessage]) -> str:
+        """The prompt text the model's own chat template makes of these messages."""
+        tokenizer = self._require_tokenizer()
+        if not getattr(tokenizer, "chat_template", None):
+            raise InvalidRequest(f"the model in {self.model_dir} has no chat template")
+        return tokenizer.apply_chat_template(
+            [dict(message) for message in messages], tokenize=False, add_generation_prompt=True
+        )
+
+    def tokenize(self, prompt: str | Sequence[ChatMessage]) -> list[int]:
+        """Prompt token ids, the way vLLM's own completions and chat servers make them."""
+        tokenizer = self._require_tokenizer()
+        if isinstance(prompt, str):
+            return tokenizer.encode(prompt, add_special_tokens=True)
+        # The chat template writes the special tokens (BOS...) itself.
+        return tokenizer.encode(self.apply_chat_template(prompt), add_special_tokens=False)
+
+    async def generate(
+        self,
+        request_id: str,
+        prompt: str | Sequence[ChatMessage],
+        sampling: Sampling | None = None,
+        *,
+        stream: bool = True,
+    ) -> AsyncIterator[GenerationChunk]:
+        """Generate for a text prompt or chat messages; the last chunk has finished=True.
+
+        Closing the iterator early (or cancelling its task) aborts the request in the engine.
+        """
+        engine = self._require_engine()
+        sampling = sampling or Sampling()
+        token_ids = self.tokenize(prompt)
+        params = self._sampling_params(sampling, stream)
+        completion_tokens = 0
+        try:
+            async for output in engine.generate(_token_input(token_ids), params, request_id):
+                completion = output.outputs[0]
+                # Streamed outputs carry only the new tokens; a final-only output carries all.
+                completion_tokens = len(completion.token_ids) + (completion_tokens if stream else 0)
+                yield GenerationChunk(
+                    text=completion.text,
+                    token_ids=tuple(completion.token_ids),
+                    prompt_tokens=len(output.prompt_token_ids or token_ids),
+                    completion_tokens=completion_tokens,
+                    finished=output.finished,
+                    finish_reason=completion.finish_reason if output.finished else None,
+                )
+        except Exception as error:
+            translated = _translate(error)
+            if translated is error:
+                raise
+            raise translated from error
+
+    async def abort(self, request_id: str) -> None:
+        """Stop a running request; its iterator ends with finish_reason "abort"."""
+        if self._engine is not None:
+            await self._engine.abort(request_id)
+
+    def _sampling_params(self, sampling: Sampling, stream: bool):
+        from vllm.sampling_params import RequestOutputKind, SamplingParams
+
+        try:
+            return SamplingParams(
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                max_tokens=sampling.max_tokens,
+                stop=list(sampling.stop) or None,
+                seed=sampling.seed,
+                ignore_eos=sampling.ignore_eos,
+                output_kind=RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY,
+            )
+        except Exception as error:
+            raise InvalidRequest(str(error)) from error
+
+    def _require_engine(self) -> AsyncLLM:
+        if self._engine is None:
+            raise EngineUnavailable(f"the engine for {self.model_dir} is not started")
+        if self._engine.errored:
+            raise EngineUnavailable(f"the engine for {self.model_dir} has died")
+        return self._engine
+
+    def _require_tokenizer(self) -> Any:
+        self._require_engine()
+        return self._tokenizer
+
+
+def _token_input(token_ids: list[int]) -> Mapping[str, Any]:
+    """Already-tokenized input, which vLLM takes without re-rendering the prompt."""
+    try:
+        from vllm.inputs.engine import tokens_input
+    except ImportError:  # vLLM releases before rendered engine inputs
+        return {"prompt_token_ids": token_ids}
+    return tokens_input(token_ids)
+
+
+def _translate(error: Exception) -> Exception:
+    from vllm.exceptions import VLLMClientError, VLLMServerError
+
+    if isinstance(error, InvalidRequest | EngineUnavailable):
+        return error
+    if isinstance(error, VLLMClientError | ValueError):
+        return InvalidRequest(str(error))
+    if isinstance(error, VLLMServerError):
+        return EngineUnavailable(str(error) or type(error).__name__)
+    return error
