@@ -72,7 +72,11 @@ class SentenceTransformerEmbedder:
 
                 _log.info("loading embedding model %s from %s", self.name, self.folder)
                 self._model = SentenceTransformer(str(self.folder), device="cpu", local_files_only=True)
-                dim = self._model.get_sentence_embedding_dimension()
+                get_dimension = (
+                    getattr(self._model, "get_embedding_dimension", None)
+                    or self._model.get_sentence_embedding_dimension
+                )
+                dim = get_dimension()
                 self._dimension = int(dim) if dim else int(self._model.encode(["probe"]).shape[1])
         return self._model
 

@@ -5,8 +5,8 @@ BEGIN/COMMIT). pgvector's scan settings are session GUCs; each connection
 remembers what it last set, so a query pays for `set_config` only when its
 settings differ from the previous query's on that connection.
 
-Filtered ANN uses pgvector's iterative index scan (relaxed order, re-sorted in
-a materialized CTE, as pgvector documents) so a WHERE clause no longer starves
+Filtered ANN uses pgvector's iterative index scan (relaxed order, re-sorted
+here) so a WHERE clause no longer starves
 the result; if even that yields fewer than k rows (a very selective filter past
 `hnsw.max_scan_tuples`), an exact scan answers instead: k rows whenever k match.
 """
@@ -52,8 +52,8 @@ class SearchStore:
         await register_vector_async(conn)
         await conn.execute(sql.SQL("SET search_path TO {}, public").format(sql.Identifier(self.schema)))
 
-    async def _scan_settings(self, conn: psycopg.AsyncConnection, ef_search: int, iterative: bool) -> None:
-        wanted = (ef_search, "relaxed_order" if iterative else "off", self.max_scan_tuples)
+    async def _scan_settings(self, conn: psycopg.AsyncConnection, ef_search: int, iterative_scan: str) -> None:
+        wanted = (ef_search, iterative_scan, self.max_scan_tuples)
         if self._gucs.get(conn) == wanted:
             return
         await conn.execute(
@@ -89,15 +89,15 @@ class SearchStore:
         inner = sql.SQL(
             "SELECT id, version, embedding {op} %b AS distance{cols} FROM {t} WHERE {where} ORDER BY distance LIMIT %s"
         ).format(op=op, cols=self._select_list(columns, include_text), t=self._table(info), where=where)
-        if filtered:
-            # Relaxed order may return neighbours slightly out of order: re-sort the materialized result.
-            statement = sql.SQL("WITH r AS MATERIALIZED ({}) SELECT * FROM r ORDER BY distance").format(inner)
-        else:
-            statement = inner
         async with self._pool.connection() as conn:
-            await self._scan_settings(conn, ef_search, iterative=filtered)
-            cur = await conn.execute(statement, [vector, *where_params, k])
-            return await cur.fetchall()
+            await self._scan_settings(conn, ef_search, "relaxed_order" if filtered else "off")
+            cur = await conn.execute(inner, [vector, *where_params, k])
+            rows = await cur.fetchall()
+        if filtered:
+            # Relaxed order may hand neighbours back slightly out of order. (pgvector's materialized-CTE
+            # re-sort does not help on PostgreSQL 17+, whose planner trusts the CTE's own ordering.)
+            rows.sort(key=lambda row: row[2])
+        return rows
 
     async def exact(
         self,
@@ -184,7 +184,8 @@ class SearchStore:
         )
         params = [vector, *where_params, candidates, text, *where_params, candidates, k]
         async with self._pool.connection() as conn:
-            await self._scan_settings(conn, ef_search, iterative=True)
+            # Strict order: the vector ranks feed the fusion, so they must be true ranks.
+            await self._scan_settings(conn, ef_search, "strict_order")
             cur = await conn.execute(statement, params)
             return await cur.fetchall()
 

@@ -190,6 +190,8 @@ class IndexStore:
             )
             await conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(self._t(info.table, "_hnsw")))
             await conn.execute(self._hnsw_ddl(info.spec, info.table))
+            # Fresh statistics, or the planner may keep choosing a sequential scan over the new index.
+            await conn.execute(sql.SQL("ANALYZE {}").format(self._t(info.table)))
 
     # -- documents ----------------------------------------------------------------
 
