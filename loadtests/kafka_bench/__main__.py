@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import threading
 import time
 import uuid
@@ -246,18 +247,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bootstrap", default="127.0.0.1:9092")
     parser.add_argument("--quick", action="store_true", help="a tenth of the records, for a smoke run")
+    parser.add_argument("--repeat", type=int, default=3, help="alternate raw/Tessera this many times; report medians")
+    parser.add_argument("--sizes", default=",".join(SIZES), help="comma-separated subset of: " + ", ".join(SIZES))
     args = parser.parse_args()
     scale = 0.1 if args.quick else 1.0
     rows, results = [], {}
-    for label, size in SIZES.items():
+    for label in [s.strip() for s in args.sizes.split(",")]:
+        size = SIZES[label]
         count = max(int(COUNTS[label] * scale), 1_500)
-        log(f"{label}: producing {count:,} records raw, then through EventProducer")
-        raw_topic, tessera_topic = new_topic(args.bootstrap, "raw"), new_topic(args.bootstrap, "tessera")
-        p_raw = produce_raw(args.bootstrap, raw_topic, size, count)
-        p_tes = produce_tessera(args.bootstrap, tessera_topic, size, count)
-        log(f"{label}: consuming them back raw, then through ConsumerLoop")
-        c_raw = consume_raw(args.bootstrap, raw_topic, count)
-        c_tes = consume_tessera(args.bootstrap, tessera_topic, count)
+        p_raws, p_tess, c_raws, c_tess = [], [], [], []
+        for attempt in range(1, args.repeat + 1):
+            log(f"{label} [{attempt}/{args.repeat}]: producing {count:,} records raw, then through EventProducer")
+            raw_topic, tessera_topic = new_topic(args.bootstrap, "raw"), new_topic(args.bootstrap, "tessera")
+            p_raws.append(produce_raw(args.bootstrap, raw_topic, size, count))
+            p_tess.append(produce_tessera(args.bootstrap, tessera_topic, size, count))
+            log(f"{label} [{attempt}/{args.repeat}]: consuming them back raw, then through ConsumerLoop")
+            c_raws.append(consume_raw(args.bootstrap, raw_topic, count))
+            c_tess.append(consume_tessera(args.bootstrap, tessera_topic, count))
+        p_raw, p_tes, c_raw, c_tes = (statistics.median(v) for v in (p_raws, p_tess, c_raws, c_tess))
         log(f"{label}: latency at {LATENCY_RATE}/s for {LATENCY_COUNT} records, raw then Tessera")
         l_raw, l_tes = latency_raw(args.bootstrap, size), latency_tessera(args.bootstrap, size)
         r = {

@@ -18,10 +18,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, TopicPartition
 from google.protobuf.message import Message as ProtoMessage
 from opentelemetry.context import Context
 from prometheus_client import Counter, Gauge
@@ -59,24 +58,40 @@ def is_retriable(exc: BaseException) -> bool:
     )
 
 
-@dataclass
 class Record(Generic[M]):
-    """A decoded record and where it came from."""
+    """A decoded record and where it came from. Headers, key and trace context
+    are read from the raw message on demand: most handlers need only the value."""
 
-    topic: str
-    partition: int
-    offset: int
-    key: str | None
-    value: M
-    record_id: str
-    headers: dict[str, str]
-    timestamp_ms: int
-    raw: Message = field(repr=False)
+    __slots__ = ("topic", "partition", "offset", "value", "record_id", "raw")
+
+    def __init__(self, topic: str, partition: int, offset: int, value: M, record_id: str, raw: Message) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.value = value
+        self.record_id = record_id
+        self.raw = raw
+
+    @property
+    def key(self) -> str | None:
+        key = self.raw.key()
+        return key.decode("utf-8", "replace") if key is not None else None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {k: (v.decode("utf-8", "replace") if v is not None else "") for k, v in (self.raw.headers() or [])}
+
+    @property
+    def timestamp_ms(self) -> int:
+        return self.raw.timestamp()[1]
 
     @property
     def context(self) -> Context:
-        """The producer's trace context (parsed on demand: most handlers never need it)."""
+        """The producer's trace context."""
         return telemetry.extract_context(self.raw.headers())
+
+    def __repr__(self) -> str:
+        return f"Record({self.topic}[{self.partition}]@{self.offset} id={self.record_id!r} value={self.value!r})"
 
 
 BatchHandler = Callable[[list[Record[M]]], Awaitable[None]]
@@ -131,14 +146,21 @@ class ConsumerLoop(Generic[M]):
     # -- lifecycle -------------------------------------------------------
 
     async def run(self) -> None:
-        self._consumer.subscribe(self.topics, on_assign=self._on_assign)
+        loop = asyncio.get_running_loop()
+        self._consumer.subscribe(self.topics, on_assign=lambda *_: loop.call_soon_threadsafe(self._assigned.set))
+        handled: list[Message] = []
         try:
             while not self._stopping.is_set():
-                messages = await asyncio.to_thread(self._consumer.consume, self._batch_size, self._poll_timeout)
+                # One trip to the client thread commits the last batch and fetches the next.
+                messages = await asyncio.to_thread(self._commit_then_consume, handled)
+                handled = []
                 if messages:
                     if not await self._handle(messages):
                         break  # stopping while a transient failure persisted: leave the batch uncommitted
+                    handled = messages
                 self._update_lag()
+            if handled:
+                await asyncio.to_thread(self._commit, handled)
         finally:
             await asyncio.to_thread(self._consumer.close)
             self._stopped.set()
@@ -153,9 +175,6 @@ class ConsumerLoop(Generic[M]):
         """Wait until the group gave this consumer its partitions (useful in tests and at start-up)."""
         await asyncio.wait_for(self._assigned.wait(), timeout)
 
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._assigned.set()
-
     # -- one batch -------------------------------------------------------
 
     async def _handle(self, messages: list[Message]) -> bool:
@@ -169,13 +188,7 @@ class ConsumerLoop(Generic[M]):
                 records.append(self._decode(message))
             except InvalidArgument as exc:
                 await self._dead_letter(message, exc)
-        if records and not await self._process(records):
-            return False
-        await asyncio.to_thread(self._commit, messages)
-        for message in messages:
-            if not message.error():
-                CONSUMED.labels(message.topic(), self.group_id).inc()
-        return True
+        return not records or await self._process(records)
 
     async def _process(self, records: list[Record[M]]) -> bool:
         """Run the handler until it succeeds; isolate poison records. False if stopped mid-retry."""
@@ -204,24 +217,22 @@ class ConsumerLoop(Generic[M]):
                 return True
 
     def _decode(self, message: Message) -> Record[M]:
-        headers = {k: (v.decode("utf-8", "replace") if v is not None else "") for k, v in (message.headers() or [])}
-        value = serialization.decode(
-            self.message_type,
-            message.value(),
-            headers.get("content-type", serialization.PROTOBUF),
-            headers.get("schema", ""),
-        )
-        key = message.key()
+        content_type = schema = record_id = None
+        for name, value in message.headers() or ():
+            if name == "content-type":
+                content_type = value
+            elif name == "schema":
+                schema = value
+            elif name == RECORD_ID:
+                record_id = value
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
         return Record(
-            topic=message.topic(),
-            partition=message.partition(),
-            offset=message.offset(),
-            key=key.decode("utf-8", "replace") if key is not None else None,
-            value=value,
-            record_id=headers.get(RECORD_ID) or f"{message.topic()}:{message.partition()}:{message.offset()}",
-            headers=headers,
-            timestamp_ms=message.timestamp()[1],
-            raw=message,
+            topic,
+            partition,
+            offset,
+            serialization.decode(self.message_type, message.value(), content_type, schema),
+            record_id.decode("utf-8", "replace") if record_id else f"{topic}:{partition}:{offset}",
+            message,
         )
 
     async def _dead_letter(self, message: Message, exc: BaseException) -> None:
@@ -249,17 +260,33 @@ class ConsumerLoop(Generic[M]):
         await self._dlq.send_bytes(topics.dlq(message.topic()), message.value(), key=message.key(), headers=headers)
         DEAD_LETTERED.labels(message.topic(), self.group_id).inc()
 
+    def _commit_then_consume(self, handled: list[Message]) -> list[Message]:
+        if handled:
+            self._commit(handled)
+        return self._consumer.consume(self._batch_size, self._poll_timeout)
+
     def _commit(self, messages: list[Message]) -> None:
+        """Commit a handled batch (runs on the client's thread)."""
         next_offsets: dict[tuple[str, int], int] = {}
+        per_topic: dict[str, int] = {}
         for message in messages:
             if message.error():
                 continue
             tp = (message.topic(), message.partition())
             next_offsets[tp] = max(next_offsets.get(tp, OFFSET_INVALID), message.offset() + 1)
-        if next_offsets:
+            per_topic[tp[0]] = per_topic.get(tp[0], 0) + 1
+        if not next_offsets:
+            return
+        try:
             self._consumer.commit(
                 offsets=[TopicPartition(t, p, o) for (t, p), o in next_offsets.items()], asynchronous=False
             )
+        except KafkaException as exc:
+            # E.g. the partitions moved in a rebalance: the new owner redelivers, sinks are idempotent.
+            _log.warning("%s: commit failed, the batch will be redelivered: %s", self.group_id, exc)
+            return
+        for topic, count in per_topic.items():
+            CONSUMED.labels(topic, self.group_id).inc(count)
 
     def _update_lag(self) -> None:
         now = time.monotonic()

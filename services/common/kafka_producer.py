@@ -12,13 +12,15 @@ Two ways to send:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 import threading
-import uuid
+from collections import Counter as Tally
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError, Message, Producer
 from google.protobuf.message import Message as ProtoMessage
 from prometheus_client import Counter
 
@@ -30,6 +32,8 @@ PRODUCED = Counter("tessera_kafka_records_produced_total", "Records acknowledged
 PRODUCE_ERRORS = Counter("tessera_kafka_produce_errors_total", "Records Kafka did not acknowledge", ["topic"])
 
 RECORD_ID = "tessera-record-id"
+
+DeliveryCallback = Callable[[KafkaError | None, Message], None]
 
 
 class DeliveryError(Exception):
@@ -63,17 +67,48 @@ class EventProducer:
     """Serializes protobuf messages and tracks every delivery report."""
 
     def __init__(self, bootstrap: str, client_id: str = "tessera", **config: object) -> None:
-        self._producer = Producer(producer_config(bootstrap, client_id, **config))
+        # One delivery callback for the whole producer: a closure per record would
+        # cost more than the record's own trip through librdkafka on the batch path.
+        self._producer = Producer(producer_config(bootstrap, client_id, on_delivery=self._on_report, **config))
         self._failures: list[str] = []
+        self._acked: Tally[str] = Tally()
+        self._failed: Tally[str] = Tally()
+        # Record ids: a random prefix per producer plus a sequence, unique without a syscall per record.
+        self._id_prefix = os.urandom(8).hex() + "-"
+        self._sequence = itertools.count()
         self._closed = threading.Event()
         # Delivery reports are served by a poller thread so neither the event
         # loop nor the caller has to call poll().
         self._poller = threading.Thread(target=self._poll_forever, name=f"{client_id}-producer-poll", daemon=True)
         self._poller.start()
 
+    # -- delivery reports ---------------------------------------------------
+
     def _poll_forever(self) -> None:
         while not self._closed.is_set():
             self._producer.poll(0.05)
+            self._publish_counts()
+        self._publish_counts()
+
+    def _on_report(self, err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            self._acked[msg.topic()] += 1
+        else:
+            self._failed[msg.topic()] += 1
+            self._failures.append(f"{msg.topic()}: {err.str()}")
+
+    def _publish_counts(self) -> None:
+        # Prometheus counters lock per update: add the tallies in bulk, off the hot path.
+        for tally, metric in ((self._acked, PRODUCED), (self._failed, PRODUCE_ERRORS)):
+            for topic in list(tally):
+                count = tally.pop(topic, 0)
+                if count:
+                    metric.labels(topic).inc(count)
+
+    # -- producing ------------------------------------------------------------
+
+    def next_record_id(self) -> str:
+        return f"{self._id_prefix}{next(self._sequence):x}"
 
     @staticmethod
     def headers_for(
@@ -83,8 +118,8 @@ class EventProducer:
         extra: dict[str, str] | None = None,
     ) -> list[tuple[str, bytes]]:
         headers = [
-            ("content-type", content_type.encode()),
-            ("schema", serialization.schema_name(message).encode()),
+            ("content-type", _CONTENT_TYPES.get(content_type) or content_type.encode()),
+            ("schema", _schema_bytes(message)),
             (RECORD_ID, record_id.encode()),
         ]
         telemetry.inject_headers(headers)
@@ -100,10 +135,10 @@ class EventProducer:
         key: str | None = None,
         record_id: str | None = None,
         headers: dict[str, str] | None = None,
-        on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+        on_delivery: DeliveryCallback | None = None,
     ) -> None:
         """Queue one record without waiting; failures surface in `flush()` (and `on_delivery`)."""
-        record_headers = self.headers_for(message, record_id or uuid.uuid4().hex, extra=headers)
+        record_headers = self.headers_for(message, record_id or self.next_record_id(), extra=headers)
         self.produce_bytes(
             topic, serialization.encode(message), key=key, headers=record_headers, on_delivery=on_delivery
         )
@@ -115,20 +150,19 @@ class EventProducer:
         *,
         key: str | bytes | None = None,
         headers: list[tuple[str, bytes]] | None = None,
-        on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+        on_delivery: DeliveryCallback | None = None,
     ) -> None:
-        def report(err: KafkaError | None, msg: Message) -> None:
-            if err is None:
-                PRODUCED.labels(topic).inc()
-            else:
-                PRODUCE_ERRORS.labels(topic).inc()
-                self._failures.append(f"{topic}: {err.str()}")
-            if on_delivery is not None:
+        extra: dict[str, DeliveryCallback] = {}
+        if on_delivery is not None:
+
+            def report(err: KafkaError | None, msg: Message) -> None:
+                self._on_report(err, msg)
                 on_delivery(err, msg)
 
+            extra["on_delivery"] = report
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=report)
+                self._producer.produce(topic, value=value, key=key, headers=headers, **extra)
                 return
             except BufferError:
                 # The local queue is full: wait for deliveries to drain it rather than drop.
@@ -144,7 +178,7 @@ class EventProducer:
         headers: dict[str, str] | None = None,
     ) -> Delivered:
         """Produce one record and return once Kafka acknowledged it (raises DeliveryError otherwise)."""
-        record_headers = self.headers_for(message, record_id or uuid.uuid4().hex, extra=headers)
+        record_headers = self.headers_for(message, record_id or self.next_record_id(), extra=headers)
         return await self.send_bytes(topic, serialization.encode(message), key=key, headers=record_headers)
 
     async def send_bytes(
@@ -167,6 +201,8 @@ class EventProducer:
 
         self.produce_bytes(topic, value, key=key, headers=headers, on_delivery=resolve)
         return await future
+
+    # -- flushing -------------------------------------------------------------
 
     def flush_sync(self, timeout: float = 30.0) -> None:
         remaining = self._producer.flush(timeout)
@@ -192,6 +228,17 @@ class EventProducer:
         return self._producer
 
 
+_CONTENT_TYPES = {serialization.PROTOBUF: serialization.PROTOBUF.encode(), serialization.JSON: b"application/json"}
+_SCHEMAS: dict[type, bytes] = {}
+
+
+def _schema_bytes(message: ProtoMessage) -> bytes:
+    cached = _SCHEMAS.get(type(message))
+    if cached is None:
+        cached = _SCHEMAS[type(message)] = serialization.schema_name(message).encode()
+    return cached
+
+
 def _settle(future: asyncio.Future, outcome: object) -> None:
     if future.done():
         return
@@ -199,6 +246,3 @@ def _settle(future: asyncio.Future, outcome: object) -> None:
         future.set_exception(outcome)
     else:
         future.set_result(outcome)
-
-
-__all__ = ["EventProducer", "DeliveryError", "Delivered", "producer_config", "RECORD_ID", "KafkaException"]

@@ -28,25 +28,36 @@ def encode(message: Message) -> bytes:
     return message.SerializeToString()
 
 
-def decode(message_type: type[M], value: bytes | None, content_type: str = PROTOBUF, schema: str = "") -> M:
-    """Parse a record value into `message_type`, strictly."""
+def decode(
+    message_type: type[M],
+    value: bytes | None,
+    content_type: str | bytes | None = None,
+    schema: str | bytes | None = None,
+) -> M:
+    """Parse a record value into `message_type`, strictly. Header values may be str or raw bytes."""
     if value is None:
         raise InvalidArgument("record has no value (tombstone)")
+    if isinstance(content_type, bytes):
+        content_type = content_type.decode("utf-8", "replace")
+    if isinstance(schema, bytes):
+        schema = schema.decode("utf-8", "replace")
     expected = message_type.DESCRIPTOR.full_name
     if schema and schema != expected:
         raise InvalidArgument(f"schema header says {schema!r}, this topic carries {expected!r}")
-    message = message_type()
     content_type = (content_type or PROTOBUF).split(";")[0].strip().lower()
+    if content_type in _PROTOBUF_TYPES:
+        try:
+            return message_type.FromString(value)
+        except DecodeError as exc:
+            raise InvalidArgument(f"invalid protobuf {expected}: {exc}") from exc
     if content_type == JSON:
+        message = message_type()
         try:
             json_format.Parse(value.decode("utf-8"), message)
         except (json_format.ParseError, UnicodeDecodeError) as exc:
             raise InvalidArgument(f"invalid JSON {expected}: {exc}") from exc
-    elif content_type in (PROTOBUF, "application/protobuf", "application/octet-stream"):
-        try:
-            message.ParseFromString(value)
-        except DecodeError as exc:
-            raise InvalidArgument(f"invalid protobuf {expected}: {exc}") from exc
-    else:
-        raise InvalidArgument(f"unsupported content-type {content_type!r}; use {PROTOBUF} or {JSON}")
-    return message
+        return message
+    raise InvalidArgument(f"unsupported content-type {content_type!r}; use {PROTOBUF} or {JSON}")
+
+
+_PROTOBUF_TYPES = frozenset({PROTOBUF, "application/protobuf", "application/octet-stream"})
