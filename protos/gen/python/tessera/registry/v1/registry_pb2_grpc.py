@@ -49,13 +49,249 @@ class RegistryServiceStub:
                 request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.ListCatalogsRequest.SerializeToString,
                 response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.ListCatalogsResponse.FromString,
                 _registered_method=True)
+        self.DeleteCatalog = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/DeleteCatalog',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteCatalogRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteResponse.FromString,
+                _registered_method=True)
+        self.CreateSchema = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/CreateSchema',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.CreateSchemaRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.Schema.FromString,
+                _registered_method=True)
+        self.GetSchema = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/GetSchema',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.GetSchemaRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.Schema.FromString,
+                _registered_method=True)
+        self.ListSchemas = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/ListSchemas',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.ListSchemasRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.ListSchemasResponse.FromString,
+                _registered_method=True)
+        self.DeleteSchema = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/DeleteSchema',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteSchemaRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteResponse.FromString,
+                _registered_method=True)
+        self.CreateExperiment = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/CreateExperiment',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.CreateExperimentRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.Experiment.FromString,
+                _registered_method=True)
+        self.GetExperiment = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/GetExperiment',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.GetExperimentRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.Experiment.FromString,
+                _registered_method=True)
+        self.SearchExperiments = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/SearchExperiments',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.SearchExperimentsRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.SearchExperimentsResponse.FromString,
+                _registered_method=True)
+        self.DeleteExperiment = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/DeleteExperiment',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteExperimentRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteResponse.FromString,
+                _registered_method=True)
+        self.RestoreExperiment = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/RestoreExperiment',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.RestoreExperimentRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.Experiment.FromString,
+                _registered_method=True)
+        self.SetExperimentTag = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/SetExperimentTag',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.SetExperimentTagRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.Experiment.FromString,
+                _registered_method=True)
+        self.CreateRun = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/CreateRun',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.CreateRunRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.Run.FromString,
+                _registered_method=True)
+        self.UpdateRun = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/UpdateRun',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.UpdateRunRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.Run.FromString,
+                _registered_method=True)
+        self.GetRun = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/GetRun',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.GetRunRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.Run.FromString,
+                _registered_method=True)
+        self.SearchRuns = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/SearchRuns',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.SearchRunsRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.SearchRunsResponse.FromString,
+                _registered_method=True)
+        self.DeleteRun = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/DeleteRun',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteRunRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteResponse.FromString,
+                _registered_method=True)
+        self.RestoreRun = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/RestoreRun',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.RestoreRunRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.Run.FromString,
+                _registered_method=True)
+        self.LogBatch = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/LogBatch',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.LogBatchRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.LogBatchResponse.FromString,
+                _registered_method=True)
+        self.DeleteRunTag = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/DeleteRunTag',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteRunTagRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteResponse.FromString,
+                _registered_method=True)
+        self.GetMetricHistory = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/GetMetricHistory',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.GetMetricHistoryRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.GetMetricHistoryResponse.FromString,
+                _registered_method=True)
+        self.CreateRegisteredModel = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/CreateRegisteredModel',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.CreateRegisteredModelRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.RegisteredModel.FromString,
+                _registered_method=True)
+        self.GetRegisteredModel = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/GetRegisteredModel',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.GetRegisteredModelRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.RegisteredModel.FromString,
+                _registered_method=True)
+        self.SearchRegisteredModels = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/SearchRegisteredModels',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.SearchRegisteredModelsRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.SearchRegisteredModelsResponse.FromString,
+                _registered_method=True)
+        self.UpdateRegisteredModel = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/UpdateRegisteredModel',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.UpdateRegisteredModelRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.RegisteredModel.FromString,
+                _registered_method=True)
+        self.RenameRegisteredModel = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/RenameRegisteredModel',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.RenameRegisteredModelRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.RegisteredModel.FromString,
+                _registered_method=True)
+        self.DeleteRegisteredModel = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/DeleteRegisteredModel',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteRegisteredModelRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteResponse.FromString,
+                _registered_method=True)
+        self.CreateModelVersion = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/CreateModelVersion',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.CreateModelVersionRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.ModelVersion.FromString,
+                _registered_method=True)
+        self.FinalizeModelVersion = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/FinalizeModelVersion',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.FinalizeModelVersionRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.ModelVersion.FromString,
+                _registered_method=True)
+        self.GetModelVersion = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/GetModelVersion',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.GetModelVersionRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.ModelVersion.FromString,
+                _registered_method=True)
+        self.SearchModelVersions = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/SearchModelVersions',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.SearchModelVersionsRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.SearchModelVersionsResponse.FromString,
+                _registered_method=True)
+        self.UpdateModelVersion = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/UpdateModelVersion',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.UpdateModelVersionRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.ModelVersion.FromString,
+                _registered_method=True)
+        self.DeleteModelVersion = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/DeleteModelVersion',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteModelVersionRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteResponse.FromString,
+                _registered_method=True)
+        self.SetModelAlias = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/SetModelAlias',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.SetModelAliasRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.ModelVersion.FromString,
+                _registered_method=True)
+        self.DeleteModelAlias = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/DeleteModelAlias',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteModelAliasRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteResponse.FromString,
+                _registered_method=True)
+        self.GetModelVersionByAlias = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/GetModelVersionByAlias',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.GetModelVersionByAliasRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.ModelVersion.FromString,
+                _registered_method=True)
+        self.ListAliasHistory = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/ListAliasHistory',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.ListAliasHistoryRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.ListAliasHistoryResponse.FromString,
+                _registered_method=True)
+        self.ListArtifacts = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/ListArtifacts',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.ListArtifactsRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.ListArtifactsResponse.FromString,
+                _registered_method=True)
+        self.DownloadArtifacts = channel.unary_stream(
+                '/tessera.registry.v1.RegistryService/DownloadArtifacts',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.DownloadArtifactsRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.ArtifactChunk.FromString,
+                _registered_method=True)
+        self.UploadArtifacts = channel.stream_unary(
+                '/tessera.registry.v1.RegistryService/UploadArtifacts',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.UploadArtifactsRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.UploadArtifactsResponse.FromString,
+                _registered_method=True)
+        self.CreateLineageEdge = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/CreateLineageEdge',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.CreateLineageEdgeRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.LineageEdge.FromString,
+                _registered_method=True)
+        self.DeleteLineageEdge = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/DeleteLineageEdge',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteLineageEdgeRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteResponse.FromString,
+                _registered_method=True)
+        self.GetLineage = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/GetLineage',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.GetLineageRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.GetLineageResponse.FromString,
+                _registered_method=True)
+        self.Grant = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/Grant',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.GrantRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.PrivilegeAssignment.FromString,
+                _registered_method=True)
+        self.Revoke = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/Revoke',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.RevokeRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.PrivilegeAssignment.FromString,
+                _registered_method=True)
+        self.ListGrants = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/ListGrants',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.ListGrantsRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.ListGrantsResponse.FromString,
+                _registered_method=True)
+        self.SetOwner = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/SetOwner',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.SetOwnerRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.SetOwnerResponse.FromString,
+                _registered_method=True)
+        self.CheckPrivilege = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/CheckPrivilege',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.CheckPrivilegeRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.CheckPrivilegeResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def CreateCatalog(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """-- catalogs and schemas --------------------------------------------------
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -67,7 +303,327 @@ class RegistryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListCatalogs(self, request, context):
+        """Only the catalogs the caller may use.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteCatalog(self, request, context):
+        """Refuses a catalog that still has schemas unless `cascade`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateSchema(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSchema(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSchemas(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSchema(self, request, context):
+        """Refuses a schema that still has models or experiments unless `cascade`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateExperiment(self, request, context):
+        """-- experiments and runs -------------------------------------------------
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetExperiment(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchExperiments(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteExperiment(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestoreExperiment(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetExperimentTag(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateRun(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateRun(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRun(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchRuns(self, request, context):
+        """Filter in MLflow's search syntax, e.g. `metrics.loss < 0.1 and params.lr = '0.01'
+        and tags.team = 'x' and attributes.status = 'FINISHED'`; order_by like
+        `metrics.loss ASC`, `attributes.start_time DESC`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteRun(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestoreRun(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LogBatch(self, request, context):
+        """Metrics (NaN and +-inf kept), params (write-once) and tags of one run.
+        Limits (oversized -> INVALID_ARGUMENT): 1000 metrics, 100 params, 100 tags.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteRunTag(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMetricHistory(self, request, context):
+        """One metric's history ordered by (step, timestamp), paged, optionally downsampled.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateRegisteredModel(self, request, context):
+        """-- registered models and versions ---------------------------------------
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRegisteredModel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchRegisteredModels(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateRegisteredModel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RenameRegisteredModel(self, request, context):
+        """Within the same schema: `new_name` is the last part of the name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteRegisteredModel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateModelVersion(self, request, context):
+        """A new version starts PENDING_REGISTRATION. With a `source` the registry copies
+        the files into the version's storage location and moves it to READY (or
+        FAILED_REGISTRATION with a status_message); without one the caller uploads the
+        files (UploadArtifacts with a model_version target) and calls FinalizeModelVersion.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FinalizeModelVersion(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetModelVersion(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchModelVersions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateModelVersion(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteModelVersion(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetModelAlias(self, request, context):
+        """-- aliases ----------------------------------------------------------------
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteModelAlias(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetModelVersionByAlias(self, request, context):
+        """The version an alias points at now (NOT_FOUND if the alias is not set).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAliasHistory(self, request, context):
+        """Every move of a model's aliases (newest first), with who and when.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListArtifacts(self, request, context):
+        """-- artifacts (streamed in chunks; nothing is held whole in memory) --------
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadArtifacts(self, request, context):
+        """The files under `path` (a file or a folder; empty = everything), each as one or
+        more chunks in order; a file's first chunk has offset 0 (an empty file is one
+        empty chunk).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadArtifacts(self, request_iterator, context):
+        """First message: the target; then chunks. A file's chunks arrive in offset order
+        and may interleave with no other file. Refused for a model version that is
+        no longer PENDING_REGISTRATION (a READY version's files never change).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateLineageEdge(self, request, context):
+        """-- lineage ------------------------------------------------------------------
+        Idempotent on (source, target): adding an existing edge returns it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteLineageEdge(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetLineage(self, request, context):
+        """Everything upstream and/or downstream of a node, to max_depth hops.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Grant(self, request, context):
+        """-- grants -------------------------------------------------------------------
+        Granting and revoking need MANAGE on the securable (owners and superusers have it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Revoke(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListGrants(self, request, context):
+        """The privileges granted directly on a securable (optionally for one principal).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetOwner(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckPrivilege(self, request, context):
+        """May `principal` exercise `privilege` on the securable (owners, MANAGE, inheritance
+        and superusers considered)? A caller may always ask about itself. Asking about
+        another principal is reserved to service principals (TESSERA_REGISTRY_SERVICE_PRINCIPALS,
+        default `admin`) and superusers, so that e.g. serving can check EXECUTE on a model for
+        the user behind a request; anyone else gets PERMISSION_DENIED. An unknown securable
+        answers NOT_FOUND.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -89,6 +645,241 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.ListCatalogs,
                     request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.ListCatalogsRequest.FromString,
                     response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.ListCatalogsResponse.SerializeToString,
+            ),
+            'DeleteCatalog': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteCatalog,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteCatalogRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteResponse.SerializeToString,
+            ),
+            'CreateSchema': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSchema,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.CreateSchemaRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.Schema.SerializeToString,
+            ),
+            'GetSchema': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSchema,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.GetSchemaRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.Schema.SerializeToString,
+            ),
+            'ListSchemas': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSchemas,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.ListSchemasRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.ListSchemasResponse.SerializeToString,
+            ),
+            'DeleteSchema': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSchema,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteSchemaRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteResponse.SerializeToString,
+            ),
+            'CreateExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateExperiment,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.CreateExperimentRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.Experiment.SerializeToString,
+            ),
+            'GetExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetExperiment,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.GetExperimentRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.Experiment.SerializeToString,
+            ),
+            'SearchExperiments': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchExperiments,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.SearchExperimentsRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.SearchExperimentsResponse.SerializeToString,
+            ),
+            'DeleteExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteExperiment,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteExperimentRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteResponse.SerializeToString,
+            ),
+            'RestoreExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestoreExperiment,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.RestoreExperimentRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.Experiment.SerializeToString,
+            ),
+            'SetExperimentTag': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetExperimentTag,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.SetExperimentTagRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.Experiment.SerializeToString,
+            ),
+            'CreateRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateRun,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.CreateRunRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.Run.SerializeToString,
+            ),
+            'UpdateRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateRun,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.UpdateRunRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.Run.SerializeToString,
+            ),
+            'GetRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRun,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.GetRunRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.Run.SerializeToString,
+            ),
+            'SearchRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchRuns,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.SearchRunsRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.SearchRunsResponse.SerializeToString,
+            ),
+            'DeleteRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteRun,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteRunRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteResponse.SerializeToString,
+            ),
+            'RestoreRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestoreRun,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.RestoreRunRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.Run.SerializeToString,
+            ),
+            'LogBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.LogBatch,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.LogBatchRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.LogBatchResponse.SerializeToString,
+            ),
+            'DeleteRunTag': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteRunTag,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteRunTagRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteResponse.SerializeToString,
+            ),
+            'GetMetricHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMetricHistory,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.GetMetricHistoryRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.GetMetricHistoryResponse.SerializeToString,
+            ),
+            'CreateRegisteredModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateRegisteredModel,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.CreateRegisteredModelRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.RegisteredModel.SerializeToString,
+            ),
+            'GetRegisteredModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRegisteredModel,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.GetRegisteredModelRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.RegisteredModel.SerializeToString,
+            ),
+            'SearchRegisteredModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchRegisteredModels,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.SearchRegisteredModelsRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.SearchRegisteredModelsResponse.SerializeToString,
+            ),
+            'UpdateRegisteredModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateRegisteredModel,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.UpdateRegisteredModelRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.RegisteredModel.SerializeToString,
+            ),
+            'RenameRegisteredModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenameRegisteredModel,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.RenameRegisteredModelRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.RegisteredModel.SerializeToString,
+            ),
+            'DeleteRegisteredModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteRegisteredModel,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteRegisteredModelRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteResponse.SerializeToString,
+            ),
+            'CreateModelVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateModelVersion,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.CreateModelVersionRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.ModelVersion.SerializeToString,
+            ),
+            'FinalizeModelVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.FinalizeModelVersion,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.FinalizeModelVersionRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.ModelVersion.SerializeToString,
+            ),
+            'GetModelVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModelVersion,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.GetModelVersionRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.ModelVersion.SerializeToString,
+            ),
+            'SearchModelVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchModelVersions,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.SearchModelVersionsRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.SearchModelVersionsResponse.SerializeToString,
+            ),
+            'UpdateModelVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateModelVersion,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.UpdateModelVersionRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.ModelVersion.SerializeToString,
+            ),
+            'DeleteModelVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteModelVersion,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteModelVersionRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteResponse.SerializeToString,
+            ),
+            'SetModelAlias': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetModelAlias,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.SetModelAliasRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.ModelVersion.SerializeToString,
+            ),
+            'DeleteModelAlias': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteModelAlias,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteModelAliasRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteResponse.SerializeToString,
+            ),
+            'GetModelVersionByAlias': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModelVersionByAlias,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.GetModelVersionByAliasRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.ModelVersion.SerializeToString,
+            ),
+            'ListAliasHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAliasHistory,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.ListAliasHistoryRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.ListAliasHistoryResponse.SerializeToString,
+            ),
+            'ListArtifacts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListArtifacts,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.ListArtifactsRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.ListArtifactsResponse.SerializeToString,
+            ),
+            'DownloadArtifacts': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadArtifacts,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.DownloadArtifactsRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.ArtifactChunk.SerializeToString,
+            ),
+            'UploadArtifacts': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadArtifacts,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.UploadArtifactsRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.UploadArtifactsResponse.SerializeToString,
+            ),
+            'CreateLineageEdge': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateLineageEdge,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.CreateLineageEdgeRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.LineageEdge.SerializeToString,
+            ),
+            'DeleteLineageEdge': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteLineageEdge,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteLineageEdgeRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteResponse.SerializeToString,
+            ),
+            'GetLineage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLineage,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.GetLineageRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.GetLineageResponse.SerializeToString,
+            ),
+            'Grant': grpc.unary_unary_rpc_method_handler(
+                    servicer.Grant,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.GrantRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.PrivilegeAssignment.SerializeToString,
+            ),
+            'Revoke': grpc.unary_unary_rpc_method_handler(
+                    servicer.Revoke,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.RevokeRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.PrivilegeAssignment.SerializeToString,
+            ),
+            'ListGrants': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGrants,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.ListGrantsRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.ListGrantsResponse.SerializeToString,
+            ),
+            'SetOwner': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetOwner,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.SetOwnerRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.SetOwnerResponse.SerializeToString,
+            ),
+            'CheckPrivilege': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckPrivilege,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.CheckPrivilegeRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.CheckPrivilegeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -172,6 +963,1275 @@ class RegistryService:
             '/tessera.registry.v1.RegistryService/ListCatalogs',
             tessera_dot_registry_dot_v1_dot_registry__pb2.ListCatalogsRequest.SerializeToString,
             tessera_dot_registry_dot_v1_dot_registry__pb2.ListCatalogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteCatalog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/DeleteCatalog',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteCatalogRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSchema(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/CreateSchema',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.CreateSchemaRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.Schema.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSchema(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/GetSchema',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.GetSchemaRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.Schema.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSchemas(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/ListSchemas',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.ListSchemasRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.ListSchemasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSchema(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/DeleteSchema',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteSchemaRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/CreateExperiment',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.CreateExperimentRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.Experiment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/GetExperiment',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.GetExperimentRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.Experiment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchExperiments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/SearchExperiments',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.SearchExperimentsRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.SearchExperimentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/DeleteExperiment',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteExperimentRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestoreExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/RestoreExperiment',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.RestoreExperimentRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.Experiment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetExperimentTag(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/SetExperimentTag',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.SetExperimentTagRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.Experiment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/CreateRun',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.CreateRunRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.Run.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/UpdateRun',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.UpdateRunRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.Run.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/GetRun',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.GetRunRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.Run.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/SearchRuns',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.SearchRunsRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.SearchRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/DeleteRun',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteRunRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestoreRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/RestoreRun',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.RestoreRunRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.Run.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LogBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/LogBatch',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.LogBatchRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.LogBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteRunTag(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/DeleteRunTag',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteRunTagRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMetricHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/GetMetricHistory',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.GetMetricHistoryRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.GetMetricHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateRegisteredModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/CreateRegisteredModel',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.CreateRegisteredModelRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.RegisteredModel.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRegisteredModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/GetRegisteredModel',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.GetRegisteredModelRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.RegisteredModel.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchRegisteredModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/SearchRegisteredModels',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.SearchRegisteredModelsRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.SearchRegisteredModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateRegisteredModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/UpdateRegisteredModel',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.UpdateRegisteredModelRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.RegisteredModel.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenameRegisteredModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/RenameRegisteredModel',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.RenameRegisteredModelRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.RegisteredModel.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteRegisteredModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/DeleteRegisteredModel',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteRegisteredModelRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateModelVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/CreateModelVersion',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.CreateModelVersionRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.ModelVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FinalizeModelVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/FinalizeModelVersion',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.FinalizeModelVersionRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.ModelVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModelVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/GetModelVersion',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.GetModelVersionRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.ModelVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchModelVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/SearchModelVersions',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.SearchModelVersionsRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.SearchModelVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateModelVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/UpdateModelVersion',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.UpdateModelVersionRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.ModelVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteModelVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/DeleteModelVersion',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteModelVersionRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetModelAlias(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/SetModelAlias',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.SetModelAliasRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.ModelVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteModelAlias(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/DeleteModelAlias',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteModelAliasRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModelVersionByAlias(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/GetModelVersionByAlias',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.GetModelVersionByAliasRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.ModelVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAliasHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/ListAliasHistory',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.ListAliasHistoryRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.ListAliasHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListArtifacts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/ListArtifacts',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.ListArtifactsRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.ListArtifactsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadArtifacts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/DownloadArtifacts',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.DownloadArtifactsRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.ArtifactChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadArtifacts(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/tessera.registry.v1.RegistryService/UploadArtifacts',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.UploadArtifactsRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.UploadArtifactsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateLineageEdge(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/CreateLineageEdge',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.CreateLineageEdgeRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.LineageEdge.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteLineageEdge(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/DeleteLineageEdge',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteLineageEdgeRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLineage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/GetLineage',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.GetLineageRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.GetLineageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Grant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/Grant',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.GrantRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.PrivilegeAssignment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Revoke(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/Revoke',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.RevokeRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.PrivilegeAssignment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGrants(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/ListGrants',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.ListGrantsRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.ListGrantsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetOwner(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/SetOwner',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.SetOwnerRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.SetOwnerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckPrivilege(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/CheckPrivilege',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.CheckPrivilegeRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.CheckPrivilegeResponse.FromString,
             options,
             channel_credentials,
             insecure,
