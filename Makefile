@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 export TESSERA_PYTHON := $(CURDIR)/$(PY)
 
 # The install stamp changes whenever the declared dependencies do.
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt infra/kafka/pom.xml | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt infra/kafka/pom.xml infra/vllm/requirements.txt | sha1sum | cut -c1-12)
 
 .PHONY: help setup up down status test test-unit test-integration demo bench protos lint clean
 
@@ -23,6 +23,7 @@ $(STAMP):
 	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip
 	@$(PY) -m pip install -q -c constraints.txt -e ".[test,registry,serving,retrieval,monitoring]"
+	@bash infra/vllm/install.sh
 	@bash infra/kafka/kafka.sh fetch
 	@rm -f $(VENV)/.installed-* && touch $@
 

@@ -37,7 +37,7 @@ from services.common.kafka_consumer import ConsumerLoop, Record, consumer_config
 from services.common.kafka_producer import EventProducer, producer_config
 
 SIZES = {"1 KiB": 1024, "64 KiB": 64 * 1024}
-COUNTS = {"1 KiB": 60_000, "64 KiB": 3_000}
+COUNTS = {"1 KiB": 60_000, "64 KiB": 10_000}
 LATENCY_COUNT, LATENCY_RATE = 2_000, 1_000  # records, records/s
 
 
