@@ -104,6 +104,8 @@ wait_ready() {
 start() {
   if pid="$(running_pid)"; then
     log "already running (pid $pid) on 127.0.0.1:$port"
+  elif "$python" -m services.common.kafka_admin ping --bootstrap "127.0.0.1:$port" >/dev/null 2>&1; then
+    log "another broker already answers on 127.0.0.1:$port; using it"
   else
     fetch_jars
     write_config
