@@ -4,7 +4,7 @@
 
 Same broker, same librdkafka settings (`producer_config` / `consumer_config`),
 same payloads (a PayloadLog padded to 1 KiB or 64 KiB), same commit pattern
-(synchronous commit after each batch). The raw client does what any raw user
+(an asynchronous commit of each batch's offsets once it is handled). The raw client does what any raw user
 must do to exchange these messages: serialize each PayloadLog when producing
 and parse it when consuming. What differs is only the wrapper: headers
 (content-type, schema, record id, trace context), delivery tracking, Record
@@ -116,7 +116,7 @@ def consume_raw(bootstrap: str, topic: str, count: int) -> float:
                 seen += 1
                 offsets[(m.topic(), m.partition())] = m.offset() + 1
         if offsets:
-            consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False)
+            consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=True)
     rate = timed / (time.perf_counter() - started)
     consumer.close()
     return rate

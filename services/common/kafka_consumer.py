@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as ProtoMessage
 from opentelemetry.context import Context
 from prometheus_client import Counter, Gauge
@@ -38,6 +39,7 @@ DEAD_LETTERED = Counter("tessera_kafka_dlq_records_total", "Records sent to a de
 RETRIES = Counter("tessera_kafka_batch_retries_total", "Batches retried after a transient failure", ["group"])
 LAG = Gauge("tessera_kafka_consumer_lag", "Records behind the end of the partition", ["topic", "partition", "group"])
 
+_PROTOBUF = serialization.PROTOBUF.encode()
 ERROR_HEADER = "tessera-error"
 ERROR_CODE_HEADER = "tessera-error-code"
 
@@ -138,6 +140,7 @@ class ConsumerLoop(Generic[M]):
         self._poll_timeout = poll_timeout_s
         self._max_backoff = max_backoff_s
         self._consumer = Consumer(consumer_config(bootstrap, group_id, **config))
+        self._schema = message_type.DESCRIPTOR.full_name.encode()
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
         self._assigned = asyncio.Event()
@@ -151,16 +154,21 @@ class ConsumerLoop(Generic[M]):
         handled: list[Message] = []
         try:
             while not self._stopping.is_set():
-                # One trip to the client thread commits the last batch and fetches the next.
-                messages = await asyncio.to_thread(self._commit_then_consume, handled)
-                handled = []
+                # Records already prefetched by librdkafka are taken without leaving the loop;
+                # only an empty queue waits, on a worker thread.
+                messages = self._consumer.consume(self._batch_size, 0)
+                if not messages:
+                    messages = await asyncio.to_thread(self._consumer.consume, self._batch_size, self._poll_timeout)
                 if messages:
                     if not await self._handle(messages):
                         break  # stopping while a transient failure persisted: leave the batch uncommitted
+                    # The batch is done: commit without waiting. A lost async commit only means
+                    # redelivery, which idempotent sinks absorb; the last one is committed in sync.
+                    self._commit(messages, wait=False)
                     handled = messages
                 self._update_lag()
             if handled:
-                await asyncio.to_thread(self._commit, handled)
+                await asyncio.to_thread(self._commit, handled, True)
         finally:
             await asyncio.to_thread(self._consumer.close)
             self._stopped.set()
@@ -225,12 +233,20 @@ class ConsumerLoop(Generic[M]):
                 schema = value
             elif name == RECORD_ID:
                 record_id = value
+        value = message.value()
+        if content_type == _PROTOBUF and schema == self._schema and value is not None:
+            try:  # the common case, kept short: Tessera's own producers wrote it
+                decoded = self.message_type.FromString(value)
+            except DecodeError:
+                decoded = serialization.decode(self.message_type, value, content_type, schema)
+        else:
+            decoded = serialization.decode(self.message_type, value, content_type, schema)
         topic, partition, offset = message.topic(), message.partition(), message.offset()
         return Record(
             topic,
             partition,
             offset,
-            serialization.decode(self.message_type, message.value(), content_type, schema),
+            decoded,
             record_id.decode("utf-8", "replace") if record_id else f"{topic}:{partition}:{offset}",
             message,
         )
@@ -260,13 +276,8 @@ class ConsumerLoop(Generic[M]):
         await self._dlq.send_bytes(topics.dlq(message.topic()), message.value(), key=message.key(), headers=headers)
         DEAD_LETTERED.labels(message.topic(), self.group_id).inc()
 
-    def _commit_then_consume(self, handled: list[Message]) -> list[Message]:
-        if handled:
-            self._commit(handled)
-        return self._consumer.consume(self._batch_size, self._poll_timeout)
-
-    def _commit(self, messages: list[Message]) -> None:
-        """Commit a handled batch (runs on the client's thread)."""
+    def _commit(self, messages: list[Message], wait: bool) -> None:
+        """Commit a handled batch; with `wait`, block until the broker confirmed it."""
         next_offsets: dict[tuple[str, int], int] = {}
         per_topic: dict[str, int] = {}
         for message in messages:
@@ -279,7 +290,7 @@ class ConsumerLoop(Generic[M]):
             return
         try:
             self._consumer.commit(
-                offsets=[TopicPartition(t, p, o) for (t, p), o in next_offsets.items()], asynchronous=False
+                offsets=[TopicPartition(t, p, o) for (t, p), o in next_offsets.items()], asynchronous=not wait
             )
         except KafkaException as exc:
             # E.g. the partitions moved in a rebalance: the new owner redelivers, sinks are idempotent.
