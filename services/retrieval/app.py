@@ -115,6 +115,9 @@ class RetrievalApp:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.producer is not None:
             await asyncio.to_thread(self.producer.close)
+        close_authorizer = getattr(self.core.authorizer, "close", None) if self.core else None
+        if close_authorizer is not None:
+            await close_authorizer()
         if self.search_store is not None:
             await self.search_store.close()
         if self.db is not None:
