@@ -129,6 +129,7 @@ class ConsumerLoop(Generic[M]):
         batch_size: int = 500,
         poll_timeout_s: float = 0.25,
         max_backoff_s: float = 5.0,
+        on_dead_letter: Callable[[Message, BaseException], Awaitable[None]] | None = None,
         **config: object,
     ) -> None:
         self.group_id = group_id
@@ -139,6 +140,8 @@ class ConsumerLoop(Generic[M]):
         self._batch_size = batch_size
         self._poll_timeout = poll_timeout_s
         self._max_backoff = max_backoff_s
+        # Called after a record went to the DLQ (e.g. to answer a requester who waits for a reply).
+        self._on_dead_letter = on_dead_letter
         self._consumer = Consumer(consumer_config(bootstrap, group_id, **config))
         self._schema = message_type.DESCRIPTOR.full_name.encode()
         self._stopping = asyncio.Event()
@@ -275,6 +278,11 @@ class ConsumerLoop(Generic[M]):
         # Wait for the DLQ's acknowledgement: the offset is committed right after.
         await self._dlq.send_bytes(topics.dlq(message.topic()), message.value(), key=message.key(), headers=headers)
         DEAD_LETTERED.labels(message.topic(), self.group_id).inc()
+        if self._on_dead_letter is not None:
+            try:
+                await self._on_dead_letter(message, exc)
+            except Exception:  # noqa: BLE001 - the record is safe in the DLQ; a failed follow-up is only logged
+                _log.exception("%s: dead-letter follow-up failed", self.group_id)
 
     def _commit(self, messages: list[Message], wait: bool) -> None:
         """Commit a handled batch; with `wait`, block until the broker confirmed it."""

@@ -22,33 +22,44 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from tessera.common.v1 import common_pb2 as tessera_dot_common_dot_v1_dot_common__pb2
 from tessera.events.v1 import serving_pb2 as tessera_dot_events_dot_v1_dot_serving__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n tessera/serving/v1/serving.proto\x12\x12tessera.serving.v1\x1a\x1etessera/common/v1/common.proto\x1a\x1ftessera/events/v1/serving.proto\"j\n\x0bServedModel\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x11\n\x07version\x18\x02 \x01(\x03H\x00\x12\x0f\n\x05\x61lias\x18\x03 \x01(\tH\x00\x12\x17\n\x0ftraffic_percent\x18\x04 \x01(\x05\x42\n\n\x08selector\"u\n\x08\x45ndpoint\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x36\n\rserved_models\x18\x02 \x03(\x0b\x32\x1f.tessera.serving.v1.ServedModel\x12\r\n\x05state\x18\x03 \x01(\t\x12\x14\n\x0cstate_reason\x18\x04 \x01(\t\"\"\n\x12GetEndpointRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"D\n\x14ListEndpointsRequest\x12,\n\x04page\x18\x01 \x01(\x0b\x32\x1e.tessera.common.v1.PageRequest\"w\n\x15ListEndpointsResponse\x12/\n\tendpoints\x18\x01 \x03(\x0b\x32\x1c.tessera.serving.v1.Endpoint\x12-\n\x04page\x18\x02 \x01(\x0b\x32\x1f.tessera.common.v1.PageResponse\"\xb4\x01\n\x0fGenerateRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\x10\n\x06prompt\x18\x02 \x01(\tH\x00\x12+\n\x04\x63hat\x18\x03 \x01(\x0b\x32\x1b.tessera.events.v1.ChatListH\x00\x12\x33\n\x08sampling\x18\x04 \x01(\x0b\x32!.tessera.events.v1.SamplingParams\x12\x12\n\nrequest_id\x18\x05 \x01(\tB\x07\n\x05input\"\xaa\x01\n\x10GenerateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\x12\x15\n\rprompt_tokens\x18\x04 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x05 \x01(\x03\x12\x14\n\x0cserved_model\x18\x06 \x01(\t\x12\x15\n\rmodel_version\x18\x07 \x01(\t\"\x80\x01\n\rGenerateChunk\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\ntext_delta\x18\x02 \x01(\t\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\x12\x15\n\rprompt_tokens\x18\x04 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x05 \x01(\x03\x32\xfe\x02\n\x0eServingService\x12S\n\x0bGetEndpoint\x12&.tessera.serving.v1.GetEndpointRequest\x1a\x1c.tessera.serving.v1.Endpoint\x12\x64\n\rListEndpoints\x12(.tessera.serving.v1.ListEndpointsRequest\x1a).tessera.serving.v1.ListEndpointsResponse\x12U\n\x08Generate\x12#.tessera.serving.v1.GenerateRequest\x1a$.tessera.serving.v1.GenerateResponse\x12Z\n\x0eGenerateStream\x12#.tessera.serving.v1.GenerateRequest\x1a!.tessera.serving.v1.GenerateChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n tessera/serving/v1/serving.proto\x12\x12tessera.serving.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1etessera/common/v1/common.proto\x1a\x1ftessera/events/v1/serving.proto\"j\n\x0bServedModel\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x11\n\x07version\x18\x02 \x01(\x03H\x00\x12\x0f\n\x05\x61lias\x18\x03 \x01(\tH\x00\x12\x17\n\x0ftraffic_percent\x18\x04 \x01(\x05\x42\n\n\x08selector\"\x96\x01\n\x11ServedModelStatus\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\r\n\x05\x61lias\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\r\n\x05state\x18\x04 \x01(\t\x12\x14\n\x0cstate_reason\x18\x05 \x01(\t\x12\x0f\n\x07runtime\x18\x06 \x01(\t\x12\x17\n\x0ftraffic_percent\x18\x07 \x01(\x05\"\xb9\x02\n\x08\x45ndpoint\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x36\n\rserved_models\x18\x02 \x03(\x0b\x32\x1f.tessera.serving.v1.ServedModel\x12\r\n\x05state\x18\x03 \x01(\t\x12\x14\n\x0cstate_reason\x18\x04 \x01(\t\x12\x35\n\x06status\x18\x05 \x03(\x0b\x32%.tessera.serving.v1.ServedModelStatus\x12\x17\n\x0fmax_concurrency\x18\x06 \x01(\x05\x12\x12\n\ncreated_by\x18\x07 \x01(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x84\x01\n\x15\x43reateEndpointRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x36\n\rserved_models\x18\x02 \x03(\x0b\x32\x1f.tessera.serving.v1.ServedModel\x12\x17\n\x0fmax_concurrency\x18\x03 \x01(\x05\x12\x0c\n\x04wait\x18\x04 \x01(\x08\"\x84\x01\n\x15UpdateEndpointRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x36\n\rserved_models\x18\x02 \x03(\x0b\x32\x1f.tessera.serving.v1.ServedModel\x12\x17\n\x0fmax_concurrency\x18\x03 \x01(\x05\x12\x0c\n\x04wait\x18\x04 \x01(\x08\"%\n\x15\x44\x65leteEndpointRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16\x44\x65leteEndpointResponse\"\"\n\x12GetEndpointRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"D\n\x14ListEndpointsRequest\x12,\n\x04page\x18\x01 \x01(\x0b\x32\x1e.tessera.common.v1.PageRequest\"w\n\x15ListEndpointsResponse\x12/\n\tendpoints\x18\x01 \x03(\x0b\x32\x1c.tessera.serving.v1.Endpoint\x12-\n\x04page\x18\x02 \x01(\x0b\x32\x1f.tessera.common.v1.PageResponse\"\xb4\x01\n\x0fGenerateRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\x10\n\x06prompt\x18\x02 \x01(\tH\x00\x12+\n\x04\x63hat\x18\x03 \x01(\x0b\x32\x1b.tessera.events.v1.ChatListH\x00\x12\x33\n\x08sampling\x18\x04 \x01(\x0b\x32!.tessera.events.v1.SamplingParams\x12\x12\n\nrequest_id\x18\x05 \x01(\tB\x07\n\x05input\"\xaa\x01\n\x10GenerateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\x12\x15\n\rprompt_tokens\x18\x04 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x05 \x01(\x03\x12\x14\n\x0cserved_model\x18\x06 \x01(\t\x12\x15\n\rmodel_version\x18\x07 \x01(\t\"\xad\x01\n\rGenerateChunk\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\ntext_delta\x18\x02 \x01(\t\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\x12\x15\n\rprompt_tokens\x18\x04 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x05 \x01(\x03\x12\x14\n\x0cserved_model\x18\x06 \x01(\t\x12\x15\n\rmodel_version\x18\x07 \x01(\t2\x9d\x05\n\x0eServingService\x12Y\n\x0e\x43reateEndpoint\x12).tessera.serving.v1.CreateEndpointRequest\x1a\x1c.tessera.serving.v1.Endpoint\x12Y\n\x0eUpdateEndpoint\x12).tessera.serving.v1.UpdateEndpointRequest\x1a\x1c.tessera.serving.v1.Endpoint\x12g\n\x0e\x44\x65leteEndpoint\x12).tessera.serving.v1.DeleteEndpointRequest\x1a*.tessera.serving.v1.DeleteEndpointResponse\x12S\n\x0bGetEndpoint\x12&.tessera.serving.v1.GetEndpointRequest\x1a\x1c.tessera.serving.v1.Endpoint\x12\x64\n\rListEndpoints\x12(.tessera.serving.v1.ListEndpointsRequest\x1a).tessera.serving.v1.ListEndpointsResponse\x12U\n\x08Generate\x12#.tessera.serving.v1.GenerateRequest\x1a$.tessera.serving.v1.GenerateResponse\x12Z\n\x0eGenerateStream\x12#.tessera.serving.v1.GenerateRequest\x1a!.tessera.serving.v1.GenerateChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tessera.serving.v1.serving_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SERVEDMODEL']._serialized_start=121
-  _globals['_SERVEDMODEL']._serialized_end=227
-  _globals['_ENDPOINT']._serialized_start=229
-  _globals['_ENDPOINT']._serialized_end=346
-  _globals['_GETENDPOINTREQUEST']._serialized_start=348
-  _globals['_GETENDPOINTREQUEST']._serialized_end=382
-  _globals['_LISTENDPOINTSREQUEST']._serialized_start=384
-  _globals['_LISTENDPOINTSREQUEST']._serialized_end=452
-  _globals['_LISTENDPOINTSRESPONSE']._serialized_start=454
-  _globals['_LISTENDPOINTSRESPONSE']._serialized_end=573
-  _globals['_GENERATEREQUEST']._serialized_start=576
-  _globals['_GENERATEREQUEST']._serialized_end=756
-  _globals['_GENERATERESPONSE']._serialized_start=759
-  _globals['_GENERATERESPONSE']._serialized_end=929
-  _globals['_GENERATECHUNK']._serialized_start=932
-  _globals['_GENERATECHUNK']._serialized_end=1060
-  _globals['_SERVINGSERVICE']._serialized_start=1063
-  _globals['_SERVINGSERVICE']._serialized_end=1445
+  _globals['_SERVEDMODEL']._serialized_start=154
+  _globals['_SERVEDMODEL']._serialized_end=260
+  _globals['_SERVEDMODELSTATUS']._serialized_start=263
+  _globals['_SERVEDMODELSTATUS']._serialized_end=413
+  _globals['_ENDPOINT']._serialized_start=416
+  _globals['_ENDPOINT']._serialized_end=729
+  _globals['_CREATEENDPOINTREQUEST']._serialized_start=732
+  _globals['_CREATEENDPOINTREQUEST']._serialized_end=864
+  _globals['_UPDATEENDPOINTREQUEST']._serialized_start=867
+  _globals['_UPDATEENDPOINTREQUEST']._serialized_end=999
+  _globals['_DELETEENDPOINTREQUEST']._serialized_start=1001
+  _globals['_DELETEENDPOINTREQUEST']._serialized_end=1038
+  _globals['_DELETEENDPOINTRESPONSE']._serialized_start=1040
+  _globals['_DELETEENDPOINTRESPONSE']._serialized_end=1064
+  _globals['_GETENDPOINTREQUEST']._serialized_start=1066
+  _globals['_GETENDPOINTREQUEST']._serialized_end=1100
+  _globals['_LISTENDPOINTSREQUEST']._serialized_start=1102
+  _globals['_LISTENDPOINTSREQUEST']._serialized_end=1170
+  _globals['_LISTENDPOINTSRESPONSE']._serialized_start=1172
+  _globals['_LISTENDPOINTSRESPONSE']._serialized_end=1291
+  _globals['_GENERATEREQUEST']._serialized_start=1294
+  _globals['_GENERATEREQUEST']._serialized_end=1474
+  _globals['_GENERATERESPONSE']._serialized_start=1477
+  _globals['_GENERATERESPONSE']._serialized_end=1647
+  _globals['_GENERATECHUNK']._serialized_start=1650
+  _globals['_GENERATECHUNK']._serialized_end=1823
+  _globals['_SERVINGSERVICE']._serialized_start=1826
+  _globals['_SERVINGSERVICE']._serialized_end=2495
 # @@protoc_insertion_point(module_scope)

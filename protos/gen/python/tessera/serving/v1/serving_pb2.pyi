@@ -1,3 +1,6 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from tessera.common.v1 import common_pb2 as _common_pb2
 from tessera.events.v1 import serving_pb2 as _serving_pb2
 from google.protobuf.internal import containers as _containers
@@ -20,17 +23,79 @@ class ServedModel(_message.Message):
     traffic_percent: int
     def __init__(self, model_name: _Optional[str] = ..., version: _Optional[int] = ..., alias: _Optional[str] = ..., traffic_percent: _Optional[int] = ...) -> None: ...
 
+class ServedModelStatus(_message.Message):
+    __slots__ = ("model_name", "alias", "version", "state", "state_reason", "runtime", "traffic_percent")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    STATE_REASON_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    TRAFFIC_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    alias: str
+    version: int
+    state: str
+    state_reason: str
+    runtime: str
+    traffic_percent: int
+    def __init__(self, model_name: _Optional[str] = ..., alias: _Optional[str] = ..., version: _Optional[int] = ..., state: _Optional[str] = ..., state_reason: _Optional[str] = ..., runtime: _Optional[str] = ..., traffic_percent: _Optional[int] = ...) -> None: ...
+
 class Endpoint(_message.Message):
-    __slots__ = ("name", "served_models", "state", "state_reason")
+    __slots__ = ("name", "served_models", "state", "state_reason", "status", "max_concurrency", "created_by", "created_at", "updated_at")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SERVED_MODELS_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     STATE_REASON_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     name: str
     served_models: _containers.RepeatedCompositeFieldContainer[ServedModel]
     state: str
     state_reason: str
-    def __init__(self, name: _Optional[str] = ..., served_models: _Optional[_Iterable[_Union[ServedModel, _Mapping]]] = ..., state: _Optional[str] = ..., state_reason: _Optional[str] = ...) -> None: ...
+    status: _containers.RepeatedCompositeFieldContainer[ServedModelStatus]
+    max_concurrency: int
+    created_by: str
+    created_at: _timestamp_pb2.Timestamp
+    updated_at: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., served_models: _Optional[_Iterable[_Union[ServedModel, _Mapping]]] = ..., state: _Optional[str] = ..., state_reason: _Optional[str] = ..., status: _Optional[_Iterable[_Union[ServedModelStatus, _Mapping]]] = ..., max_concurrency: _Optional[int] = ..., created_by: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CreateEndpointRequest(_message.Message):
+    __slots__ = ("name", "served_models", "max_concurrency", "wait")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SERVED_MODELS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    served_models: _containers.RepeatedCompositeFieldContainer[ServedModel]
+    max_concurrency: int
+    wait: bool
+    def __init__(self, name: _Optional[str] = ..., served_models: _Optional[_Iterable[_Union[ServedModel, _Mapping]]] = ..., max_concurrency: _Optional[int] = ..., wait: _Optional[bool] = ...) -> None: ...
+
+class UpdateEndpointRequest(_message.Message):
+    __slots__ = ("name", "served_models", "max_concurrency", "wait")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SERVED_MODELS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    served_models: _containers.RepeatedCompositeFieldContainer[ServedModel]
+    max_concurrency: int
+    wait: bool
+    def __init__(self, name: _Optional[str] = ..., served_models: _Optional[_Iterable[_Union[ServedModel, _Mapping]]] = ..., max_concurrency: _Optional[int] = ..., wait: _Optional[bool] = ...) -> None: ...
+
+class DeleteEndpointRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DeleteEndpointResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class GetEndpointRequest(_message.Message):
     __slots__ = ("name",)
@@ -85,15 +150,19 @@ class GenerateResponse(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., text: _Optional[str] = ..., finish_reason: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., served_model: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class GenerateChunk(_message.Message):
-    __slots__ = ("request_id", "text_delta", "finish_reason", "prompt_tokens", "completion_tokens")
+    __slots__ = ("request_id", "text_delta", "finish_reason", "prompt_tokens", "completion_tokens", "served_model", "model_version")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_DELTA_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    SERVED_MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     text_delta: str
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
-    def __init__(self, request_id: _Optional[str] = ..., text_delta: _Optional[str] = ..., finish_reason: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ...) -> None: ...
+    served_model: str
+    model_version: str
+    def __init__(self, request_id: _Optional[str] = ..., text_delta: _Optional[str] = ..., finish_reason: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., served_model: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...

@@ -34,6 +34,21 @@ class ServingServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.CreateEndpoint = channel.unary_unary(
+                '/tessera.serving.v1.ServingService/CreateEndpoint',
+                request_serializer=tessera_dot_serving_dot_v1_dot_serving__pb2.CreateEndpointRequest.SerializeToString,
+                response_deserializer=tessera_dot_serving_dot_v1_dot_serving__pb2.Endpoint.FromString,
+                _registered_method=True)
+        self.UpdateEndpoint = channel.unary_unary(
+                '/tessera.serving.v1.ServingService/UpdateEndpoint',
+                request_serializer=tessera_dot_serving_dot_v1_dot_serving__pb2.UpdateEndpointRequest.SerializeToString,
+                response_deserializer=tessera_dot_serving_dot_v1_dot_serving__pb2.Endpoint.FromString,
+                _registered_method=True)
+        self.DeleteEndpoint = channel.unary_unary(
+                '/tessera.serving.v1.ServingService/DeleteEndpoint',
+                request_serializer=tessera_dot_serving_dot_v1_dot_serving__pb2.DeleteEndpointRequest.SerializeToString,
+                response_deserializer=tessera_dot_serving_dot_v1_dot_serving__pb2.DeleteEndpointResponse.FromString,
+                _registered_method=True)
         self.GetEndpoint = channel.unary_unary(
                 '/tessera.serving.v1.ServingService/GetEndpoint',
                 request_serializer=tessera_dot_serving_dot_v1_dot_serving__pb2.GetEndpointRequest.SerializeToString,
@@ -58,6 +73,26 @@ class ServingServiceStub:
 
 class ServingServiceServicer:
     """Missing associated documentation comment in .proto file."""
+
+    def CreateEndpoint(self, request, context):
+        """ALREADY_EXISTS if the name is taken; the models load in the background unless `wait`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateEndpoint(self, request, context):
+        """Replaces the served models (and limits); the new ones load before traffic moves.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteEndpoint(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def GetEndpoint(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -86,6 +121,21 @@ class ServingServiceServicer:
 
 def add_ServingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'CreateEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateEndpoint,
+                    request_deserializer=tessera_dot_serving_dot_v1_dot_serving__pb2.CreateEndpointRequest.FromString,
+                    response_serializer=tessera_dot_serving_dot_v1_dot_serving__pb2.Endpoint.SerializeToString,
+            ),
+            'UpdateEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateEndpoint,
+                    request_deserializer=tessera_dot_serving_dot_v1_dot_serving__pb2.UpdateEndpointRequest.FromString,
+                    response_serializer=tessera_dot_serving_dot_v1_dot_serving__pb2.Endpoint.SerializeToString,
+            ),
+            'DeleteEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteEndpoint,
+                    request_deserializer=tessera_dot_serving_dot_v1_dot_serving__pb2.DeleteEndpointRequest.FromString,
+                    response_serializer=tessera_dot_serving_dot_v1_dot_serving__pb2.DeleteEndpointResponse.SerializeToString,
+            ),
             'GetEndpoint': grpc.unary_unary_rpc_method_handler(
                     servicer.GetEndpoint,
                     request_deserializer=tessera_dot_serving_dot_v1_dot_serving__pb2.GetEndpointRequest.FromString,
@@ -116,6 +166,87 @@ def add_ServingServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class ServingService:
     """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def CreateEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.serving.v1.ServingService/CreateEndpoint',
+            tessera_dot_serving_dot_v1_dot_serving__pb2.CreateEndpointRequest.SerializeToString,
+            tessera_dot_serving_dot_v1_dot_serving__pb2.Endpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.serving.v1.ServingService/UpdateEndpoint',
+            tessera_dot_serving_dot_v1_dot_serving__pb2.UpdateEndpointRequest.SerializeToString,
+            tessera_dot_serving_dot_v1_dot_serving__pb2.Endpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.serving.v1.ServingService/DeleteEndpoint',
+            tessera_dot_serving_dot_v1_dot_serving__pb2.DeleteEndpointRequest.SerializeToString,
+            tessera_dot_serving_dot_v1_dot_serving__pb2.DeleteEndpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def GetEndpoint(request,

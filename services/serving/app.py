@@ -1,0 +1,150 @@
+"""Wiring: settings -> database, registry catalog, runtimes, core, gRPC (serving + OIP), Kafka consumers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from pathlib import Path
+
+from inference import grpc_service_pb2_grpc
+from tessera.serving.v1 import serving_pb2_grpc
+
+from services.common import telemetry
+from services.common.db import Database, migrate
+from services.common.grpc_server import TesseraServer
+from services.common.kafka_producer import EventProducer
+from services.serving import grpc_api, oip_api
+from services.serving.access import ExecuteChecker
+from services.serving.catalog import ModelCatalog
+from services.serving.endpoints import EndpointControl
+from services.serving.inference import InferenceCore, Limits
+from services.serving.kafka_api import KafkaRequestServer
+from services.serving.model_pool import ModelPool
+from services.serving.payload_log import PayloadLogWriter
+from services.serving.registry_catalog import RegistryCatalog
+from services.serving.registry_events import RegistryEventFollower
+from services.serving.runtimes.base import RuntimeFactory
+from services.serving.runtimes.factory import runtime_factory
+from services.serving.settings import ServingSettings
+from services.serving.store import EndpointStore
+
+_log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+class ServingApp:
+    """The whole service in one process; `start()` returns once it serves (models load in the background)."""
+
+    def __init__(
+        self,
+        settings: ServingSettings,
+        *,
+        serve_metrics: bool = True,
+        catalog: ModelCatalog | None = None,
+        build_runtime: RuntimeFactory | None = None,
+    ) -> None:
+        self.settings = settings
+        self.serve_metrics = serve_metrics
+        self.catalog = catalog
+        self.build_runtime = build_runtime
+        self.db: Database | None = None
+        self.producer: EventProducer | None = None
+        self.payload_log: PayloadLogWriter | None = None
+        self.endpoints: EndpointControl | None = None
+        self.inference: InferenceCore | None = None
+        self.server: TesseraServer | None = None
+        self.kafka_requests: KafkaRequestServer | None = None
+        self.registry_events: RegistryEventFollower | None = None
+        self._tasks: list[asyncio.Task] = []
+        self.port = 0
+        self.metrics_port = 0
+
+    async def start(self) -> None:
+        s = self.settings
+        telemetry.setup_tracing(s.service_name, s.otlp_endpoint)
+        if self.serve_metrics:
+            self.metrics_port = telemetry.start_metrics_server(s.metrics_port, s.host)
+        self.db = await Database(s.resolved_pg_dsn(), s.serving_schema).open()
+        await migrate(self.db, MIGRATIONS)
+        self.catalog = self.catalog or RegistryCatalog(s.registry_address, s.service_token, s.model_cache())
+        self.producer = EventProducer(s.kafka_bootstrap, client_id=f"{s.service_name}-{os.getpid()}")
+        self.payload_log = PayloadLogWriter(
+            self.producer,
+            s.serving_payload_topic,
+            queue_size=s.serving_payload_queue,
+            batch_size=s.serving_payload_batch,
+        )
+        await self.payload_log.start()
+        access = ExecuteChecker(self.catalog, enforce=s.auth_mode != "none", cache_s=s.serving_privilege_cache_s)
+        pool = ModelPool(
+            self.catalog, self.build_runtime or runtime_factory(s), drain_timeout_s=s.serving_drain_timeout_s
+        )
+        self.endpoints = EndpointControl(
+            EndpointStore(self.db), self.catalog, pool, access, default_concurrency=s.serving_max_concurrency
+        )
+        self.inference = InferenceCore(
+            self.endpoints,
+            access,
+            Limits(max_request_bytes=s.serving_max_request_bytes, max_tokens=s.serving_max_tokens),
+            self.payload_log,
+        )
+        if s.serving_run_registry_consumer:
+            # Every replica follows alias moves itself: a group of its own.
+            self.registry_events = RegistryEventFollower(
+                self.endpoints,
+                access,
+                self.producer,
+                bootstrap=s.kafka_bootstrap,
+                topic=s.serving_registry_events_topic,
+                group_id=f"{s.serving_consumer_group}-registry-{socket.gethostname()}-{os.getpid()}-{id(self):x}",
+            )
+            self._tasks.append(asyncio.create_task(self.registry_events.run(), name="serving-registry-events"))
+            await self.registry_events.loop.wait_assigned()
+        await self.endpoints.start()
+        self.server = TesseraServer(s)
+        self.server.add(
+            serving_pb2_grpc.add_ServingServiceServicer_to_server,
+            grpc_api.ServingServicer(self.endpoints, self.inference),
+            grpc_api.SERVICE_NAME,
+        )
+        self.server.add(
+            grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server,
+            oip_api.InferenceServicer(self.endpoints, self.inference),
+            oip_api.SERVICE_NAME,
+        )
+        self.port = await self.server.start()
+        if s.serving_run_request_consumer:
+            self.kafka_requests = KafkaRequestServer(
+                self.inference,
+                self.server.authenticator,
+                self.producer,
+                bootstrap=s.kafka_bootstrap,
+                topic=s.serving_requests_topic,
+                group_id=s.serving_consumer_group,
+                default_reply_topic=s.serving_responses_topic,
+                batch_size=s.serving_kafka_batch,
+            )
+            self._tasks.append(asyncio.create_task(self.kafka_requests.run(), name="serving-kafka-requests"))
+            await self.kafka_requests.loop.wait_assigned()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
+        for consumer in (self.kafka_requests, self.registry_events):
+            if consumer is not None:
+                consumer.stop()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.endpoints is not None:
+            await self.endpoints.stop()
+        if self.payload_log is not None:
+            await self.payload_log.stop()
+        if self.producer is not None:
+            await asyncio.to_thread(self.producer.close)
+        if self.catalog is not None:
+            await self.catalog.close()
+        if self.db is not None:
+            await self.db.close()

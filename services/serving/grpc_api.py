@@ -1,0 +1,74 @@
+"""`tessera.serving.v1.ServingService`: endpoint CRUD and Generate/GenerateStream over the core."""
+
+from __future__ import annotations
+
+import uuid
+
+from tessera.serving.v1 import serving_pb2 as pb
+from tessera.serving.v1 import serving_pb2_grpc
+
+from services.common.auth import current_principal
+from services.serving.conversions import endpoint_to_proto, generate_call, spec_from_proto
+from services.serving.endpoints import EndpointControl
+from services.serving.inference import InferenceCore
+
+SERVICE_NAME = "tessera.serving.v1.ServingService"
+
+
+class ServingServicer(serving_pb2_grpc.ServingServiceServicer):
+    def __init__(self, endpoints: EndpointControl, inference: InferenceCore) -> None:
+        self._endpoints = endpoints
+        self._inference = inference
+
+    async def CreateEndpoint(self, request: pb.CreateEndpointRequest, context) -> pb.Endpoint:
+        spec = spec_from_proto(request.name, request.served_models, request.max_concurrency)
+        return endpoint_to_proto(await self._endpoints.create(spec, current_principal(), wait=request.wait))
+
+    async def UpdateEndpoint(self, request: pb.UpdateEndpointRequest, context) -> pb.Endpoint:
+        spec = spec_from_proto(request.name, request.served_models, request.max_concurrency)
+        return endpoint_to_proto(await self._endpoints.update(spec, current_principal(), wait=request.wait))
+
+    async def DeleteEndpoint(self, request: pb.DeleteEndpointRequest, context) -> pb.DeleteEndpointResponse:
+        await self._endpoints.delete(request.name, current_principal())
+        return pb.DeleteEndpointResponse()
+
+    async def GetEndpoint(self, request: pb.GetEndpointRequest, context) -> pb.Endpoint:
+        return endpoint_to_proto(await self._endpoints.get(request.name))
+
+    async def ListEndpoints(self, request: pb.ListEndpointsRequest, context) -> pb.ListEndpointsResponse:
+        size = request.page.page_size or 100
+        views = await self._endpoints.list(after=request.page.page_token, limit=min(size, 1000))
+        response = pb.ListEndpointsResponse(endpoints=[endpoint_to_proto(v) for v in views])
+        if len(views) == size:
+            response.page.next_page_token = views[-1].stored.spec.name
+        return response
+
+    async def Generate(self, request: pb.GenerateRequest, context) -> pb.GenerateResponse:
+        call = generate_call(request, source="grpc", request_id=request.request_id or str(uuid.uuid4()))
+        parts: list[str] = []
+        last = None
+        async for chunk in self._inference.generate(call, current_principal()):
+            parts.append(chunk.text)
+            last = chunk
+        return pb.GenerateResponse(
+            request_id=call.request_id,
+            text="".join(parts),
+            finish_reason=last.finish_reason or "",
+            prompt_tokens=last.prompt_tokens,
+            completion_tokens=last.completion_tokens,
+            served_model=last.served_model,
+            model_version=str(last.model_version),
+        )
+
+    async def GenerateStream(self, request: pb.GenerateRequest, context):
+        call = generate_call(request, source="grpc", request_id=request.request_id or str(uuid.uuid4()))
+        async for chunk in self._inference.generate(call, current_principal()):
+            yield pb.GenerateChunk(
+                request_id=call.request_id,
+                text_delta=chunk.text,
+                finish_reason=chunk.finish_reason or "",
+                prompt_tokens=chunk.prompt_tokens,
+                completion_tokens=chunk.completion_tokens,
+                served_model=chunk.served_model,
+                model_version=str(chunk.model_version),
+            )

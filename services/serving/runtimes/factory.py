@@ -1,0 +1,29 @@
+"""Build the runtime a model folder needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from services.serving.entities import LLM
+from services.serving.llm_engine import EngineSettings
+from services.serving.runtimes.base import ModelRuntime, detect_runtime
+from services.serving.settings import ServingSettings
+
+
+def runtime_factory(settings: ServingSettings):
+    engine_settings = EngineSettings(
+        kv_cache_bytes=settings.serving_kv_cache_mib * 2**20,
+        max_model_len=settings.serving_max_model_len,
+        max_num_seqs=settings.serving_max_num_seqs,
+    )
+
+    def build(folder: Path) -> ModelRuntime:
+        if detect_runtime(folder) == LLM:
+            from services.serving.runtimes.llm import LlmRuntime
+
+            return LlmRuntime(folder, engine_settings, settings.serving_default_max_tokens)
+        from services.serving.runtimes.tensor import TorchScriptRuntime
+
+        return TorchScriptRuntime(folder)
+
+    return build

@@ -1,0 +1,55 @@
+"""The serving service's settings: `TESSERA_*` environment variables with local defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from services.common import topics
+from services.common.config import CommonSettings
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingSettings(CommonSettings):
+    service_name: str = "serving"
+    grpc_port: int = 50053
+    metrics_port: int = 9103
+    # PostgreSQL schema of the endpoint table (tests use a unique one).
+    serving_schema: str = "serving"
+    registry_address: str = "127.0.0.1:50051"
+    # Where model versions fetched from the registry are kept; empty: `<data_dir>/serving/models`.
+    serving_model_cache: Path | None = None
+
+    # -- limits: over one, a request fails at once with the reason ------------------
+    serving_max_request_bytes: int = 4 * 1024 * 1024
+    serving_max_tokens: int = 2048
+    serving_default_max_tokens: int = 256
+    # Concurrent requests per endpoint when the endpoint sets none.
+    serving_max_concurrency: int = 64
+
+    # -- Kafka --------------------------------------------------------------------
+    serving_requests_topic: str = topics.SERVING_REQUESTS
+    serving_responses_topic: str = topics.SERVING_RESPONSES
+    serving_payload_topic: str = topics.PAYLOAD_LOGS
+    serving_registry_events_topic: str = topics.REGISTRY_EVENTS
+    serving_consumer_group: str = "serving"
+    serving_run_request_consumer: bool = True
+    serving_run_registry_consumer: bool = True
+    # Requests of one Kafka batch served at once.
+    serving_kafka_batch: int = 64
+
+    # -- payload logging (off the request path) ------------------------------------
+    serving_payload_queue: int = 10_000
+    serving_payload_batch: int = 500
+
+    # -- engines ------------------------------------------------------------------
+    serving_kv_cache_mib: int = 256
+    serving_max_model_len: int = 2048
+    serving_max_num_seqs: int = 32
+    # How long a request may keep the old version of a moved alias busy before it is unloaded.
+    serving_drain_timeout_s: float = 60.0
+    # How long an EXECUTE answer from the registry is reused for the same caller and model.
+    serving_privilege_cache_s: float = 30.0
+
+    def model_cache(self) -> Path:
+        return Path(self.serving_model_cache or (self.data_dir / "serving" / "models")).resolve()
