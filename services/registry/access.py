@@ -1,0 +1,106 @@
+"""Who may do what: privileges on catalogs, schemas, models and experiments.
+
+A securable sits in a chain (catalog -> schema -> object). A principal holds a
+privilege on a level when it is granted there or on a level above (inheritance);
+owners and MANAGE holders of a level hold everything on it and beneath it;
+superusers hold everything. Reaching a schema or an object also needs
+USE_CATALOG on the catalog and USE_SCHEMA on the schema, as in Unity Catalog.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from services.common.errors import PermissionDenied
+
+
+class Privilege(enum.StrEnum):
+    USE_CATALOG = "USE_CATALOG"
+    USE_SCHEMA = "USE_SCHEMA"
+    CREATE_SCHEMA = "CREATE_SCHEMA"
+    CREATE_MODEL = "CREATE_MODEL"
+    EXECUTE = "EXECUTE"
+    MODIFY = "MODIFY"
+    MANAGE = "MANAGE"
+
+
+class SecurableType(enum.StrEnum):
+    CATALOG = "CATALOG"
+    SCHEMA = "SCHEMA"
+    REGISTERED_MODEL = "REGISTERED_MODEL"
+    EXPERIMENT = "EXPERIMENT"
+
+
+@dataclass(frozen=True)
+class Securable:
+    type: SecurableType
+    name: str
+    owner: str
+
+
+@dataclass(frozen=True)
+class Chain:
+    """A securable and its ancestors, catalog first, with the principal's grants on each."""
+
+    levels: tuple[Securable, ...]
+    # (securable_type, securable_name) -> privileges granted to the principal there.
+    grants: dict[tuple[str, str], frozenset[str]]
+
+    @property
+    def target(self) -> Securable:
+        return self.levels[-1]
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: str
+
+
+class AccessPolicy:
+    def __init__(self, superusers: Iterable[str], service_principals: Iterable[str], enabled: bool = True) -> None:
+        self.superusers = frozenset(superusers)
+        self.service_principals = frozenset(service_principals)
+        # Auth turned off (TESSERA_AUTH_MODE=none): every caller is anonymous and allowed.
+        self.enabled = enabled
+
+    def is_superuser(self, principal: str) -> bool:
+        return not self.enabled or principal in self.superusers
+
+    def may_ask_for_others(self, principal: str) -> bool:
+        return self.is_superuser(principal) or principal in self.service_principals
+
+    def decide(self, principal: str, chain: Chain, privilege: Privilege) -> Decision:
+        if self.is_superuser(principal):
+            return Decision(True, f"{principal} is a superuser")
+        held: set[str] = set()
+        everything_from: Securable | None = None
+        needed: list[tuple[int, Privilege]] = []
+        levels = chain.levels
+        if levels[0].type == SecurableType.CATALOG and privilege != Privilege.USE_CATALOG:
+            needed.append((0, Privilege.USE_CATALOG))
+        if len(levels) > 1 and levels[1].type == SecurableType.SCHEMA and privilege != Privilege.USE_SCHEMA:
+            needed.append((1, Privilege.USE_SCHEMA))
+        needed.append((len(levels) - 1, privilege))
+        held_at: list[set[str] | None] = []
+        for level in levels:
+            granted = chain.grants.get((level.type.value, level.name), frozenset())
+            if everything_from is None and (level.owner == principal or Privilege.MANAGE in granted):
+                everything_from = level
+            held |= granted
+            held_at.append(None if everything_from is not None else set(held))
+        for index, need in needed:
+            have = held_at[index]
+            if have is not None and need not in have:
+                where = levels[index]
+                return Decision(False, f"{principal} lacks {need} on {where.type.lower()} {where.name}")
+        if everything_from is not None:
+            return Decision(True, f"{principal} owns or manages {everything_from.type.lower()} {everything_from.name}")
+        return Decision(True, f"{privilege} granted to {principal}")
+
+    def require(self, principal: str, chain: Chain, privilege: Privilege) -> None:
+        decision = self.decide(principal, chain, privilege)
+        if not decision.allowed:
+            raise PermissionDenied(f"permission denied: {decision.reason}")

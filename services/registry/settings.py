@@ -1,0 +1,42 @@
+"""The registry's settings: `TESSERA_*` environment variables with local defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from services.common.config import CommonSettings
+
+
+@dataclasses.dataclass(frozen=True)
+class RegistrySettings(CommonSettings):
+    service_name: str = "registry"
+    grpc_port: int = 50051
+    metrics_port: int = 9101
+    # The MLflow REST API (tracking, model registry, mlflow-artifacts proxy); -1 turns it off.
+    registry_http_port: int = 5000
+    # PostgreSQL schema of the registry's tables (tests use a unique one).
+    registry_schema: str = "registry"
+    # Where artifacts live; empty: `<data_dir>/registry/artifacts`.
+    registry_artifact_root: Path | None = None
+    # Principals allowed everything, everywhere.
+    registry_superusers: tuple[str, ...] = ("admin",)
+    # Principals that may ask CheckPrivilege about someone else (serving, retrieval...).
+    registry_service_principals: tuple[str, ...] = ("admin",)
+    # Where MLflow names without dots (and experiments without a schema) go; created at start.
+    registry_default_catalog: str = "main"
+    registry_default_schema: str = "default"
+    # Model version sources that are plain local paths (or file:// URIs) may be copied in.
+    registry_allow_local_sources: bool = True
+    registry_events_topic: str = "tessera.registry.events"
+    # How often the outbox publisher looks for events written by other replicas.
+    registry_outbox_poll_s: float = 0.5
+    registry_max_batch_metrics: int = 1000
+    registry_max_batch_params: int = 100
+    registry_max_batch_tags: int = 100
+    registry_chunk_size: int = 1024 * 1024
+    registry_db_pool_size: int = 10
+
+    def artifact_root(self) -> Path:
+        root = self.registry_artifact_root or (self.data_dir / "registry" / "artifacts")
+        return Path(root).resolve()

@@ -1,0 +1,103 @@
+"""The hot path: a run's metrics, params and tags written in one transaction.
+
+Metric points go in with binary COPY; the per-key latest value is kept by one
+upsert row per key (the batch's own maximum, compared in SQL), so a write
+never reads history. History reads use the (run, key, step, timestamp) index.
+"""
+
+from __future__ import annotations
+
+from psycopg import AsyncConnection
+
+from services.common.errors import InvalidArgument
+from services.registry.entities import Metric
+
+
+def latest_per_key(metrics: list[Metric]) -> dict[str, Metric]:
+    latest: dict[str, Metric] = {}
+    for m in metrics:
+        seen = latest.get(m.key)
+        if seen is None or (m.step, m.timestamp) >= (seen.step, seen.timestamp):
+            latest[m.key] = m
+    return latest
+
+
+async def write_metrics(conn: AsyncConnection, run_pk: int, metrics: list[Metric]) -> None:
+    if not metrics:
+        return
+    async with conn.cursor() as cur:
+        async with cur.copy("COPY metrics (run_pk, key, value, step, timestamp) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["int8", "text", "float8", "int8", "int8"])
+            for m in metrics:
+                await copy.write_row((run_pk, m.key, m.value, m.step, m.timestamp))
+        latest = list(latest_per_key(metrics).values())
+        await cur.execute(
+            "INSERT INTO latest_metrics AS l (run_pk, key, value, step, timestamp)"
+            " SELECT %s, k, v, s, t FROM unnest(%s::text[], %s::float8[], %s::int8[], %s::int8[]) AS u(k, v, s, t)"
+            " ON CONFLICT (run_pk, key) DO UPDATE SET value = EXCLUDED.value, step = EXCLUDED.step,"
+            " timestamp = EXCLUDED.timestamp WHERE (EXCLUDED.step, EXCLUDED.timestamp) >= (l.step, l.timestamp)",
+            (
+                run_pk,
+                [m.key for m in latest],
+                [m.value for m in latest],
+                [m.step for m in latest],
+                [m.timestamp for m in latest],
+            ),
+        )
+
+
+async def write_params(conn: AsyncConnection, run_pk: int, params: dict[str, str]) -> None:
+    """Params are write-once: the same value again is fine, a different one is refused (and rolls back)."""
+    if not params:
+        return
+    keys, values = list(params), list(params.values())
+    cur = await conn.execute(
+        "INSERT INTO params (run_pk, key, value) SELECT %s, k, v FROM unnest(%s::text[], %s::text[]) AS u(k, v)"
+        " ON CONFLICT (run_pk, key) DO NOTHING RETURNING key",
+        (run_pk, keys, values),
+    )
+    inserted = {row[0] for row in await cur.fetchall()}
+    existing = [k for k in keys if k not in inserted]
+    if not existing:
+        return
+    cur = await conn.execute("SELECT key, value FROM params WHERE run_pk = %s AND key = ANY(%s)", (run_pk, existing))
+    for key, old in await cur.fetchall():
+        if old != params[key]:
+            raise InvalidArgument(
+                f"param {key!r} was already logged with value {old!r}; params are write-once (new value {params[key]!r})",
+                field="params",
+            )
+
+
+async def write_tags(conn: AsyncConnection, run_pk: int, tags: dict[str, str]) -> None:
+    if tags:
+        await conn.execute(
+            "INSERT INTO run_tags (run_pk, key, value) SELECT %s, k, v FROM unnest(%s::text[], %s::text[]) AS u(k, v)"
+            " ON CONFLICT (run_pk, key) DO UPDATE SET value = EXCLUDED.value",
+            (run_pk, list(tags), list(tags.values())),
+        )
+
+
+async def metric_history(conn: AsyncConnection, run_pk: int, key: str, offset: int, limit: int) -> list[Metric]:
+    cur = await conn.execute(
+        "SELECT key, value, step, timestamp FROM metrics WHERE run_pk = %s AND key = %s"
+        " ORDER BY step, timestamp LIMIT %s OFFSET %s",
+        (run_pk, key, limit, offset),
+    )
+    return [Metric(*row) for row in await cur.fetchall()]
+
+
+async def metric_history_downsampled(conn: AsyncConnection, run_pk: int, key: str, max_points: int) -> list[Metric]:
+    """At most max_points points spread evenly by rank, always keeping the first and the last."""
+    cur = await conn.execute(
+        "WITH ranked AS (SELECT key, value, step, timestamp,"
+        "  row_number() OVER (ORDER BY step, timestamp) - 1 AS i, count(*) OVER () AS n"
+        "  FROM metrics WHERE run_pk = %(pk)s AND key = %(key)s)"
+        " SELECT key, value, step, timestamp FROM ranked"
+        " WHERE n <= %(m)s OR i = n - 1"
+        "   OR (%(m)s > 1 AND floor(i * (%(m)s - 1)::float8 / (n - 1)) <> floor((i - 1) * (%(m)s - 1)::float8 / (n - 1)))"
+        "   OR i = 0"
+        " ORDER BY step, timestamp",
+        {"pk": run_pk, "key": key, "m": max_points},
+    )
+    return [Metric(*row) for row in await cur.fetchall()]
