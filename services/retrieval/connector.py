@@ -238,3 +238,40 @@ class SourceTableConnector:
 
     def stop(self) -> None:
         self._stopping.set()
+
+
+async def _main(spec_path: Path, once: bool) -> None:
+    from services.common.config import load
+    from services.common.db import migrate
+    from services.retrieval.app import MIGRATIONS
+    from services.retrieval.config import RetrievalSettings
+
+    settings = load(RetrievalSettings)
+    db = await Database(settings.resolved_pg_dsn(), settings.retrieval_schema).open()
+    await migrate(db, MIGRATIONS)
+    producer = EventProducer(settings.kafka_bootstrap, client_id="retrieval-connector")
+    connector = SourceTableConnector(ConnectorSpec.from_json(spec_path), db, producer, settings.retrieval_sync_topic)
+    try:
+        await connector.install_delete_capture()
+        if once:
+            upserts, deletes = await connector.sync_once()
+            _log.info("published %d upserts and %d deletes", upserts, deletes)
+        else:
+            await connector.run(settings.retrieval_connector_poll_s)
+    finally:
+        producer.close()
+        await db.close()
+
+
+if __name__ == "__main__":
+    # `python -m services.retrieval.connector spec.json [--once]`: on demand, or continuously.
+    import argparse
+
+    from services.common.lifecycle import configure_logging
+
+    parser = argparse.ArgumentParser(description="Sync a PostgreSQL table into a retrieval index through Kafka")
+    parser.add_argument("spec", type=Path, help="a JSON ConnectorSpec")
+    parser.add_argument("--once", action="store_true", help="publish what changed since the last run, then exit")
+    arguments = parser.parse_args()
+    configure_logging()
+    asyncio.run(_main(arguments.spec, arguments.once))

@@ -62,6 +62,9 @@ class SentenceTransformerEmbedder:
         # One thread: torch already uses every core per batch, and two batches at once would only thrash.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"embed-{name}")
         self._dimension: int | None = None
+        # Callers waiting for the model, coalesced into the next batch.
+        self._pending: list[tuple[list[str], asyncio.Future[np.ndarray]]] = []
+        self._draining = False
 
     def _load(self):
         with self._load_lock:
@@ -94,10 +97,36 @@ class SentenceTransformerEmbedder:
         return np.asarray(vectors, dtype=np.float32)
 
     async def embed(self, texts: list[str]) -> np.ndarray:
+        """Embed `texts`; requests that arrive while the model is busy are encoded together in one batch."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        self._pending.append((texts, future))
+        if not self._draining:
+            self._draining = True
+            asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._encode, texts)
+        try:
+            while self._pending:
+                waiting, self._pending = self._pending, []
+                combined = [text for texts, _ in waiting for text in texts]
+                try:
+                    vectors = await loop.run_in_executor(self._executor, self._encode, combined)
+                except Exception as exc:  # noqa: BLE001 - every waiting caller gets the failure
+                    for _, future in waiting:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                offset = 0
+                for texts, future in waiting:
+                    if not future.done():
+                        future.set_result(vectors[offset : offset + len(texts)])
+                    offset += len(texts)
+        finally:
+            self._draining = False
 
     async def warm_up(self) -> None:
         await self.embed(["warm up"])
