@@ -29,15 +29,18 @@ $(STAMP):
 
 setup: $(STAMP)  ## install everything (idempotent, quick when done)
 
-up: setup  ## start Kafka and PostgreSQL on 127.0.0.1
+up: setup  ## start Kafka, PostgreSQL and the services on 127.0.0.1
 	@bash infra/kafka/kafka.sh start
 	@$(PY) infra/postgres/postgres.py start
+	@bash infra/services.sh start
 
 down:  ## stop everything `make up` started
+	@bash infra/services.sh stop
 	@bash infra/kafka/kafka.sh stop
 	@if [ -x $(PY) ]; then $(PY) infra/postgres/postgres.py stop; fi
 
 status:  ## say what runs
+	@bash infra/services.sh status
 	@bash infra/kafka/kafka.sh status
 	@if [ -x $(PY) ]; then $(PY) infra/postgres/postgres.py status || true; fi
 
