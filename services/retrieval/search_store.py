@@ -33,6 +33,7 @@ class SearchStore:
         self.schema = schema
         self.max_scan_tuples = max_scan_tuples
         self._gucs: weakref.WeakKeyDictionary[Any, tuple] = weakref.WeakKeyDictionary()
+        self._rendered: dict[tuple, bytes] = {}
         self._pool = AsyncConnectionPool(
             dsn,
             min_size=min(2, pool_size),
@@ -85,13 +86,26 @@ class SearchStore:
         filtered: bool,
     ) -> list[tuple]:
         """Rows of (id, version, distance, *columns[, content]) by the HNSW index, nearest first."""
-        op = sql.SQL(DISTANCE_OP[info.spec.metric])
-        inner = sql.SQL(
-            "SELECT id, version, embedding {op} %b AS distance{cols} FROM {t} WHERE {where} ORDER BY distance LIMIT %s"
-        ).format(op=op, cols=self._select_list(columns, include_text), t=self._table(info), where=where)
+        # Unfiltered statements are few per index: keep them rendered, the hot path skips composing SQL.
+        key = (info.table, info.spec.metric, columns, include_text) if not filtered else None
+        statement = self._rendered.get(key) if key else None
+        if statement is None:
+            statement = sql.SQL(
+                "SELECT id, version, embedding {op} %b AS distance{cols} FROM {t} WHERE {where}"
+                " ORDER BY distance LIMIT %s"
+            ).format(
+                op=sql.SQL(DISTANCE_OP[info.spec.metric]),
+                cols=self._select_list(columns, include_text),
+                t=self._table(info),
+                where=where,
+            )
         async with self._pool.connection() as conn:
+            if key and key not in self._rendered:
+                if len(self._rendered) > 10_000:
+                    self._rendered.clear()
+                statement = self._rendered[key] = statement.as_bytes(conn)
             await self._scan_settings(conn, ef_search, "relaxed_order" if filtered else "off")
-            cur = await conn.execute(inner, [vector, *where_params, k])
+            cur = await conn.execute(statement, [vector, *where_params, k])
             rows = await cur.fetchall()
         if filtered:
             # Relaxed order may hand neighbours back slightly out of order. (pgvector's materialized-CTE
