@@ -326,7 +326,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         return _DONE
 
     async def GetLineage(self, request, context):
-        direction = pb.LineageDirection.Name(request.direction).removeprefix("LINEAGE_DIRECTION_")
+        direction = cv.enum_name(pb.LineageDirection, request.direction, "LINEAGE_DIRECTION_")
         nodes, edges = await self.r.lineage.lineage(_who(), cv.node_in(request.node), direction, request.max_depth)
         return pb.GetLineageResponse(nodes=[cv.node_out(n) for n in nodes], edges=[cv.edge(e) for e in edges])
 

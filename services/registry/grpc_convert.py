@@ -20,7 +20,12 @@ def ts(value: datetime | None) -> Timestamp:
 
 
 def enum_name(enum_type, value: int, prefix: str) -> str:
-    return enum_type.Name(value).removeprefix(prefix)
+    try:
+        return enum_type.Name(value).removeprefix(prefix)
+    except ValueError:
+        # A value from a newer client, or garbage: say which field and value.
+        field = prefix.rstrip("_").lower()
+        raise InvalidArgument(f"unknown {field} value {value}", field=field) from None
 
 
 def securable_type(value: int) -> SecurableType:

@@ -27,7 +27,10 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module", autouse=True)
 def mlflow_env(registry):
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_TOKEN", "MLFLOW_HTTP_REQUEST_MAX_RETRIES")}
+    saved = {
+        k: os.environ.get(k)
+        for k in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_TOKEN", "MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+    }
     os.environ["MLFLOW_TRACKING_URI"] = registry.http_url
     os.environ["MLFLOW_TRACKING_TOKEN"] = TOKENS["admin"]
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
@@ -104,7 +107,9 @@ def _registry_scenario(tmp: Path, experiment: str, model: str) -> dict:
     by_alias = client.get_model_version_by_alias(model, "champion")
     # MLflow 3: log_model creates a logged model, uploads its files, registers a version.
     with mlflow.start_run():
-        info = mlflow.pyfunc.log_model(name="doubler", python_model=_Doubler(), registered_model_name=model, pip_requirements=[])
+        info = mlflow.pyfunc.log_model(
+            name="doubler", python_model=_Doubler(), registered_model_name=model, pip_requirements=[]
+        )
     v2 = client.get_model_version(model, "2")
     loaded = mlflow.pyfunc.load_model(f"models:/{model}/2")
     try:
@@ -113,8 +118,13 @@ def _registry_scenario(tmp: Path, experiment: str, model: str) -> dict:
     except MlflowException as exc:
         missing = exc.error_code
     return {
-        "v1": v1, "ready": ready, "by_alias": by_alias, "v2": v2, "info": info,
-        "prediction": list(loaded.predict([1, 2])), "missing": missing,
+        "v1": v1,
+        "ready": ready,
+        "by_alias": by_alias,
+        "v2": v2,
+        "info": info,
+        "prediction": list(loaded.predict([1, 2])),
+        "missing": missing,
     }
 
 
@@ -127,15 +137,28 @@ async def test_registration_aliases_and_log_model_with_the_stock_client(registry
     assert out["missing"] == "RESOURCE_DOES_NOT_EXIST"
     # The version's files were copied into the registry; gRPC sees the model under the default schema.
     full = f"main.default.{model}"
-    version = await registry.stub.GetModelVersionByAlias(pb.GetModelVersionByAliasRequest(model_name=full, alias="champion"), metadata=as_("admin"))
+    version = await registry.stub.GetModelVersionByAlias(
+        pb.GetModelVersionByAliasRequest(model_name=full, alias="champion"), metadata=as_("admin")
+    )
     assert version.status == pb.MODEL_VERSION_STATUS_READY
-    chunks = [c async for c in registry.stub.DownloadArtifacts(pb.DownloadArtifactsRequest(
-        target=pb.ArtifactTarget(model_version=pb.ModelVersionRef(model_name=full, version=1))), metadata=as_("admin"))]
+    chunks = [
+        c
+        async for c in registry.stub.DownloadArtifacts(
+            pb.DownloadArtifactsRequest(
+                target=pb.ArtifactTarget(model_version=pb.ModelVersionRef(model_name=full, version=1))
+            ),
+            metadata=as_("admin"),
+        )
+    ]
     assert [(c.path, c.data) for c in chunks] == [("weights.txt", b"w")]
-    v2 = await registry.stub.GetModelVersion(pb.GetModelVersionRequest(model_name=full, version=2), metadata=as_("admin"))
+    v2 = await registry.stub.GetModelVersion(
+        pb.GetModelVersionRequest(model_name=full, version=2), metadata=as_("admin")
+    )
     assert v2.model_id == out["info"].model_id
     lineage = await registry.stub.GetLineage(
-        pb.GetLineageRequest(node=pb.LineageNode(type="MODEL_VERSION", name=f"{full}/1"), direction=pb.LINEAGE_DIRECTION_UPSTREAM),
+        pb.GetLineageRequest(
+            node=pb.LineageNode(type="MODEL_VERSION", name=f"{full}/1"), direction=pb.LINEAGE_DIRECTION_UPSTREAM
+        ),
         metadata=as_("admin"),
     )
     assert [n.type for n in lineage.nodes] == ["MODEL_VERSION", "RUN"]
@@ -164,7 +187,10 @@ def _errors_scenario(experiment: str) -> dict:
     # The client splits big batches itself; a raw request shows the server's own limit.
     reply = requests.post(
         f"{mlflow.get_tracking_uri()}/api/2.0/mlflow/runs/log-batch",
-        json={"run_id": run.info.run_id, "metrics": [{"key": "m", "value": 1, "step": i, "timestamp": 1} for i in range(1001)]},
+        json={
+            "run_id": run.info.run_id,
+            "metrics": [{"key": "m", "value": 1, "step": i, "timestamp": 1} for i in range(1001)],
+        },
         headers={"Authorization": f"Bearer {TOKENS['admin']}"},
         timeout=30,
     )
