@@ -24,20 +24,73 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from tessera.common.v1 import common_pb2 as tessera_dot_common_dot_v1_dot_common__pb2
+from tessera.events.v1 import drift_pb2 as tessera_dot_events_dot_v1_dot_drift__pb2
 from tessera.events.v1 import payload_log_pb2 as tessera_dot_events_dot_v1_dot_payload__log__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&tessera/monitoring/v1/monitoring.proto\x12\x15tessera.monitoring.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1etessera/common/v1/common.proto\x1a#tessera/events/v1/payload_log.proto\"\xcb\x01\n\x1bListInferenceRecordsRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06status\x18\x04 \x01(\t\x12,\n\x04page\x18\x05 \x01(\x0b\x32\x1e.tessera.common.v1.PageRequest\"}\n\x1cListInferenceRecordsResponse\x12.\n\x07records\x18\x01 \x03(\x0b\x32\x1d.tessera.events.v1.PayloadLog\x12-\n\x04page\x18\x02 \x01(\x0b\x32\x1f.tessera.common.v1.PageResponse2\x94\x01\n\x11MonitoringService\x12\x7f\n\x14ListInferenceRecords\x12\x32.tessera.monitoring.v1.ListInferenceRecordsRequest\x1a\x33.tessera.monitoring.v1.ListInferenceRecordsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&tessera/monitoring/v1/monitoring.proto\x12\x15tessera.monitoring.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1etessera/common/v1/common.proto\x1a\x1dtessera/events/v1/drift.proto\x1a#tessera/events/v1/payload_log.proto\"\xcb\x01\n\x1bListInferenceRecordsRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06status\x18\x04 \x01(\t\x12,\n\x04page\x18\x05 \x01(\x0b\x32\x1e.tessera.common.v1.PageRequest\"}\n\x1cListInferenceRecordsResponse\x12.\n\x07records\x18\x01 \x03(\x0b\x32\x1d.tessera.events.v1.PayloadLog\x12-\n\x04page\x18\x02 \x01(\x0b\x32\x1f.tessera.common.v1.PageResponse\"M\n\x0b\x46\x65\x61tureSpec\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x30\n\x04kind\x18\x02 \x01(\x0e\x32\".tessera.monitoring.v1.FeatureKind\"\xe0\x03\n\x0e\x46\x65\x61tureProfile\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\x30\n\x04kind\x18\x02 \x01(\x0e\x32\".tessera.monitoring.v1.FeatureKind\x12\r\n\x05slice\x18\x03 \x01(\t\x12\r\n\x05\x63ount\x18\x04 \x01(\x03\x12\r\n\x05nulls\x18\x05 \x01(\x03\x12\x0c\n\x04mean\x18\x06 \x01(\x01\x12\x0b\n\x03std\x18\x07 \x01(\x01\x12\x0b\n\x03min\x18\x08 \x01(\x01\x12\x0b\n\x03max\x18\t \x01(\x01\x12\x11\n\tquantiles\x18\n \x03(\x01\x12\x13\n\x0b\x62ucket_keys\x18\x0b \x03(\x11\x12\x15\n\rbucket_counts\x18\x0c \x03(\x03\x12I\n\ncategories\x18\r \x03(\x0b\x32\x35.tessera.monitoring.v1.FeatureProfile.CategoriesEntry\x12\n\n\x02m2\x18\x0e \x01(\x01\x12\x30\n\x0cwindow_start\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nwindow_end\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\x31\n\x0f\x43\x61tegoriesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x8b\x01\n\x08\x42\x61seline\x12\x36\n\ntime_range\x18\x01 \x01(\x0b\x32 .tessera.monitoring.v1.TimeRangeH\x00\x12=\n\treference\x18\x02 \x01(\x0b\x32(.tessera.monitoring.v1.ReferenceProfilesH\x00\x42\x08\n\x06source\"_\n\tTimeRange\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x84\x01\n\x11ReferenceProfiles\x12\x37\n\x08profiles\x18\x01 \x03(\x0b\x32%.tessera.monitoring.v1.FeatureProfile\x12\x36\n\x06values\x18\x02 \x03(\x0b\x32&.tessera.monitoring.v1.ReferenceValues\"G\n\x0fReferenceValues\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\x0f\n\x07numbers\x18\x02 \x03(\x01\x12\x12\n\ncategories\x18\x03 \x03(\t\"\xab\x01\n\nThresholds\x12=\n\x06values\x18\x01 \x03(\x0b\x32-.tessera.monitoring.v1.Thresholds.ValuesEntry\x12\x15\n\rresolve_ratio\x18\x02 \x01(\x01\x12\x18\n\x10min_window_count\x18\x03 \x01(\x03\x1a-\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xc9\x02\n\x07Monitor\x12\x12\n\nmonitor_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\x34\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32\".tessera.monitoring.v1.FeatureSpec\x12\x0e\n\x06slices\x18\x04 \x03(\t\x12\x16\n\x0ewindow_seconds\x18\x05 \x01(\x03\x12\x31\n\x08\x62\x61seline\x18\x06 \x01(\x0b\x32\x1f.tessera.monitoring.v1.Baseline\x12\x35\n\nthresholds\x18\x07 \x01(\x0b\x32!.tessera.monitoring.v1.Thresholds\x12 \n\x18\x61lert_on_previous_window\x18\x08 \x01(\x08\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"G\n\x14\x43reateMonitorRequest\x12/\n\x07monitor\x18\x01 \x01(\x0b\x32\x1e.tessera.monitoring.v1.Monitor\"\'\n\x11GetMonitorRequest\x12\x12\n\nmonitor_id\x18\x01 \x01(\t\"\'\n\x13ListMonitorsRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\"H\n\x14ListMonitorsResponse\x12\x30\n\x08monitors\x18\x01 \x03(\x0b\x32\x1e.tessera.monitoring.v1.Monitor\"*\n\x14\x44\x65leteMonitorRequest\x12\x12\n\nmonitor_id\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteMonitorResponse\"\xb5\x01\n\x12GetProfilesRequest\x12\x12\n\nmonitor_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x66\x65\x61ture\x18\x04 \x01(\t\x12\r\n\x05slice\x18\x05 \x01(\t\x12\r\n\x05merge\x18\x06 \x01(\x08\"N\n\x13GetProfilesResponse\x12\x37\n\x08profiles\x18\x01 \x03(\x0b\x32%.tessera.monitoring.v1.FeatureProfile\"\xa2\x02\n\x0b\x44riftMetric\x12\x30\n\x0cwindow_start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nwindow_end\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x66\x65\x61ture\x18\x03 \x01(\t\x12\r\n\x05slice\x18\x04 \x01(\t\x12\x11\n\tstatistic\x18\x05 \x01(\t\x12\r\n\x05value\x18\x06 \x01(\x01\x12<\n\ncomparison\x18\x07 \x01(\x0e\x32(.tessera.events.v1.DriftEvent.Comparison\x12\x11\n\tthreshold\x18\x08 \x01(\x01\x12\x0f\n\x07\x64rifted\x18\t \x01(\x08\x12\r\n\x05\x63ount\x18\n \x01(\x03\"\xaf\x01\n\x17ListDriftMetricsRequest\x12\x12\n\nmonitor_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x66\x65\x61ture\x18\x04 \x01(\t\x12\x11\n\tstatistic\x18\x05 \x01(\t\"O\n\x18ListDriftMetricsResponse\x12\x33\n\x07metrics\x18\x01 \x03(\x0b\x32\".tessera.monitoring.v1.DriftMetric\",\n\x16ListDriftEventsRequest\x12\x12\n\nmonitor_id\x18\x01 \x01(\t\"H\n\x17ListDriftEventsResponse\x12-\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1d.tessera.events.v1.DriftEvent*B\n\x0b\x46\x65\x61tureKind\x12\x15\n\x11\x46\x45\x41TURE_KIND_AUTO\x10\x00\x12\x0b\n\x07NUMERIC\x10\x01\x12\x0f\n\x0b\x43\x41TEGORICAL\x10\x02\x32\xec\x06\n\x11MonitoringService\x12\x7f\n\x14ListInferenceRecords\x12\x32.tessera.monitoring.v1.ListInferenceRecordsRequest\x1a\x33.tessera.monitoring.v1.ListInferenceRecordsResponse\x12\\\n\rCreateMonitor\x12+.tessera.monitoring.v1.CreateMonitorRequest\x1a\x1e.tessera.monitoring.v1.Monitor\x12V\n\nGetMonitor\x12(.tessera.monitoring.v1.GetMonitorRequest\x1a\x1e.tessera.monitoring.v1.Monitor\x12g\n\x0cListMonitors\x12*.tessera.monitoring.v1.ListMonitorsRequest\x1a+.tessera.monitoring.v1.ListMonitorsResponse\x12j\n\rDeleteMonitor\x12+.tessera.monitoring.v1.DeleteMonitorRequest\x1a,.tessera.monitoring.v1.DeleteMonitorResponse\x12\x64\n\x0bGetProfiles\x12).tessera.monitoring.v1.GetProfilesRequest\x1a*.tessera.monitoring.v1.GetProfilesResponse\x12s\n\x10ListDriftMetrics\x12..tessera.monitoring.v1.ListDriftMetricsRequest\x1a/.tessera.monitoring.v1.ListDriftMetricsResponse\x12p\n\x0fListDriftEvents\x12-.tessera.monitoring.v1.ListDriftEventsRequest\x1a..tessera.monitoring.v1.ListDriftEventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tessera.monitoring.v1.monitoring_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LISTINFERENCERECORDSREQUEST']._serialized_start=168
-  _globals['_LISTINFERENCERECORDSREQUEST']._serialized_end=371
-  _globals['_LISTINFERENCERECORDSRESPONSE']._serialized_start=373
-  _globals['_LISTINFERENCERECORDSRESPONSE']._serialized_end=498
-  _globals['_MONITORINGSERVICE']._serialized_start=501
-  _globals['_MONITORINGSERVICE']._serialized_end=649
+  _globals['_FEATUREPROFILE_CATEGORIESENTRY']._loaded_options = None
+  _globals['_FEATUREPROFILE_CATEGORIESENTRY']._serialized_options = b'8\001'
+  _globals['_THRESHOLDS_VALUESENTRY']._loaded_options = None
+  _globals['_THRESHOLDS_VALUESENTRY']._serialized_options = b'8\001'
+  _globals['_FEATUREKIND']._serialized_start=3280
+  _globals['_FEATUREKIND']._serialized_end=3346
+  _globals['_LISTINFERENCERECORDSREQUEST']._serialized_start=199
+  _globals['_LISTINFERENCERECORDSREQUEST']._serialized_end=402
+  _globals['_LISTINFERENCERECORDSRESPONSE']._serialized_start=404
+  _globals['_LISTINFERENCERECORDSRESPONSE']._serialized_end=529
+  _globals['_FEATURESPEC']._serialized_start=531
+  _globals['_FEATURESPEC']._serialized_end=608
+  _globals['_FEATUREPROFILE']._serialized_start=611
+  _globals['_FEATUREPROFILE']._serialized_end=1091
+  _globals['_FEATUREPROFILE_CATEGORIESENTRY']._serialized_start=1042
+  _globals['_FEATUREPROFILE_CATEGORIESENTRY']._serialized_end=1091
+  _globals['_BASELINE']._serialized_start=1094
+  _globals['_BASELINE']._serialized_end=1233
+  _globals['_TIMERANGE']._serialized_start=1235
+  _globals['_TIMERANGE']._serialized_end=1330
+  _globals['_REFERENCEPROFILES']._serialized_start=1333
+  _globals['_REFERENCEPROFILES']._serialized_end=1465
+  _globals['_REFERENCEVALUES']._serialized_start=1467
+  _globals['_REFERENCEVALUES']._serialized_end=1538
+  _globals['_THRESHOLDS']._serialized_start=1541
+  _globals['_THRESHOLDS']._serialized_end=1712
+  _globals['_THRESHOLDS_VALUESENTRY']._serialized_start=1667
+  _globals['_THRESHOLDS_VALUESENTRY']._serialized_end=1712
+  _globals['_MONITOR']._serialized_start=1715
+  _globals['_MONITOR']._serialized_end=2044
+  _globals['_CREATEMONITORREQUEST']._serialized_start=2046
+  _globals['_CREATEMONITORREQUEST']._serialized_end=2117
+  _globals['_GETMONITORREQUEST']._serialized_start=2119
+  _globals['_GETMONITORREQUEST']._serialized_end=2158
+  _globals['_LISTMONITORSREQUEST']._serialized_start=2160
+  _globals['_LISTMONITORSREQUEST']._serialized_end=2199
+  _globals['_LISTMONITORSRESPONSE']._serialized_start=2201
+  _globals['_LISTMONITORSRESPONSE']._serialized_end=2273
+  _globals['_DELETEMONITORREQUEST']._serialized_start=2275
+  _globals['_DELETEMONITORREQUEST']._serialized_end=2317
+  _globals['_DELETEMONITORRESPONSE']._serialized_start=2319
+  _globals['_DELETEMONITORRESPONSE']._serialized_end=2342
+  _globals['_GETPROFILESREQUEST']._serialized_start=2345
+  _globals['_GETPROFILESREQUEST']._serialized_end=2526
+  _globals['_GETPROFILESRESPONSE']._serialized_start=2528
+  _globals['_GETPROFILESRESPONSE']._serialized_end=2606
+  _globals['_DRIFTMETRIC']._serialized_start=2609
+  _globals['_DRIFTMETRIC']._serialized_end=2899
+  _globals['_LISTDRIFTMETRICSREQUEST']._serialized_start=2902
+  _globals['_LISTDRIFTMETRICSREQUEST']._serialized_end=3077
+  _globals['_LISTDRIFTMETRICSRESPONSE']._serialized_start=3079
+  _globals['_LISTDRIFTMETRICSRESPONSE']._serialized_end=3158
+  _globals['_LISTDRIFTEVENTSREQUEST']._serialized_start=3160
+  _globals['_LISTDRIFTEVENTSREQUEST']._serialized_end=3204
+  _globals['_LISTDRIFTEVENTSRESPONSE']._serialized_start=3206
+  _globals['_LISTDRIFTEVENTSRESPONSE']._serialized_end=3278
+  _globals['_MONITORINGSERVICE']._serialized_start=3349
+  _globals['_MONITORINGSERVICE']._serialized_end=4225
 # @@protoc_insertion_point(module_scope)

@@ -39,13 +39,94 @@ class MonitoringServiceStub:
                 request_serializer=tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.ListInferenceRecordsRequest.SerializeToString,
                 response_deserializer=tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.ListInferenceRecordsResponse.FromString,
                 _registered_method=True)
+        self.CreateMonitor = channel.unary_unary(
+                '/tessera.monitoring.v1.MonitoringService/CreateMonitor',
+                request_serializer=tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.CreateMonitorRequest.SerializeToString,
+                response_deserializer=tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.Monitor.FromString,
+                _registered_method=True)
+        self.GetMonitor = channel.unary_unary(
+                '/tessera.monitoring.v1.MonitoringService/GetMonitor',
+                request_serializer=tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.GetMonitorRequest.SerializeToString,
+                response_deserializer=tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.Monitor.FromString,
+                _registered_method=True)
+        self.ListMonitors = channel.unary_unary(
+                '/tessera.monitoring.v1.MonitoringService/ListMonitors',
+                request_serializer=tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.ListMonitorsRequest.SerializeToString,
+                response_deserializer=tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.ListMonitorsResponse.FromString,
+                _registered_method=True)
+        self.DeleteMonitor = channel.unary_unary(
+                '/tessera.monitoring.v1.MonitoringService/DeleteMonitor',
+                request_serializer=tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.DeleteMonitorRequest.SerializeToString,
+                response_deserializer=tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.DeleteMonitorResponse.FromString,
+                _registered_method=True)
+        self.GetProfiles = channel.unary_unary(
+                '/tessera.monitoring.v1.MonitoringService/GetProfiles',
+                request_serializer=tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.GetProfilesRequest.SerializeToString,
+                response_deserializer=tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.GetProfilesResponse.FromString,
+                _registered_method=True)
+        self.ListDriftMetrics = channel.unary_unary(
+                '/tessera.monitoring.v1.MonitoringService/ListDriftMetrics',
+                request_serializer=tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.ListDriftMetricsRequest.SerializeToString,
+                response_deserializer=tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.ListDriftMetricsResponse.FromString,
+                _registered_method=True)
+        self.ListDriftEvents = channel.unary_unary(
+                '/tessera.monitoring.v1.MonitoringService/ListDriftEvents',
+                request_serializer=tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.ListDriftEventsRequest.SerializeToString,
+                response_deserializer=tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.ListDriftEventsResponse.FromString,
+                _registered_method=True)
 
 
 class MonitoringServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def ListInferenceRecords(self, request, context):
+        """The inference table: payload logs by endpoint, time range and status, newest first, paged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateMonitor(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMonitor(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMonitors(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteMonitor(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetProfiles(self, request, context):
+        """Profiles of a monitor's windows (merged over the requested range when `merge` is set).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDriftMetrics(self, request, context):
+        """Drift metrics per window, feature, slice, statistic and comparison.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDriftEvents(self, request, context):
+        """Drift events this monitor raised (the same ones published on `tessera.drift.events`).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -57,6 +138,41 @@ def add_MonitoringServiceServicer_to_server(servicer, server):
                     servicer.ListInferenceRecords,
                     request_deserializer=tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.ListInferenceRecordsRequest.FromString,
                     response_serializer=tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.ListInferenceRecordsResponse.SerializeToString,
+            ),
+            'CreateMonitor': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateMonitor,
+                    request_deserializer=tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.CreateMonitorRequest.FromString,
+                    response_serializer=tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.Monitor.SerializeToString,
+            ),
+            'GetMonitor': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMonitor,
+                    request_deserializer=tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.GetMonitorRequest.FromString,
+                    response_serializer=tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.Monitor.SerializeToString,
+            ),
+            'ListMonitors': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMonitors,
+                    request_deserializer=tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.ListMonitorsRequest.FromString,
+                    response_serializer=tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.ListMonitorsResponse.SerializeToString,
+            ),
+            'DeleteMonitor': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteMonitor,
+                    request_deserializer=tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.DeleteMonitorRequest.FromString,
+                    response_serializer=tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.DeleteMonitorResponse.SerializeToString,
+            ),
+            'GetProfiles': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProfiles,
+                    request_deserializer=tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.GetProfilesRequest.FromString,
+                    response_serializer=tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.GetProfilesResponse.SerializeToString,
+            ),
+            'ListDriftMetrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDriftMetrics,
+                    request_deserializer=tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.ListDriftMetricsRequest.FromString,
+                    response_serializer=tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.ListDriftMetricsResponse.SerializeToString,
+            ),
+            'ListDriftEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDriftEvents,
+                    request_deserializer=tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.ListDriftEventsRequest.FromString,
+                    response_serializer=tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.ListDriftEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +202,195 @@ class MonitoringService:
             '/tessera.monitoring.v1.MonitoringService/ListInferenceRecords',
             tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.ListInferenceRecordsRequest.SerializeToString,
             tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.ListInferenceRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateMonitor(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.monitoring.v1.MonitoringService/CreateMonitor',
+            tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.CreateMonitorRequest.SerializeToString,
+            tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.Monitor.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMonitor(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.monitoring.v1.MonitoringService/GetMonitor',
+            tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.GetMonitorRequest.SerializeToString,
+            tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.Monitor.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMonitors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.monitoring.v1.MonitoringService/ListMonitors',
+            tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.ListMonitorsRequest.SerializeToString,
+            tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.ListMonitorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteMonitor(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.monitoring.v1.MonitoringService/DeleteMonitor',
+            tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.DeleteMonitorRequest.SerializeToString,
+            tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.DeleteMonitorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProfiles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.monitoring.v1.MonitoringService/GetProfiles',
+            tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.GetProfilesRequest.SerializeToString,
+            tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.GetProfilesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDriftMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.monitoring.v1.MonitoringService/ListDriftMetrics',
+            tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.ListDriftMetricsRequest.SerializeToString,
+            tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.ListDriftMetricsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDriftEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.monitoring.v1.MonitoringService/ListDriftEvents',
+            tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.ListDriftEventsRequest.SerializeToString,
+            tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.ListDriftEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,1 @@
+"""Monitoring: inference tables from payload logs, windowed profiles, drift statistics and events."""

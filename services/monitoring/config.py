@@ -1,0 +1,28 @@
+"""The monitoring service's settings (`TESSERA_*` environment variables)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from services.common import topics
+from services.common.config import CommonSettings
+
+
+@dataclasses.dataclass(frozen=True)
+class MonitoringSettings(CommonSettings):
+    service_name: str = "monitoring"
+    grpc_port: int = 50056
+    metrics_port: int = 9106
+    # The PostgreSQL schema (tests use their own).
+    monitoring_schema: str = "monitoring"
+    monitoring_payload_topic: str = topics.PAYLOAD_LOGS
+    monitoring_drift_topic: str = topics.DRIFT_EVENTS
+    monitoring_consumer_group: str = "tessera-monitoring"
+    # Records per consumer batch: one COPY, one transaction, one profile pass each.
+    monitoring_batch_size: int = 5000
+    # A window is evaluated this long after the watermark passed its end (room for stragglers).
+    monitoring_window_grace_s: float = 2.0
+    # With no record for this long, the wall clock advances the watermark (closes the last window).
+    monitoring_idle_watermark_s: float = 5.0
+    # How often the evaluator looks for windows to close.
+    monitoring_evaluate_every_s: float = 1.0

@@ -1,0 +1,149 @@
+"""Wire types <-> core types: monitor specs, profiles, drift metrics and events."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Any
+
+import numpy as np
+from google.protobuf.timestamp_pb2 import Timestamp
+from tessera.events.v1.drift_pb2 import DriftEvent
+from tessera.monitoring.v1 import monitoring_pb2 as pb
+
+from services.common.errors import InvalidArgument
+from services.monitoring.models import BASELINE, DETECTED, MonitorSpec
+from services.monitoring.profiles import CATEGORICAL, NUMERIC, CategoricalProfile, NumericProfile, Profile
+
+_KINDS = {pb.NUMERIC: NUMERIC, pb.CATEGORICAL: CATEGORICAL, pb.FEATURE_KIND_AUTO: None}
+_KIND_ENUM = {NUMERIC: pb.NUMERIC, CATEGORICAL: pb.CATEGORICAL}
+
+
+def timestamp(seconds: float | None) -> Timestamp:
+    stamp = Timestamp()
+    if seconds is not None:
+        stamp.FromNanoseconds(int(round(seconds * 1e9)))
+    return stamp
+
+
+def seconds(stamp: Timestamp, present: bool) -> float | None:
+    return stamp.ToNanoseconds() / 1e9 if present else None
+
+
+def feature_requests(monitor: pb.Monitor) -> list[tuple[str, str | None]]:
+    return [(f.path, _KINDS.get(f.kind)) for f in monitor.features]
+
+
+def baseline_range(monitor: pb.Monitor) -> tuple[float, float] | None:
+    if monitor.baseline.WhichOneof("source") != "time_range":
+        return None
+    time_range = monitor.baseline.time_range
+    if not time_range.HasField("start") or not time_range.HasField("end"):
+        raise InvalidArgument("baseline time range needs start and end", field="baseline.time_range")
+    return time_range.start.ToNanoseconds() / 1e9, time_range.end.ToNanoseconds() / 1e9
+
+
+def profile_from_proto(message: pb.FeatureProfile) -> Profile:
+    if message.kind == pb.CATEGORICAL or (message.kind == pb.FEATURE_KIND_AUTO and message.categories):
+        counts = dict(message.categories)
+        return CategoricalProfile(sum(counts.values()), message.nulls, counts)
+    if len(message.bucket_keys) != len(message.bucket_counts):
+        raise InvalidArgument(f"{message.feature}: bucket_keys and bucket_counts differ in length", field="baseline")
+    order = np.argsort(np.asarray(message.bucket_keys, dtype=np.int32))
+    keys = np.asarray(message.bucket_keys, dtype=np.int32)[order]
+    counts = np.asarray(message.bucket_counts, dtype=np.int64)[order]
+    if int(counts.sum()) != message.count:
+        raise InvalidArgument(f"{message.feature}: bucket counts do not add up to count", field="baseline")
+    return NumericProfile(
+        count=message.count,
+        nulls=message.nulls,
+        mean=message.mean,
+        m2=message.m2,
+        min=message.min,
+        max=message.max,
+        keys=keys,
+        counts=counts,
+    )
+
+
+def profile_to_proto(
+    feature: str, slice_name: str, profile: Profile, window_start: float | None = None, window: int = 0
+) -> pb.FeatureProfile:
+    message = pb.FeatureProfile(
+        feature=feature, slice=slice_name, kind=_KIND_ENUM[profile.kind], count=profile.count, nulls=profile.nulls
+    )
+    if window_start is not None:
+        message.window_start.CopyFrom(timestamp(window_start))
+        message.window_end.CopyFrom(timestamp(window_start + window))
+    if isinstance(profile, CategoricalProfile):
+        message.categories.update(profile.frequencies)
+        return message
+    if profile.count:
+        message.mean, message.std, message.m2 = profile.mean, profile.std, profile.m2
+        message.min, message.max = profile.min, profile.max
+        message.quantiles.extend(profile.quantiles())
+    message.bucket_keys.extend(profile.keys.tolist())
+    message.bucket_counts.extend(profile.counts.tolist())
+    return message
+
+
+def monitor_to_proto(spec: MonitorSpec) -> pb.Monitor:
+    message = pb.Monitor(
+        monitor_id=spec.monitor_id,
+        endpoint=spec.endpoint,
+        features=[pb.FeatureSpec(path=f.path, kind=_KIND_ENUM[f.kind]) for f in spec.features],
+        slices=list(spec.slices),
+        window_seconds=spec.window_seconds,
+        thresholds=pb.Thresholds(
+            values=spec.thresholds.values,
+            resolve_ratio=spec.thresholds.resolve_ratio,
+            min_window_count=spec.thresholds.min_window_count,
+        ),
+        alert_on_previous_window=spec.alert_on_previous_window,
+        created_at=timestamp(spec.created_at),
+    )
+    if spec.has_time_range_baseline:
+        message.baseline.time_range.start.CopyFrom(timestamp(spec.baseline_start))
+        message.baseline.time_range.end.CopyFrom(timestamp(spec.baseline_end))
+    else:
+        message.baseline.reference.SetInParent()
+    return message
+
+
+def drift_event(event: dict[str, Any]) -> DriftEvent:
+    return DriftEvent(
+        event_id=event["event_id"],
+        kind=DriftEvent.DRIFT_DETECTED if event["kind"] == DETECTED else DriftEvent.DRIFT_RESOLVED,
+        monitor_id=event["monitor_id"],
+        endpoint=event["endpoint"],
+        feature=event["feature"],
+        slice=event["slice"],
+        statistic=event["statistic"],
+        value=event["value"],
+        threshold=event["threshold"],
+        window_start=timestamp(event["window_start"]),
+        window_end=timestamp(event["window_end"]),
+        comparison=DriftEvent.BASELINE if event["comparison"] == BASELINE else DriftEvent.PREVIOUS_WINDOW,
+        baseline=event["baseline"],
+        detected_at=timestamp(event["detected_at"]),
+    )
+
+
+def drift_metric(row: tuple) -> pb.DriftMetric:
+    start, end, slice_name, feature, statistic, comparison, value, threshold, drifted, count = row
+    return pb.DriftMetric(
+        window_start=timestamp(start),
+        window_end=timestamp(end),
+        slice=slice_name,
+        feature=feature,
+        statistic=statistic,
+        value=value if math.isfinite(value) else 0.0,
+        comparison=DriftEvent.BASELINE if comparison == BASELINE else DriftEvent.PREVIOUS_WINDOW,
+        threshold=threshold,
+        drifted=drifted,
+        count=count,
+    )
+
+
+def now() -> float:
+    return dt.datetime.now(dt.UTC).timestamp()

@@ -1,0 +1,205 @@
+"""The monitoring core: monitors, ingestion, window evaluation and the read side.
+
+Plain Python over the store; the gRPC and Kafka front ends only convert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from tessera.events.v1.payload_log_pb2 import PayloadLog
+
+from services.common.errors import AlreadyExists, InvalidArgument, NotFound
+from services.monitoring.evaluation import Publisher, WindowEvaluator
+from services.monitoring.ingest import InferenceIngestor, LogRecord, profile_all
+from services.monitoring.models import MonitorSpec
+from services.monitoring.profiles import Profile, merge_all
+from services.monitoring.store import MonitoringStore, ts
+
+_log = logging.getLogger(__name__)
+
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
+
+
+class MonitoringCore:
+    def __init__(
+        self,
+        store: MonitoringStore,
+        publisher: Publisher,
+        *,
+        window_grace_s: float = 2.0,
+        idle_watermark_s: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.window_grace_s = window_grace_s
+        self.idle_watermark_s = idle_watermark_s
+        self._monitors: dict[str, MonitorSpec] = {}
+        self._by_endpoint: dict[str, list[MonitorSpec]] = {}
+        self._baselines: dict[str, dict[tuple[str, str], Profile]] = {}
+        self._baseline_ready: set[str] = set()
+        self.ingestor = InferenceIngestor(store, lambda endpoint: self._by_endpoint.get(endpoint, []))
+        self.evaluator = WindowEvaluator(store, publisher)
+        self._evaluation_lock = asyncio.Lock()
+
+    # -- monitors ------------------------------------------------------------
+
+    async def refresh_monitors(self) -> None:
+        """Reload the monitors (another replica may have created or deleted one)."""
+        loaded = await self.store.load_monitors()
+        self._monitors = {mid: spec for mid, (spec, _ready) in loaded.items()}
+        self._baseline_ready = {mid for mid, (_spec, ready) in loaded.items() if ready}
+        by_endpoint: dict[str, list[MonitorSpec]] = defaultdict(list)
+        for spec in self._monitors.values():
+            by_endpoint[spec.endpoint].append(spec)
+        self._by_endpoint = dict(by_endpoint)
+        self._baselines = {mid: b for mid, b in self._baselines.items() if mid in self._monitors}
+
+    async def create_monitor(self, spec: MonitorSpec, reference: dict[tuple[str, str], Profile] | None) -> MonitorSpec:
+        if not spec.monitor_id:
+            raise InvalidArgument("monitor_id is empty", field="monitor_id")
+        if not await self.store.create_monitor(spec):
+            raise AlreadyExists(f"monitor {spec.monitor_id!r} exists", field="monitor_id")
+        if reference:
+            await self.store.save_baseline(spec.monitor_id, reference)
+        await self.refresh_monitors()
+        return spec
+
+    @staticmethod
+    def new_monitor_id(endpoint: str) -> str:
+        return f"{endpoint[:80]}-{uuid.uuid4().hex[:8]}"
+
+    def get_monitor(self, monitor_id: str) -> MonitorSpec:
+        spec = self._monitors.get(monitor_id)
+        if spec is None:
+            raise NotFound(f"no monitor {monitor_id!r}", field="monitor_id")
+        return spec
+
+    async def fetch_monitor(self, monitor_id: str) -> MonitorSpec:
+        if monitor_id not in self._monitors:
+            await self.refresh_monitors()
+        return self.get_monitor(monitor_id)
+
+    async def list_monitors(self, endpoint: str) -> list[MonitorSpec]:
+        await self.refresh_monitors()
+        return sorted(
+            (s for s in self._monitors.values() if not endpoint or s.endpoint == endpoint), key=lambda s: s.monitor_id
+        )
+
+    async def delete_monitor(self, monitor_id: str) -> None:
+        if not await self.store.delete_monitor(monitor_id):
+            raise NotFound(f"no monitor {monitor_id!r}", field="monitor_id")
+        await self.refresh_monitors()
+
+    # -- ingestion and evaluation -----------------------------------------------
+
+    async def ingest(self, records: Sequence[LogRecord]) -> int:
+        return await self.ingestor.ingest(records)
+
+    def watermark(self, now: float | None = None) -> float:
+        """Event time up to which windows may close; the wall clock once the stream is idle."""
+        now = time.time() if now is None else now
+        mark = self.ingestor.max_event_time
+        if now - self.ingestor.last_ingest >= self.idle_watermark_s:
+            mark = max(mark, now)
+        return mark
+
+    async def evaluate_due(self, now: float | None = None) -> int:
+        """Evaluate every dirty window the watermark has passed; publish the events. Returns events sent."""
+        async with self._evaluation_lock:
+            due = await self.store.dirty_windows(self.watermark(now) - self.window_grace_s)
+            for monitor_id, start, end, _count in due:
+                spec = self._monitors.get(monitor_id)
+                if spec is None:
+                    continue
+                baseline = await self._baseline(spec)
+                await self.evaluator.evaluate(spec, start, end, baseline)
+            return await self.evaluator.publish_pending()
+
+    async def _baseline(self, spec: MonitorSpec) -> dict[tuple[str, str], Profile] | None:
+        cached = self._baselines.get(spec.monitor_id)
+        if cached is not None:
+            return cached
+        if spec.monitor_id in self._baseline_ready:
+            baseline = await self.store.load_baseline(spec.monitor_id)
+        elif spec.has_time_range_baseline and self.watermark() - self.window_grace_s >= spec.baseline_end:
+            baseline = await self._profile_time_range(spec)
+            await self.store.save_baseline(spec.monitor_id, baseline)
+            self._baseline_ready.add(spec.monitor_id)
+            _log.info("%s: baseline profiled from the inference table", spec.monitor_id)
+        else:
+            return None  # the baseline range has not been seen yet: compare with the previous window only
+        self._baselines[spec.monitor_id] = baseline
+        return baseline
+
+    async def _profile_time_range(self, spec: MonitorSpec) -> dict[tuple[str, str], Profile]:
+        parts: dict[tuple[str, str], list[Profile]] = defaultdict(list)
+        async for rows in self.store.scan_records(spec.endpoint, spec.baseline_start, spec.baseline_end):
+            logs = [PayloadLog.FromString(record) for record, _t in rows]
+            times = np.fromiter((float(t) for _r, t in rows), np.float64, len(rows))
+            for key, profile in profile_all(spec, logs, times).items():
+                parts[key].append(profile)
+        return {key: merge_all(p) for key, p in parts.items()}
+
+    # -- read side -------------------------------------------------------------
+
+    async def list_records(
+        self, endpoint: str, start: float | None, end: float | None, status: str, page_size: int, page_token: str
+    ) -> tuple[list[bytes], str]:
+        if not endpoint:
+            raise InvalidArgument("endpoint is required", field="endpoint")
+        if page_size < 0:
+            raise InvalidArgument("page_size must be >= 0", field="page.page_size")
+        limit = min(page_size or DEFAULT_PAGE, MAX_PAGE)
+        after = _decode_token(page_token) if page_token else None
+        rows = await self.store.list_records(
+            endpoint, ts(start) if start else None, ts(end) if end else None, status, after, limit + 1
+        )
+        token = ""
+        if len(rows) > limit:
+            rows = rows[:limit]
+            token = f"{rows[-1][0].isoformat()}|{rows[-1][1]}"
+        return [bytes(r[2]) for r in rows], token
+
+    async def profiles(
+        self, monitor_id: str, start: float | None, end: float | None, feature: str, slice_name: str, merge: bool
+    ) -> list[tuple[float | None, str, str, Profile]]:
+        await self.fetch_monitor(monitor_id)
+        rows = await self.store.profiles_in_range(monitor_id, start, end)
+        grouped: dict[tuple[float | None, str, str], list[Profile]] = defaultdict(list)
+        for window_start, slice_key, feature_name, profile in rows:
+            if feature and feature_name != feature:
+                continue
+            if slice_name != "*" and slice_key != slice_name:
+                continue
+            grouped[(None if merge else window_start, slice_key, feature_name)].append(profile)
+        return [
+            (w, s, f, merge_all(p))
+            for (w, s, f), p in sorted(grouped.items(), key=lambda kv: (kv[0][0] or 0, kv[0][1:]))
+        ]
+
+    async def drift_metrics(
+        self, monitor_id: str, start: float | None, end: float | None, feature: str, statistic: str
+    ) -> list[tuple]:
+        await self.fetch_monitor(monitor_id)
+        return await self.store.list_drift_metrics(monitor_id, start, end, feature, statistic)
+
+    async def drift_events(self, monitor_id: str) -> list[dict[str, Any]]:
+        await self.fetch_monitor(monitor_id)
+        return await self.store.list_events(monitor_id)
+
+
+def _decode_token(token: str):
+    try:
+        stamp, request_id = token.split("|", 1)
+        return dt.datetime.fromisoformat(stamp), request_id
+    except ValueError as exc:
+        raise InvalidArgument("invalid page_token", field="page.page_token") from exc

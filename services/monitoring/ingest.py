@@ -1,0 +1,186 @@
+"""Payload logs -> the inference table and partial window profiles, in one transaction per batch.
+
+Only the rows the table did not have yet are profiled, and the partial
+profiles commit with them, so a redelivered batch changes nothing. All
+per-feature work is vectorised over the batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from services.common.errors import InvalidArgument
+from services.monitoring import metrics
+from services.monitoring.features import Feature, extract_categorical, extract_numeric
+from services.monitoring.models import MonitorSpec
+from services.monitoring.profiles import CATEGORICAL, CategoricalProfile, NumericProfile, Profile, merge_all
+from services.monitoring.store import MonitoringStore, profile_row, ts
+
+_DAY = 86400
+
+
+@dataclasses.dataclass(slots=True)
+class LogRecord:
+    """A payload log as the core sees it: the decoded message, its bytes and its event time."""
+
+    log: Any  # tessera.events.v1.PayloadLog
+    raw: bytes
+    event_time: float
+
+
+def validate(record: LogRecord) -> None:
+    log = record.log
+    if not log.request_id:
+        raise InvalidArgument("payload log has no request_id", field="request_id")
+    if not log.endpoint:
+        raise InvalidArgument("payload log has no endpoint", field="endpoint")
+    if not math.isfinite(record.event_time) or record.event_time <= 0:
+        raise InvalidArgument("payload log has no valid timestamp", field="timestamp")
+
+
+def _row(record: LogRecord) -> tuple:
+    log = record.log
+    return (
+        log.request_id,
+        ts(record.event_time),
+        log.endpoint,
+        log.served_model,
+        log.model_version,
+        log.source,
+        log.status or "OK",
+        log.latency_ms,
+        log.time_to_first_token_ms,
+        log.prompt_tokens,
+        log.completion_tokens,
+        log.trace_id,
+        record.raw,
+    )
+
+
+def profile_batch(
+    spec: MonitorSpec, logs: Sequence[Any], event_times: np.ndarray
+) -> dict[tuple[float, str, str], Profile]:
+    """Profiles of a batch per (window start, slice, feature); slice "" is the whole stream."""
+    window = spec.window_seconds
+    starts = np.floor(event_times / window) * window
+    groups: list[tuple[float, str, np.ndarray]] = []
+    slice_values = {key: np.array(extract_categorical(key, logs), dtype=object) for key in spec.slices}
+    for start in np.unique(starts):
+        in_window = starts == start
+        groups.append((float(start), "", in_window))
+        for key, values in slice_values.items():
+            for value in set(values[in_window]) - {None}:
+                groups.append((float(start), f"{key}={value}", in_window & (values == value)))
+    profiles: dict[tuple[float, str, str], Profile] = {}
+    for feature in spec.features:
+        if feature.kind == CATEGORICAL:
+            column = np.array(extract_categorical(feature.path, logs), dtype=object)
+            for start, slice_name, mask in groups:
+                profiles[(start, slice_name, feature.path)] = CategoricalProfile.of(column[mask].tolist())
+        else:
+            values, rows = extract_numeric(feature.path, logs)
+            for start, slice_name, mask in groups:
+                selected = values[mask] if rows is None else values[mask[rows]]
+                profiles[(start, slice_name, feature.path)] = NumericProfile.of(selected)
+    return profiles
+
+
+def profile_all(spec: MonitorSpec, logs: Sequence[Any], event_times: np.ndarray) -> dict[tuple[str, str], Profile]:
+    """One profile per (slice, feature) over every record, whatever its window."""
+    merged: dict[tuple[str, str], list[Profile]] = defaultdict(list)
+    for (_start, slice_name, feature), profile in profile_batch(spec, logs, event_times).items():
+        merged[(slice_name, feature)].append(profile)
+    return {key: merge_all(parts) for key, parts in merged.items()}
+
+
+def reference_profiles(features: Sequence[Feature], values: dict[str, tuple[list[float], list[str]]]) -> dict:
+    """Profiles of raw reference values (a training set), for the whole-stream slice."""
+    out: dict[tuple[str, str], Profile] = {}
+    for feature in features:
+        if feature.path not in values:
+            continue
+        numbers, categories = values[feature.path]
+        if feature.kind == CATEGORICAL:
+            out[("", feature.path)] = CategoricalProfile.of(list(categories))
+        else:
+            out[("", feature.path)] = NumericProfile.of(np.asarray(numbers, dtype=np.float64))
+    return out
+
+
+class InferenceIngestor:
+    def __init__(self, store: MonitoringStore, monitors_for: Callable[[str], list[MonitorSpec]]) -> None:
+        self.store = store
+        self._monitors_for = monitors_for
+        self.max_event_time = 0.0
+        self.last_ingest = 0.0
+
+    async def ingest(self, records: Sequence[LogRecord]) -> int:
+        """Write a batch; returns how many rows were new."""
+        if not records:
+            return 0
+        await self.store.ensure_partitions({int(r.event_time // _DAY) for r in records})
+        async with self.store.db.transaction() as conn:
+            new_ids = set(await self.store.insert_records(conn, [_row(r) for r in records]))
+            fresh: list[LogRecord] = []
+            for record in records:  # a request id twice in one batch counts once
+                if record.log.request_id in new_ids:
+                    new_ids.discard(record.log.request_id)
+                    fresh.append(record)
+            partials, windows = self._profile(fresh)
+            if partials:
+                await self.store.append_partials(conn, partials)
+                await self.store.touch_windows(conn, windows)
+        self.max_event_time = max(self.max_event_time, max(r.event_time for r in records))
+        self.last_ingest = time.time()
+        metrics.DUPLICATES.inc(len(records) - len(fresh))
+        metrics.WATERMARK_LAG.set(max(0.0, time.time() - self.max_event_time))
+        self._observe(fresh)
+        return len(fresh)
+
+    def _profile(self, fresh: list[LogRecord]) -> tuple[list[tuple], list[tuple]]:
+        by_endpoint: dict[str, list[LogRecord]] = defaultdict(list)
+        for record in fresh:
+            by_endpoint[record.log.endpoint].append(record)
+        partials: list[tuple] = []
+        windows: list[tuple] = []
+        for endpoint, group in by_endpoint.items():
+            monitors = self._monitors_for(endpoint)
+            if not monitors:
+                continue
+            logs = [r.log for r in group]
+            event_times = np.fromiter((r.event_time for r in group), np.float64, len(group))
+            for spec in monitors:
+                for (start, slice_name, feature), profile in profile_batch(spec, logs, event_times).items():
+                    partials.append((spec.monitor_id, ts(start), slice_name, feature, *profile_row(profile)))
+                starts, counts = np.unique(np.floor(event_times / spec.window_seconds), return_counts=True)
+                windows += [
+                    (spec.monitor_id, s * spec.window_seconds, (s + 1) * spec.window_seconds, int(n))
+                    for s, n in zip(starts.tolist(), counts.tolist(), strict=True)
+                ]
+        return partials, windows
+
+    @staticmethod
+    def _observe(fresh: list[LogRecord]) -> None:
+        by_endpoint: dict[str, list[Any]] = defaultdict(list)
+        for record in fresh:
+            by_endpoint[record.log.endpoint].append(record.log)
+        for endpoint, logs in by_endpoint.items():
+            for status, n in Counter(log.status or "OK" for log in logs).items():
+                metrics.REQUESTS.labels(endpoint, status).inc(n)
+                if status != "OK":
+                    metrics.ERRORS.labels(endpoint, status).inc(n)
+            latency = np.fromiter((log.latency_ms for log in logs), np.float64, len(logs)) / 1000.0
+            metrics.LATENCY.observe_many(endpoint, latency)
+            ttft = np.fromiter((log.time_to_first_token_ms for log in logs), np.float64, len(logs)) / 1000.0
+            metrics.TIME_TO_FIRST_TOKEN.observe_many(endpoint, ttft[ttft > 0])
+            prompt = sum(log.prompt_tokens for log in logs)
+            completion = sum(log.completion_tokens for log in logs)
+            metrics.TOKENS.labels(endpoint, "prompt").inc(prompt)
+            metrics.TOKENS.labels(endpoint, "completion").inc(completion)

@@ -1,0 +1,84 @@
+"""Kafka front end: `tessera.payload.logs` -> the core; drift events -> `tessera.drift.events`.
+
+Malformed records (undecodable, no request id, no endpoint) raise
+InvalidArgument: the shared consumer loop retries the batch record by record and
+dead-letters only the bad ones. The good ones of that batch are written first,
+so the retry finds them already in the table and changes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tessera.events.v1.payload_log_pb2 import PayloadLog
+
+from services.common.errors import InvalidArgument
+from services.common.kafka_consumer import ConsumerLoop, Record
+from services.common.kafka_producer import EventProducer
+from services.monitoring import converters
+from services.monitoring.core import MonitoringCore
+from services.monitoring.ingest import LogRecord, validate
+
+_CREATE_TIME = 1  # confluent_kafka.TIMESTAMP_CREATE_TIME
+
+
+def log_record(record: Record[PayloadLog]) -> LogRecord:
+    log = record.value
+    if log.HasField("timestamp"):
+        event_time = log.timestamp.seconds + log.timestamp.nanos * 1e-9
+    else:
+        # The broker's timestamp is stable across redeliveries, so the row key stays the same.
+        kind, millis = record.raw.timestamp()
+        event_time = millis / 1000.0 if kind else float("nan")
+    return LogRecord(log, record.raw.value(), event_time)
+
+
+class PayloadLogSink:
+    """The batch handler: valid records are written, then the invalid ones are reported."""
+
+    def __init__(self, core: MonitoringCore) -> None:
+        self.core = core
+
+    async def __call__(self, records: list[Record[PayloadLog]]) -> None:
+        valid: list[LogRecord] = []
+        problem: InvalidArgument | None = None
+        for record in records:
+            candidate = log_record(record)
+            try:
+                validate(candidate)
+            except InvalidArgument as exc:
+                problem = exc
+                continue
+            valid.append(candidate)
+        await self.core.ingest(valid)
+        if problem is not None:
+            raise problem
+
+
+def payload_log_consumer(
+    core: MonitoringCore, *, bootstrap: str, topic: str, group_id: str, dlq_producer: EventProducer, batch_size: int
+) -> ConsumerLoop[PayloadLog]:
+    return ConsumerLoop(
+        bootstrap=bootstrap,
+        group_id=group_id,
+        topics=[topic],
+        message_type=PayloadLog,
+        handler=PayloadLogSink(core),
+        dlq_producer=dlq_producer,
+        batch_size=batch_size,
+    )
+
+
+class DriftEventPublisher:
+    """Publishes the core's drift events, keyed by endpoint so one endpoint's events stay ordered."""
+
+    def __init__(self, producer: EventProducer, topic: str) -> None:
+        self.producer = producer
+        self.topic = topic
+
+    async def __call__(self, events: list[dict[str, Any]]) -> None:
+        for event in events:
+            self.producer.produce(
+                self.topic, converters.drift_event(event), key=event["endpoint"], record_id=event["event_id"]
+            )
+        await self.producer.flush()
