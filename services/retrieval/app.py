@@ -19,6 +19,7 @@ from services.retrieval.core import RetrievalCore
 from services.retrieval.embeddings import EmbeddingModelRegistry, parse_model_folders
 from services.retrieval.grpc_api import SERVICE_NAME, RetrievalServicer
 from services.retrieval.kafka_api import sync_consumer
+from services.retrieval.recall_job import RecallJob
 from services.retrieval.search_store import SearchStore
 from services.retrieval.store import IndexStore
 
@@ -54,6 +55,7 @@ class RetrievalApp:
         self.producer: EventProducer | None = None
         self.consumer = None
         self.connectors: list[SourceTableConnector] = []
+        self.recall_job: RecallJob | None = None
         self._tasks: list[asyncio.Task] = []
         self.port = 0
         self.metrics_port = 0
@@ -96,6 +98,11 @@ class RetrievalApp:
                 dlq_producer=self.producer,
             )
             self._tasks.append(asyncio.create_task(self.consumer.run(), name="retrieval-sync"))
+        if s.retrieval_recall_interval_s > 0:
+            self.recall_job = RecallJob(
+                self.core, s.retrieval_recall_interval_s, sample_size=s.retrieval_recall_sample_size
+            )
+            self._tasks.append(asyncio.create_task(self.recall_job.run(), name="retrieval-recall"))
         for path in s.retrieval_connectors:
             connector = SourceTableConnector(
                 ConnectorSpec.from_json(Path(path)), self.db, self.producer, s.retrieval_sync_topic
@@ -109,6 +116,8 @@ class RetrievalApp:
             await self.server.stop()
         for connector in self.connectors:
             connector.stop()
+        if self.recall_job is not None:
+            self.recall_job.stop()
         if self.consumer is not None:
             self.consumer.stop()
         if self._tasks:

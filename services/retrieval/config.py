@@ -34,3 +34,6 @@ class RetrievalSettings(CommonSettings):
     # Source-table connectors to run continuously: paths of JSON files (see connector.ConnectorSpec).
     retrieval_connectors: tuple[str, ...] = ()
     retrieval_connector_poll_s: float = 2.0
+    # Measure every index's recall@10 this often into tessera_retrieval_recall (0: only on MeasureRecall).
+    retrieval_recall_interval_s: float = 0.0
+    retrieval_recall_sample_size: int = 50

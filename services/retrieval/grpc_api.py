@@ -52,11 +52,19 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         result = await self.core.upsert(current_principal(), request.index, docs)
         return pb.WriteResponse(applied=result.applied, skipped=result.skipped)
 
-    async def StreamUpsertDocuments(self, request_iterator, context):
+    async def StreamWriteDocuments(self, request_iterator, context):
         total = WriteResult()
         async for request in request_iterator:
-            docs = [converters.document_from_proto(d, i) for i, d in enumerate(request.documents)]
-            total = total + await self.core.upsert(current_principal(), request.index, docs)
+            kind = request.WhichOneof("op")
+            if kind == "upsert":
+                docs = [converters.document_from_proto(d, i) for i, d in enumerate(request.upsert.documents)]
+                result = await self.core.upsert(current_principal(), request.upsert.index, docs)
+            elif kind == "delete":
+                refs = [DocumentRef(d.id, d.version) for d in request.delete.documents]
+                result = await self.core.delete_documents(current_principal(), request.delete.index, refs)
+            else:
+                raise InvalidArgument("each stream message needs an upsert or a delete", field="op")
+            total = total + result
         return pb.WriteResponse(applied=total.applied, skipped=total.skipped)
 
     async def DeleteDocuments(self, request, context):

@@ -9,6 +9,8 @@ import pytest
 from psycopg import sql
 from tessera.retrieval.v1 import retrieval_pb2 as pb
 
+from services.retrieval import metrics
+from services.retrieval.recall_job import RecallJob
 from services.retrieval.store import table_for
 from tests.integration.retrieval.conftest import METADATA, field, index_name
 
@@ -111,19 +113,21 @@ async def test_an_older_version_never_overwrites_a_newer_one(retrieval):
     assert await stored() == [(4, "fourth")]
 
 
-async def test_stream_upsert_commits_every_batch(retrieval):
+async def test_a_client_stream_upserts_and_deletes_in_order(retrieval):
     stub = retrieval.stub
     name = await create(stub, dimension=2)
 
     async def batches():
         for b in range(5):
             docs = [pb.Document(id=f"{b}-{i}", vector=[b + 1, i + 1]) for i in range(20)]
-            yield pb.UpsertDocumentsRequest(index=name, documents=docs)
+            yield pb.WriteDocumentsRequest(upsert=pb.UpsertDocumentsRequest(index=name, documents=docs))
+        gone = [pb.DocumentRef(id=f"0-{i}") for i in range(10)]
+        yield pb.WriteDocumentsRequest(delete=pb.DeleteDocumentsRequest(index=name, documents=gone))
 
-    reply = await stub.StreamUpsertDocuments(batches(), metadata=METADATA)
-    assert reply.applied == 100
+    reply = await stub.StreamWriteDocuments(batches(), metadata=METADATA)
+    assert reply.applied == 110
     described = await stub.DescribeIndex(pb.DescribeIndexRequest(name=name), metadata=METADATA)
-    assert described.row_count == 100
+    assert described.row_count == 90
 
 
 async def test_filtered_queries_return_k_rows_where_raw_pgvector_defaults_return_fewer(retrieval, pg_dsn):
@@ -184,6 +188,10 @@ async def test_filtered_queries_return_k_rows_where_raw_pgvector_defaults_return
 
     recall = await stub.MeasureRecall(pb.MeasureRecallRequest(index=name, k=10, sample_size=20), metadata=METADATA)
     assert recall.queries == 20 and 0.0 < recall.recall <= 1.0
+    assert metrics.RECALL.labels(name, "10")._value.get() == recall.recall
+    # The scheduled job measures every built index the same way.
+    measured = await RecallJob(retrieval.core, interval_s=3600, sample_size=10).measure_all()
+    assert 0.0 < measured[name] <= 1.0
 
 
 async def test_hybrid_search_ranks_an_exact_keyword_match_first(retrieval):

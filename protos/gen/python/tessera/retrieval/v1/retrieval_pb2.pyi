@@ -202,6 +202,14 @@ class DeleteDocumentsRequest(_message.Message):
     documents: _containers.RepeatedCompositeFieldContainer[DocumentRef]
     def __init__(self, index: _Optional[str] = ..., documents: _Optional[_Iterable[_Union[DocumentRef, _Mapping]]] = ...) -> None: ...
 
+class WriteDocumentsRequest(_message.Message):
+    __slots__ = ("upsert", "delete")
+    UPSERT_FIELD_NUMBER: _ClassVar[int]
+    DELETE_FIELD_NUMBER: _ClassVar[int]
+    upsert: UpsertDocumentsRequest
+    delete: DeleteDocumentsRequest
+    def __init__(self, upsert: _Optional[_Union[UpsertDocumentsRequest, _Mapping]] = ..., delete: _Optional[_Union[DeleteDocumentsRequest, _Mapping]] = ...) -> None: ...
+
 class WriteResponse(_message.Message):
     __slots__ = ("applied", "skipped")
     APPLIED_FIELD_NUMBER: _ClassVar[int]

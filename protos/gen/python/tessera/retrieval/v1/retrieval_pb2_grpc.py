@@ -64,9 +64,9 @@ class RetrievalServiceStub:
                 request_serializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.UpsertDocumentsRequest.SerializeToString,
                 response_deserializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.WriteResponse.FromString,
                 _registered_method=True)
-        self.StreamUpsertDocuments = channel.stream_unary(
-                '/tessera.retrieval.v1.RetrievalService/StreamUpsertDocuments',
-                request_serializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.UpsertDocumentsRequest.SerializeToString,
+        self.StreamWriteDocuments = channel.stream_unary(
+                '/tessera.retrieval.v1.RetrievalService/StreamWriteDocuments',
+                request_serializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.WriteDocumentsRequest.SerializeToString,
                 response_deserializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.WriteResponse.FromString,
                 _registered_method=True)
         self.DeleteDocuments = channel.unary_unary(
@@ -126,8 +126,9 @@ class RetrievalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def StreamUpsertDocuments(self, request_iterator, context):
-        """A client stream of batches, acknowledged once at the end (every batch is committed as it arrives).
+    def StreamWriteDocuments(self, request_iterator, context):
+        """A client stream of upsert and delete batches, applied in order and acknowledged once at the end
+        (each batch is committed as it arrives).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -185,9 +186,9 @@ def add_RetrievalServiceServicer_to_server(servicer, server):
                     request_deserializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.UpsertDocumentsRequest.FromString,
                     response_serializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.WriteResponse.SerializeToString,
             ),
-            'StreamUpsertDocuments': grpc.stream_unary_rpc_method_handler(
-                    servicer.StreamUpsertDocuments,
-                    request_deserializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.UpsertDocumentsRequest.FromString,
+            'StreamWriteDocuments': grpc.stream_unary_rpc_method_handler(
+                    servicer.StreamWriteDocuments,
+                    request_deserializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.WriteDocumentsRequest.FromString,
                     response_serializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.WriteResponse.SerializeToString,
             ),
             'DeleteDocuments': grpc.unary_unary_rpc_method_handler(
@@ -379,7 +380,7 @@ class RetrievalService:
             _registered_method=True)
 
     @staticmethod
-    def StreamUpsertDocuments(request_iterator,
+    def StreamWriteDocuments(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -392,8 +393,8 @@ class RetrievalService:
         return grpc.experimental.stream_unary(
             request_iterator,
             target,
-            '/tessera.retrieval.v1.RetrievalService/StreamUpsertDocuments',
-            tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.UpsertDocumentsRequest.SerializeToString,
+            '/tessera.retrieval.v1.RetrievalService/StreamWriteDocuments',
+            tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.WriteDocumentsRequest.SerializeToString,
             tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.WriteResponse.FromString,
             options,
             channel_credentials,
