@@ -72,6 +72,7 @@ def sampling_from_proto(params: events_pb.SamplingParams) -> SamplingSpec:
         max_tokens=params.max_tokens if params.HasField("max_tokens") else None,
         stop=tuple(params.stop),
         seed=params.seed if params.HasField("seed") else None,
+        ignore_eos=params.ignore_eos,
     )
 
 

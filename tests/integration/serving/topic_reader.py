@@ -52,3 +52,9 @@ class TopicReader:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+
+async def until(condition: Callable[[], bool], interval_s: float = 0.05) -> None:
+    """Wait until `condition()` holds (callers bound the wait with asyncio.timeout)."""
+    while not condition():  # noqa: ASYNC110 - conditions on plain lists filled by other tasks
+        await asyncio.sleep(interval_s)

@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ftessera/events/v1/serving.proto\x12\x11tessera.events.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xaa\x01\n\x0eSamplingParams\x12\x18\n\x0btemperature\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x04 \x03(\t\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x03\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\r\n\x0b_max_tokensB\x07\n\x05_seed\"\xb7\x02\n\x10InferenceRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\x10\n\x08reply_to\x18\x03 \x01(\t\x12\x10\n\x06prompt\x18\x04 \x01(\tH\x00\x12+\n\x04\x63hat\x18\x05 \x01(\x0b\x32\x1b.tessera.events.v1.ChatListH\x00\x12*\n\x07tensors\x18\x06 \x01(\x0b\x32\x17.google.protobuf.StructH\x00\x12\x33\n\x08sampling\x18\x07 \x01(\x0b\x32!.tessera.events.v1.SamplingParams\x12\x12\n\nauth_token\x18\x08 \x01(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x07\n\x05input\"<\n\x08\x43hatList\x12\x30\n\x08messages\x18\x01 \x03(\x0b\x32\x1e.tessera.events.v1.ChatMessage\"\xa2\x02\n\x11InferenceResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\x14\n\x0cserved_model\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\x12\x15\n\rerror_message\x18\x06 \x01(\t\x12\x0c\n\x04text\x18\x07 \x01(\t\x12(\n\x07tensors\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rprompt_tokens\x18\t \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\n \x01(\x03\x12\x15\n\rfinish_reason\x18\x0b \x01(\t\x12\x12\n\nlatency_ms\x18\x0c \x01(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ftessera/events/v1/serving.proto\x12\x11tessera.events.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xbe\x01\n\x0eSamplingParams\x12\x18\n\x0btemperature\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x04 \x03(\t\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x03\x88\x01\x01\x12\x12\n\nignore_eos\x18\x06 \x01(\x08\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\r\n\x0b_max_tokensB\x07\n\x05_seed\"\xb7\x02\n\x10InferenceRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\x10\n\x08reply_to\x18\x03 \x01(\t\x12\x10\n\x06prompt\x18\x04 \x01(\tH\x00\x12+\n\x04\x63hat\x18\x05 \x01(\x0b\x32\x1b.tessera.events.v1.ChatListH\x00\x12*\n\x07tensors\x18\x06 \x01(\x0b\x32\x17.google.protobuf.StructH\x00\x12\x33\n\x08sampling\x18\x07 \x01(\x0b\x32!.tessera.events.v1.SamplingParams\x12\x12\n\nauth_token\x18\x08 \x01(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x07\n\x05input\"<\n\x08\x43hatList\x12\x30\n\x08messages\x18\x01 \x03(\x0b\x32\x1e.tessera.events.v1.ChatMessage\"\xa2\x02\n\x11InferenceResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\x14\n\x0cserved_model\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\x12\x15\n\rerror_message\x18\x06 \x01(\t\x12\x0c\n\x04text\x18\x07 \x01(\t\x12(\n\x07tensors\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rprompt_tokens\x18\t \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\n \x01(\x03\x12\x15\n\rfinish_reason\x18\x0b \x01(\t\x12\x12\n\nlatency_ms\x18\x0c \x01(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,11 +36,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHATMESSAGE']._serialized_start=117
   _globals['_CHATMESSAGE']._serialized_end=161
   _globals['_SAMPLINGPARAMS']._serialized_start=164
-  _globals['_SAMPLINGPARAMS']._serialized_end=334
-  _globals['_INFERENCEREQUEST']._serialized_start=337
-  _globals['_INFERENCEREQUEST']._serialized_end=648
-  _globals['_CHATLIST']._serialized_start=650
-  _globals['_CHATLIST']._serialized_end=710
-  _globals['_INFERENCERESPONSE']._serialized_start=713
-  _globals['_INFERENCERESPONSE']._serialized_end=1003
+  _globals['_SAMPLINGPARAMS']._serialized_end=354
+  _globals['_INFERENCEREQUEST']._serialized_start=357
+  _globals['_INFERENCEREQUEST']._serialized_end=668
+  _globals['_CHATLIST']._serialized_start=670
+  _globals['_CHATLIST']._serialized_end=730
+  _globals['_INFERENCERESPONSE']._serialized_start=733
+  _globals['_INFERENCERESPONSE']._serialized_end=1023
 # @@protoc_insertion_point(module_scope)
