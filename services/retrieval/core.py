@@ -15,7 +15,7 @@ import numpy as np
 import psycopg
 
 from services.common.auth import Principal
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from services.retrieval import metrics
 from services.retrieval.authz import MODIFY, USE_SCHEMA, Authorizer
 from services.retrieval.embeddings import EmbeddingModelRegistry
@@ -127,10 +127,8 @@ class RetrievalCore:
         for info in await self.store.list_indexes(after, limit):
             try:
                 await self._authorize(principal, info.spec.name, USE_SCHEMA)
-            except Exception as exc:  # noqa: BLE001 - a hidden index is simply not listed
-                if getattr(exc, "code_name", "") != "PERMISSION_DENIED":
-                    raise
-                continue
+            except (PermissionDenied, NotFound):
+                continue  # hidden from this caller, or its schema is gone from the registry
             visible.append(info)
         return visible
 
