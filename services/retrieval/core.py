@@ -7,6 +7,7 @@ Kafka sync path, which has no caller, uses the `apply_*` methods.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Sequence
@@ -46,6 +47,7 @@ _log = logging.getLogger(__name__)
 MAX_DIMENSION = 16000
 MAX_BATCH = 10_000
 MAX_ID_LENGTH = 512
+MAX_QUERY_BATCH = 1000
 
 
 class RetrievalCore:
@@ -239,6 +241,15 @@ class RetrievalCore:
     async def query(self, principal: Principal, query: Query) -> list[Hit]:
         await self._authorize(principal, query.index, USE_SCHEMA)
         return await self.searcher.query(await self._info(query.index), query)
+
+    async def query_batch(self, principal: Principal, queries: Sequence[Query]) -> list[list[Hit]]:
+        """Run `queries` concurrently (the query pool bounds how many reach PostgreSQL at once)."""
+        if len(queries) > MAX_QUERY_BATCH:
+            raise InvalidArgument(f"at most {MAX_QUERY_BATCH} queries per batch", field="queries")
+        for index in dict.fromkeys(q.index for q in queries):
+            await self._authorize(principal, index, USE_SCHEMA)
+        infos = {index: await self._info(index) for index in dict.fromkeys(q.index for q in queries)}
+        return list(await asyncio.gather(*(self.searcher.query(infos[q.index], q) for q in queries)))
 
     async def measure_recall(
         self, principal: Principal, index: str, k: int = 10, sample_size: int = 100, ef_search: int = 0

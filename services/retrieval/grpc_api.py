@@ -76,6 +76,11 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         hits = await self.core.query(current_principal(), converters.query_from_proto(request))
         return converters.hits_to_proto(hits)
 
+    async def QueryBatch(self, request, context):
+        queries = [converters.query_from_proto(q) for q in request.queries]
+        results = await self.core.query_batch(current_principal(), queries)
+        return pb.QueryBatchResponse(results=[converters.hits_to_proto(hits) for hits in results])
+
     async def MeasureRecall(self, request, context):
         report = await self.core.measure_recall(
             current_principal(), request.index, request.k or 10, request.sample_size or 100, request.ef_search

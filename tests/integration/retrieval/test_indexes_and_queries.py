@@ -296,3 +296,17 @@ async def test_bad_input_gets_a_clear_error_and_the_service_keeps_serving(retrie
         schema = retrieval.settings.retrieval_schema
         count = conn.execute(sql.SQL("SELECT count(*) FROM {}.indexes").format(sql.Identifier(schema))).fetchone()[0]
         assert count >= 1
+
+
+async def test_a_query_batch_answers_like_single_queries_in_request_order(retrieval):
+    stub = retrieval.stub
+    name = await create(stub, dimension=4)
+    rng = np.random.default_rng(3)
+    docs = [pb.Document(id=str(i), vector=rng.standard_normal(4).tolist()) for i in range(200)]
+    await stub.UpsertDocuments(pb.UpsertDocumentsRequest(index=name, documents=docs), metadata=METADATA)
+    queries = [pb.QueryRequest(index=name, vector=rng.standard_normal(4).tolist(), k=5) for _ in range(12)]
+    batch = await stub.QueryBatch(pb.QueryBatchRequest(queries=queries), metadata=METADATA)
+    singles = [await stub.Query(q, metadata=METADATA) for q in queries]
+    assert [[h.id for h in r.hits] for r in batch.results] == [[h.id for h in r.hits] for r in singles]
+    bad = pb.QueryBatchRequest(queries=[queries[0], pb.QueryRequest(index=name, vector=[1, 2], k=5)])
+    await expect_error(stub.QueryBatch(bad, metadata=METADATA), grpc.StatusCode.INVALID_ARGUMENT)

@@ -79,6 +79,11 @@ class RetrievalServiceStub:
                 request_serializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.QueryRequest.SerializeToString,
                 response_deserializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.QueryResponse.FromString,
                 _registered_method=True)
+        self.QueryBatch = channel.unary_unary(
+                '/tessera.retrieval.v1.RetrievalService/QueryBatch',
+                request_serializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.QueryBatchRequest.SerializeToString,
+                response_deserializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.QueryBatchResponse.FromString,
+                _registered_method=True)
         self.MeasureRecall = channel.unary_unary(
                 '/tessera.retrieval.v1.RetrievalService/MeasureRecall',
                 request_serializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.MeasureRecallRequest.SerializeToString,
@@ -146,6 +151,14 @@ class RetrievalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def QueryBatch(self, request, context):
+        """Many queries in one call, run concurrently; answers in request order. For bulk clients
+        (evaluations, re-ranking pipelines) that would otherwise pay one RPC per query.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def MeasureRecall(self, request, context):
         """Samples queries from the index, compares ANN answers with an exact scan, reports recall@k.
         """
@@ -200,6 +213,11 @@ def add_RetrievalServiceServicer_to_server(servicer, server):
                     servicer.Query,
                     request_deserializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.QueryRequest.FromString,
                     response_serializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.QueryResponse.SerializeToString,
+            ),
+            'QueryBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryBatch,
+                    request_deserializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.QueryBatchRequest.FromString,
+                    response_serializer=tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.QueryBatchResponse.SerializeToString,
             ),
             'MeasureRecall': grpc.unary_unary_rpc_method_handler(
                     servicer.MeasureRecall,
@@ -450,6 +468,33 @@ class RetrievalService:
             '/tessera.retrieval.v1.RetrievalService/Query',
             tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.QueryRequest.SerializeToString,
             tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.QueryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.retrieval.v1.RetrievalService/QueryBatch',
+            tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.QueryBatchRequest.SerializeToString,
+            tessera_dot_retrieval_dot_v1_dot_retrieval__pb2.QueryBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,
