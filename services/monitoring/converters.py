@@ -98,6 +98,7 @@ def monitor_to_proto(spec: MonitorSpec) -> pb.Monitor:
             values=spec.thresholds.values,
             resolve_ratio=spec.thresholds.resolve_ratio,
             min_window_count=spec.thresholds.min_window_count,
+            significance=spec.thresholds.significance,
         ),
         alert_on_previous_window=spec.alert_on_previous_window,
         created_at=timestamp(spec.created_at),

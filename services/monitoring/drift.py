@@ -119,6 +119,12 @@ def _categorical(reference: CategoricalProfile, current: CategoricalProfile) -> 
     }
 
 
+def significant(statistics: dict[str, float], alpha: float) -> bool:
+    """Whether the window differs from the reference beyond sampling noise (KS or chi-squared)."""
+    p_value = statistics.get(KS_PVALUE, statistics.get(CHI2_PVALUE, 0.0))
+    return p_value < alpha
+
+
 def crosses(statistic: str, value: float, threshold: float) -> bool:
     return value < threshold if statistic in LOWER_IS_DRIFT else value > threshold
 

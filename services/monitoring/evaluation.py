@@ -39,13 +39,15 @@ class AlarmBook:
         self.state = state
         self.changed: dict[tuple, tuple[bool, float]] = {}
 
-    def observe(self, key: tuple, statistic: str, value: float, window_start: float) -> str | None:
+    def observe(
+        self, key: tuple, statistic: str, value: float, window_start: float, significant: bool = True
+    ) -> str | None:
         threshold = self.thresholds.values[statistic]
         active, last = self.state.get(key, (False, float("-inf")))
         if window_start < last:
             return None  # an older window re-evaluated after late records: numbers only
         transition = None
-        if not active and drift.crosses(statistic, value, threshold):
+        if not active and significant and drift.crosses(statistic, value, threshold):
             active, transition = True, DETECTED
         elif active and drift.back_to_normal(statistic, value, threshold, self.thresholds.resolve_ratio):
             active, transition = False, RESOLVED
@@ -81,9 +83,13 @@ class WindowEvaluator:
                 ):
                     if reference is None:
                         continue
-                    for statistic, value in drift.compare(reference, profile).items():
+                    statistics = drift.compare(reference, profile)
+                    significant = drift.significant(statistics, spec.thresholds.significance)
+                    for statistic, value in statistics.items():
                         threshold = spec.thresholds.values.get(statistic, 0.0)
                         drifted = threshold > 0 and drift.crosses(statistic, value, threshold)
+                        if statistic not in drift.LOWER_IS_DRIFT:
+                            drifted = drifted and significant
                         rows.append(
                             (
                                 spec.monitor_id,
@@ -105,7 +111,7 @@ class WindowEvaluator:
                         if threshold <= 0 or not alarmed or profile.count < spec.thresholds.min_window_count:
                             continue
                         key = (slice_name, feature, statistic, comparison)
-                        kind = book.observe(key, statistic, value, start)
+                        kind = book.observe(key, statistic, value, start, significant)
                         metrics.DRIFT_ACTIVE.labels(*labels).set(1 if book.state[key][0] else 0)
                         if kind:
                             events.append(self._event(spec, kind, key, value, threshold, start, end))

@@ -13,6 +13,7 @@ from services.monitoring.ingest import reference_profiles
 from services.monitoring.models import (
     DEFAULT_MIN_WINDOW_COUNT,
     DEFAULT_RESOLVE_RATIO,
+    DEFAULT_SIGNIFICANCE,
     build_monitor,
     resolve_features,
 )
@@ -62,6 +63,7 @@ class MonitoringServicer(monitoring_pb2_grpc.MonitoringServiceServicer):
             resolve_ratio=wire.thresholds.resolve_ratio or DEFAULT_RESOLVE_RATIO,
             min_window_count=wire.thresholds.min_window_count or DEFAULT_MIN_WINDOW_COUNT,
             alert_on_previous_window=wire.alert_on_previous_window,
+            significance=wire.thresholds.significance or DEFAULT_SIGNIFICANCE,
             created_at=converters.now(),
         )
         await self.core.create_monitor(spec, reference)

@@ -21,7 +21,7 @@ from services.monitoring import metrics
 from services.monitoring.features import Feature, extract_categorical, extract_numeric
 from services.monitoring.models import MonitorSpec
 from services.monitoring.profiles import CATEGORICAL, CategoricalProfile, NumericProfile, Profile, merge_all
-from services.monitoring.store import MonitoringStore, profile_row, ts
+from services.monitoring.store import MonitoringStore, RecordColumns, profile_row, ts
 
 _DAY = 86400
 
@@ -45,22 +45,22 @@ def validate(record: LogRecord) -> None:
         raise InvalidArgument("payload log has no valid timestamp", field="timestamp")
 
 
-def _row(record: LogRecord) -> tuple:
-    log = record.log
-    return (
-        log.request_id,
-        ts(record.event_time),
-        log.endpoint,
-        log.served_model,
-        log.model_version,
-        log.source,
-        log.status or "OK",
-        log.latency_ms,
-        log.time_to_first_token_ms,
-        log.prompt_tokens,
-        log.completion_tokens,
-        log.trace_id,
-        record.raw,
+def _columns(records: Sequence[LogRecord]) -> RecordColumns:
+    logs = [r.log for r in records]
+    return RecordColumns(
+        request_id=[log.request_id for log in logs],
+        event_time=[r.event_time for r in records],
+        endpoint=[log.endpoint for log in logs],
+        served_model=[log.served_model for log in logs],
+        model_version=[log.model_version for log in logs],
+        source=[log.source for log in logs],
+        status=[log.status or "OK" for log in logs],
+        latency_ms=[log.latency_ms for log in logs],
+        time_to_first_token_ms=[log.time_to_first_token_ms for log in logs],
+        prompt_tokens=[log.prompt_tokens for log in logs],
+        completion_tokens=[log.completion_tokens for log in logs],
+        trace_id=[log.trace_id for log in logs],
+        record=[r.raw for r in records],
     )
 
 
@@ -127,7 +127,7 @@ class InferenceIngestor:
             return 0
         await self.store.ensure_partitions({int(r.event_time // _DAY) for r in records})
         async with self.store.db.transaction() as conn:
-            new_ids = set(await self.store.insert_records(conn, [_row(r) for r in records]))
+            new_ids = set(await self.store.insert_records(conn, _columns(records)))
             fresh: list[LogRecord] = []
             for record in records:  # a request id twice in one batch counts once
                 if record.log.request_id in new_ids:

@@ -19,6 +19,7 @@ RESOLVED = "resolved"
 
 DEFAULT_RESOLVE_RATIO = 0.8
 DEFAULT_MIN_WINDOW_COUNT = 200
+DEFAULT_SIGNIFICANCE = 0.001
 _MONITOR_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 
@@ -27,6 +28,7 @@ class Thresholds:
     values: dict[str, float] = dataclasses.field(default_factory=lambda: dict(drift.DEFAULT_THRESHOLDS))
     resolve_ratio: float = DEFAULT_RESOLVE_RATIO
     min_window_count: int = DEFAULT_MIN_WINDOW_COUNT
+    significance: float = DEFAULT_SIGNIFICANCE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +76,7 @@ def build_monitor(
     resolve_ratio: float,
     min_window_count: int,
     alert_on_previous_window: bool,
+    significance: float = DEFAULT_SIGNIFICANCE,
     created_at: float,
 ) -> MonitorSpec:
     """Validate a monitor as a caller described it and fill in the defaults."""
@@ -107,6 +110,8 @@ def build_monitor(
             )
         if threshold < 0:
             raise InvalidArgument(f"threshold of {statistic} is negative", field="thresholds")
+    if not 0 < significance <= 1:
+        raise InvalidArgument("significance must be in (0, 1]", field="thresholds.significance")
     if not 0 < resolve_ratio <= 1:
         raise InvalidArgument("resolve_ratio must be in (0, 1]", field="thresholds.resolve_ratio")
     return MonitorSpec(
@@ -114,7 +119,9 @@ def build_monitor(
         endpoint=endpoint,
         features=tuple(resolved),
         window_seconds=window_seconds,
-        thresholds=Thresholds({k: v for k, v in values.items() if v > 0}, resolve_ratio, min_window_count),
+        thresholds=Thresholds(
+            {k: v for k, v in values.items() if v > 0}, resolve_ratio, min_window_count, significance
+        ),
         slices=tuple(slices),
         baseline_start=baseline_range[0] if baseline_range else None,
         baseline_end=baseline_range[1] if baseline_range else None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -30,6 +31,39 @@ RECORD_COLUMNS = (
     "trace_id",
     "record",
 )
+# The batch travels as one array per column (parsed in C by psycopg), not one row at a time.
+_INSERT_RECORDS = (
+    f"INSERT INTO inference_records ({', '.join(RECORD_COLUMNS)})"
+    " SELECT r, to_timestamp(t), e, sm, mv, so, st, l, ft, pt, ct, tr, b FROM unnest("
+    " %b::text[], %b::float8[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],"
+    " %b::float8[], %b::float8[], %b::int8[], %b::int8[], %b::text[], %b::bytea[])"
+    " AS u(r, t, e, sm, mv, so, st, l, ft, pt, ct, tr, b)"
+    " ON CONFLICT DO NOTHING RETURNING request_id"
+)
+
+
+@dataclasses.dataclass
+class RecordColumns:
+    """A batch of inference-table rows, column by column."""
+
+    request_id: list[str]
+    event_time: list[float]
+    endpoint: list[str]
+    served_model: list[str]
+    model_version: list[str]
+    source: list[str]
+    status: list[str]
+    latency_ms: list[float]
+    time_to_first_token_ms: list[float]
+    prompt_tokens: list[int]
+    completion_tokens: list[int]
+    trace_id: list[str]
+    record: list[bytes]
+
+    def as_params(self) -> list[list]:
+        return [getattr(self, f.name) for f in dataclasses.fields(self)]
+
+
 _PROFILE_COLUMNS = "kind, count, nulls, mean, m2, min, max, bucket_keys, bucket_counts, categories, category_counts"
 _DAY = 86400
 
@@ -100,20 +134,9 @@ class MonitoringStore:
                     await conn.rollback()  # a replica created it at the same moment
                 self._partitions.add(day)
 
-    async def insert_records(self, conn: psycopg.AsyncConnection, rows: list[tuple]) -> list[str]:
-        """COPY into a staging table, then insert what is new; returns the new request ids."""
-        await conn.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS inference_staging"
-            " (LIKE inference_records INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-        )
-        columns = ", ".join(RECORD_COLUMNS)
-        async with conn.cursor().copy(f"COPY inference_staging ({columns}) FROM STDIN") as copy:
-            for row in rows:
-                await copy.write_row(row)
-        cur = await conn.execute(
-            f"INSERT INTO inference_records ({columns}) SELECT {columns} FROM inference_staging"
-            " ON CONFLICT DO NOTHING RETURNING request_id"
-        )
+    async def insert_records(self, conn: psycopg.AsyncConnection, columns: RecordColumns) -> list[str]:
+        """One INSERT of the whole batch as column arrays; returns the request ids that were new."""
+        cur = await conn.execute(_INSERT_RECORDS, columns.as_params())
         return [r[0] for r in await cur.fetchall()]
 
     async def list_records(

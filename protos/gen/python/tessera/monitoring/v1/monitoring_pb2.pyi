@@ -130,7 +130,7 @@ class ReferenceValues(_message.Message):
     def __init__(self, feature: _Optional[str] = ..., numbers: _Optional[_Iterable[float]] = ..., categories: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Thresholds(_message.Message):
-    __slots__ = ("values", "resolve_ratio", "min_window_count")
+    __slots__ = ("values", "resolve_ratio", "min_window_count", "significance")
     class ValuesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -141,10 +141,12 @@ class Thresholds(_message.Message):
     VALUES_FIELD_NUMBER: _ClassVar[int]
     RESOLVE_RATIO_FIELD_NUMBER: _ClassVar[int]
     MIN_WINDOW_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SIGNIFICANCE_FIELD_NUMBER: _ClassVar[int]
     values: _containers.ScalarMap[str, float]
     resolve_ratio: float
     min_window_count: int
-    def __init__(self, values: _Optional[_Mapping[str, float]] = ..., resolve_ratio: _Optional[float] = ..., min_window_count: _Optional[int] = ...) -> None: ...
+    significance: float
+    def __init__(self, values: _Optional[_Mapping[str, float]] = ..., resolve_ratio: _Optional[float] = ..., min_window_count: _Optional[int] = ..., significance: _Optional[float] = ...) -> None: ...
 
 class Monitor(_message.Message):
     __slots__ = ("monitor_id", "endpoint", "features", "slices", "window_seconds", "baseline", "thresholds", "alert_on_previous_window", "created_at")
