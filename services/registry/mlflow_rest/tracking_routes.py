@@ -28,12 +28,15 @@ def _order(body: dict) -> list[str]:
 def _metric(item: dict, now: int) -> Metric:
     if not isinstance(item, dict) or not isinstance(item.get("key"), str):
         raise InvalidArgument("each metric needs a string key", field="metrics")
-    return Metric(
-        item["key"],
-        js.number(item.get("value"), "metrics.value"),
-        js.integer(item.get("step"), "metrics.step"),
-        js.integer(item.get("timestamp"), "metrics.timestamp", now),
-    )
+    value, step, timestamp = item.get("value"), item.get("step", 0), item.get("timestamp", now)
+    # The hot path: plain JSON numbers need no further checks (bool is an int subclass, hence `type`).
+    if type(value) is not float:
+        value = js.number(value, "metrics.value")
+    if type(step) is not int:
+        step = js.integer(step, "metrics.step")
+    if type(timestamp) is not int:
+        timestamp = js.integer(timestamp, "metrics.timestamp", now)
+    return Metric(item["key"], value, step, timestamp)
 
 
 def add_routes(app: web.Application, registry: Registry) -> None:

@@ -1,8 +1,10 @@
 """The hot path: a run's metrics, params and tags written in one transaction.
 
-Metric points go in with binary COPY; the per-key latest value is kept by one
-upsert row per key (the batch's own maximum, compared in SQL), so a write
-never reads history. History reads use the (run, key, step, timestamp) index.
+A batch's points go in with binary COPY as one row per key (parallel arrays of
+steps, values and timestamps; see migrations/0002); the per-key latest value is
+kept by one upsert row per key (the batch's own maximum, compared in SQL), so
+a write never reads history. History reads unnest the chunks through the
+(run, key, first_step) index.
 """
 
 from __future__ import annotations
@@ -13,24 +15,34 @@ from services.common.errors import InvalidArgument
 from services.registry.entities import Metric
 
 
-def latest_per_key(metrics: list[Metric]) -> dict[str, Metric]:
-    latest: dict[str, Metric] = {}
-    for m in metrics:
-        seen = latest.get(m.key)
-        if seen is None or (m.step, m.timestamp) >= (seen.step, seen.timestamp):
-            latest[m.key] = m
-    return latest
-
-
 async def write_metrics(conn: AsyncConnection, run_pk: int, metrics: list[Metric]) -> None:
     if not metrics:
         return
+    by_key: dict[str, list[Metric]] = {}
+    for m in metrics:
+        by_key.setdefault(m.key, []).append(m)
+    chunks = []
+    for key, points in by_key.items():
+        points.sort(key=lambda m: (m.step, m.timestamp))
+        chunks.append(
+            (
+                run_pk,
+                key,
+                points[0].step,
+                points[-1].step,
+                [m.step for m in points],
+                [m.value for m in points],
+                [m.timestamp for m in points],
+            )
+        )
     async with conn.cursor() as cur:
-        async with cur.copy("COPY metrics (run_pk, key, value, step, timestamp) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(["int8", "text", "float8", "int8", "int8"])
-            for m in metrics:
-                await copy.write_row((run_pk, m.key, m.value, m.step, m.timestamp))
-        latest = list(latest_per_key(metrics).values())
+        async with cur.copy(
+            "COPY metric_chunks (run_pk, key, first_step, last_step, steps, vals, timestamps) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(["int8", "text", "int8", "int8", "int8[]", "float8[]", "int8[]"])
+            for chunk in chunks:
+                await copy.write_row(chunk)
+        latest = [chunk_points[-1] for chunk_points in by_key.values()]
         await cur.execute(
             "INSERT INTO latest_metrics AS l (run_pk, key, value, step, timestamp)"
             " SELECT %s, k, v, s, t FROM unnest(%s::text[], %s::float8[], %s::int8[], %s::int8[]) AS u(k, v, s, t)"
@@ -80,8 +92,8 @@ async def write_tags(conn: AsyncConnection, run_pk: int, tags: dict[str, str]) -
 
 async def metric_history(conn: AsyncConnection, run_pk: int, key: str, offset: int, limit: int) -> list[Metric]:
     cur = await conn.execute(
-        "SELECT key, value, step, timestamp FROM metrics WHERE run_pk = %s AND key = %s"
-        " ORDER BY step, timestamp LIMIT %s OFFSET %s",
+        "SELECT c.key, u.v, u.s, u.t FROM metric_chunks c, unnest(c.steps, c.vals, c.timestamps) AS u(s, v, t)"
+        " WHERE c.run_pk = %s AND c.key = %s ORDER BY u.s, u.t LIMIT %s OFFSET %s",
         (run_pk, key, limit, offset),
     )
     return [Metric(*row) for row in await cur.fetchall()]
@@ -90,9 +102,11 @@ async def metric_history(conn: AsyncConnection, run_pk: int, key: str, offset: i
 async def metric_history_downsampled(conn: AsyncConnection, run_pk: int, key: str, max_points: int) -> list[Metric]:
     """At most max_points points spread evenly by rank, always keeping the first and the last."""
     cur = await conn.execute(
-        "WITH ranked AS (SELECT key, value, step, timestamp,"
-        "  row_number() OVER (ORDER BY step, timestamp) - 1 AS i, count(*) OVER () AS n"
-        "  FROM metrics WHERE run_pk = %(pk)s AND key = %(key)s)"
+        "WITH points AS (SELECT c.key, u.v AS value, u.s AS step, u.t AS timestamp"
+        "  FROM metric_chunks c, unnest(c.steps, c.vals, c.timestamps) AS u(s, v, t)"
+        "  WHERE c.run_pk = %(pk)s AND c.key = %(key)s),"
+        " ranked AS (SELECT key, value, step, timestamp,"
+        "  row_number() OVER (ORDER BY step, timestamp) - 1 AS i, count(*) OVER () AS n FROM points)"
         " SELECT key, value, step, timestamp FROM ranked"
         " WHERE n <= %(m)s OR i = n - 1"
         "   OR (%(m)s > 1 AND floor(i * (%(m)s - 1)::float8 / (n - 1)) <> floor((i - 1) * (%(m)s - 1)::float8 / (n - 1)))"
