@@ -76,6 +76,7 @@ class VllmEngine:
         self.settings = settings or EngineSettings()
         self._engine: AsyncLLM | None = None
         self._tokenizer: Any = None
+        self._start_lock = asyncio.Lock()
 
     @property
     def running(self) -> bool:
@@ -83,30 +84,18 @@ class VllmEngine:
 
     async def start(self) -> None:
         """Start the engine (its core and worker processes); returns when it can serve."""
-        if self._engine is not None:
-            return
-        if not (self.model_dir / "config.json").is_file():
-            raise FileNotFoundError(f"no Hugging Face model in {self.model_dir}")
-        for key, value in OFFLINE_ENV.items():
-            os.environ.setdefault(key, value)
-
-        from vllm.engine.arg_utils import AsyncEngineArgs
-        from vllm.v1.engine.async_llm import AsyncLLM
-
-        s = self.settings
-        args = AsyncEngineArgs(
-            model=str(self.model_dir),
-            dtype=s.dtype,
-            max_model_len=s.max_model_len,
-            max_num_seqs=s.max_num_seqs,
-            kv_cache_memory_bytes=s.kv_cache_bytes,
-            enforce_eager=s.enforce_eager,
-            seed=s.seed,
-        )
-        # Blocking for the engine's start-up (process spawn, weight load); callers
-        # start engines before they serve, so the loop has nothing else to do yet.
-        self._engine = AsyncLLM.from_engine_args(args)
-        self._tokenizer = self._engine.get_tokenizer()
+        async with self._start_lock:
+            if self._engine is not None:
+                return
+            if not (self.model_dir / "config.json").is_file():
+                raise FileNotFoundError(f"no Hugging Face model in {self.model_dir}")
+            for key, value in OFFLINE_ENV.items():
+                os.environ.setdefault(key, value)
+            # Importing vLLM and starting its processes takes seconds: keep the loop serving.
+            # The thread sets the attribute rather than returning the engine, so no finished
+            # future keeps the engine alive after stop() (its __del__ would run at exit).
+            await asyncio.to_thread(self._launch)
+            self._tokenizer = self._engine.get_tokenizer()
 
     async def stop(self) -> None:
         """Stop the engine; requests still running end with EngineUnavailable."""
@@ -171,6 +160,22 @@ class VllmEngine:
         """Stop a running request; its iterator ends with finish_reason "abort"."""
         if self._engine is not None:
             await self._engine.abort(request_id)
+
+    def _launch(self) -> None:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        s = self.settings
+        args = AsyncEngineArgs(
+            model=str(self.model_dir),
+            dtype=s.dtype,
+            max_model_len=s.max_model_len,
+            max_num_seqs=s.max_num_seqs,
+            kv_cache_memory_bytes=s.kv_cache_bytes,
+            enforce_eager=s.enforce_eager,
+            seed=s.seed,
+        )
+        self._engine = AsyncLLM.from_engine_args(args)
 
     def _sampling_params(self, sampling: Sampling, stream: bool):
         from vllm.sampling_params import RequestOutputKind, SamplingParams
