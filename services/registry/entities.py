@@ -60,6 +60,28 @@ class Metric:
 
 
 @dataclass
+class MetricColumns:
+    """A batch of metric points as parallel columns: what the hot path passes to PostgreSQL as arrays."""
+
+    keys: list[str] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)
+    timestamps: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @staticmethod
+    def of(metrics: list[Metric]) -> MetricColumns:
+        return MetricColumns(
+            [m.key for m in metrics],
+            [m.value for m in metrics],
+            [m.step for m in metrics],
+            [m.timestamp for m in metrics],
+        )
+
+
+@dataclass
 class RunInfo:
     run_id: str
     run_name: str

@@ -15,7 +15,7 @@ from services.common.auth import current_principal
 from services.common.errors import InvalidArgument
 from services.registry import grpc_convert as cv
 from services.registry.artifact_service import Target
-from services.registry.entities import Metric
+from services.registry.entities import MetricColumns
 from services.registry.registry import Registry
 
 SERVICE_NAME = "tessera.registry.v1.RegistryService"
@@ -160,11 +160,14 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         return cv.run(await self.r.tracking.set_run_stage(_who(), request.run_id, "active"))
 
     async def LogBatch(self, request, context):
-        metrics = [Metric(m.key, m.value, m.step, m.timestamp_ms) for m in request.metrics]
+        ms = request.metrics
+        columns = MetricColumns(
+            [m.key for m in ms], [m.value for m in ms], [m.step for m in ms], [m.timestamp_ms for m in ms]
+        )
         await self.r.tracking.log_batch(
             _who(),
             request.run_id,
-            metrics,
+            columns,
             [(p.key, p.value) for p in request.params],
             [(t.key, t.value) for t in request.tags],
         )

@@ -8,7 +8,7 @@ from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArg
 from services.registry import search_filter
 from services.registry.access import Chain, Privilege
 from services.registry.context import RegistryContext, now_ms
-from services.registry.entities import ACTIVE, DELETED, RUN_STATUSES, Experiment, Metric, Page, Run
+from services.registry.entities import ACTIVE, DELETED, RUN_STATUSES, Experiment, Metric, MetricColumns, Page, Run
 from services.registry.names import SchemaName
 from services.registry.paging import decode_token, next_token, page_size
 from services.registry.store import metrics as metric_store
@@ -243,7 +243,7 @@ class TrackingService:
                 raise InvalidArgument(f"tag {key!r}: value longer than {MAX_TAG_VALUE} characters", field="tags")
 
     def check_batch(
-        self, metrics: list[Metric], params: list[tuple[str, str]], tags: list[tuple[str, str]]
+        self, metrics: MetricColumns, params: list[tuple[str, str]], tags: list[tuple[str, str]]
     ) -> dict[str, str]:
         s = self.settings
         if len(metrics) > s.registry_max_batch_metrics:
@@ -256,11 +256,10 @@ class TrackingService:
             )
         if len(tags) > s.registry_max_batch_tags:
             raise InvalidArgument(f"batch has {len(tags)} tags; at most {s.registry_max_batch_tags}", field="tags")
-        for m in metrics:
-            if not m.key or len(m.key) > MAX_KEY:
-                raise InvalidArgument(f"invalid metric key {m.key!r} (1 to {MAX_KEY} characters)", field="metrics")
-            if not isinstance(m.value, float):
-                raise InvalidArgument(f"metric {m.key!r}: value must be a number", field="metrics")
+        # Keys repeat within a batch: check each distinct one once.
+        for key in set(metrics.keys):
+            if not key or len(key) > MAX_KEY:
+                raise InvalidArgument(f"invalid metric key {key!r} (1 to {MAX_KEY} characters)", field="metrics")
         unique: dict[str, str] = {}
         for key, value in params:
             if not key or len(key) > MAX_KEY:
@@ -276,10 +275,12 @@ class TrackingService:
         self,
         principal: str,
         run_id: str,
-        metrics: list[Metric],
+        metrics: MetricColumns | list[Metric],
         params: list[tuple[str, str]] = (),
         tags: list[tuple[str, str]] = (),
     ) -> None:
+        if not isinstance(metrics, MetricColumns):
+            metrics = MetricColumns.of(metrics)
         unique_params = self.check_batch(metrics, list(params), list(tags))
         async with self.ctx.unit() as unit:
             row, _ = await self._run(unit.conn, principal, run_id, Privilege.MODIFY)

@@ -7,7 +7,7 @@ from aiohttp import web
 from services.common.errors import InvalidArgument
 from services.registry.artifact_service import Target
 from services.registry.context import now_ms
-from services.registry.entities import Metric
+from services.registry.entities import MetricColumns
 from services.registry.mlflow_rest import json_convert as js
 from services.registry.mlflow_rest.request_body import params, reply, required, tags, text
 from services.registry.registry import Registry
@@ -25,18 +25,26 @@ def _order(body: dict) -> list[str]:
     return [str(v) for v in (value if isinstance(value, list) else [value])]
 
 
-def _metric(item: dict, now: int) -> Metric:
-    if not isinstance(item, dict) or not isinstance(item.get("key"), str):
-        raise InvalidArgument("each metric needs a string key", field="metrics")
-    value, step, timestamp = item.get("value"), item.get("step", 0), item.get("timestamp", now)
-    # The hot path: plain JSON numbers need no further checks (bool is an int subclass, hence `type`).
-    if type(value) is not float:
-        value = js.number(value, "metrics.value")
-    if type(step) is not int:
-        step = js.integer(step, "metrics.step")
-    if type(timestamp) is not int:
-        timestamp = js.integer(timestamp, "metrics.timestamp", now)
-    return Metric(item["key"], value, step, timestamp)
+def _metrics(items, now: int) -> MetricColumns:
+    if not isinstance(items, list):
+        raise InvalidArgument("'metrics' must be a list", field="metrics")
+    out = MetricColumns()
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("key"), str):
+            raise InvalidArgument("each metric needs a string key", field="metrics")
+        value, step, timestamp = item.get("value"), item.get("step", 0), item.get("timestamp", now)
+        # The hot path: plain JSON numbers need no further checks (bool is an int subclass, hence `type`).
+        if type(value) is not float:
+            value = js.number(value, "metrics.value")
+        if type(step) is not int:
+            step = js.integer(step, "metrics.step")
+        if type(timestamp) is not int:
+            timestamp = js.integer(timestamp, "metrics.timestamp", now)
+        out.keys.append(item["key"])
+        out.values.append(value)
+        out.steps.append(step)
+        out.timestamps.append(timestamp)
+    return out
 
 
 def add_routes(app: web.Application, registry: Registry) -> None:
@@ -164,8 +172,7 @@ def add_routes(app: web.Application, registry: Registry) -> None:
 
     async def log_batch(request):
         body = await params(request)
-        now = now_ms()
-        metrics = [_metric(m, now) for m in body.get("metrics") or []]
+        metrics = _metrics(body.get("metrics") or [], now_ms())
         await t.log_batch(
             request["principal"],
             required(body, "run_id"),
@@ -177,8 +184,8 @@ def add_routes(app: web.Application, registry: Registry) -> None:
 
     async def log_metric(request):
         body = await params(request)
-        metric = _metric({**body, "key": required(body, "key")}, now_ms())
-        await t.log_batch(request["principal"], text(body, "run_id") or required(body, "run_uuid"), [metric])
+        metrics = _metrics([{**body, "key": required(body, "key")}], now_ms())
+        await t.log_batch(request["principal"], text(body, "run_id") or required(body, "run_uuid"), metrics)
         return reply()
 
     async def log_param(request):

@@ -12,37 +12,42 @@ from __future__ import annotations
 from psycopg import AsyncConnection
 
 from services.common.errors import InvalidArgument
-from services.registry.entities import Metric
+from services.registry.entities import Metric, MetricColumns
 
 
-async def write_metrics(conn: AsyncConnection, run_pk: int, metrics: list[Metric]) -> None:
-    if not metrics:
-        return
-    by_key: dict[str, list[Metric]] = {}
-    for m in metrics:
-        by_key.setdefault(m.key, []).append(m)
-    chunks = []
+def _chunks(batch: MetricColumns) -> list[tuple[str, list[int], list[float], list[int]]]:
+    """(key, steps, values, timestamps) per key, each in (step, timestamp) order."""
+    keys = set(batch.keys)
+    if len(keys) == 1:
+        # The usual batch: one key, steps already in order; sort only if they are not.
+        points = (batch.steps, batch.values, batch.timestamps)
+        pairs = list(zip(batch.steps, batch.timestamps, strict=True))
+        if any(a > b for a, b in zip(pairs, pairs[1:], strict=False)):
+            order = sorted(range(len(batch)), key=lambda i: (batch.steps[i], batch.timestamps[i]))
+            points = tuple([column[i] for i in order] for column in points)
+        return [(batch.keys[0], *points)]
+    by_key: dict[str, list[tuple[int, int, float]]] = {}
+    for key, value, step, ts in zip(batch.keys, batch.values, batch.steps, batch.timestamps, strict=True):
+        by_key.setdefault(key, []).append((step, ts, value))
+    out = []
     for key, points in by_key.items():
-        points.sort(key=lambda m: (m.step, m.timestamp))
-        chunks.append(
-            (
-                run_pk,
-                key,
-                points[0].step,
-                points[-1].step,
-                [m.step for m in points],
-                [m.value for m in points],
-                [m.timestamp for m in points],
-            )
-        )
+        points.sort(key=lambda p: (p[0], p[1]))
+        out.append((key, [p[0] for p in points], [p[2] for p in points], [p[1] for p in points]))
+    return out
+
+
+async def write_metrics(conn: AsyncConnection, run_pk: int, batch: MetricColumns) -> None:
+    if not batch:
+        return
+    chunks = _chunks(batch)
     async with conn.cursor() as cur:
         async with cur.copy(
             "COPY metric_chunks (run_pk, key, first_step, last_step, steps, vals, timestamps) FROM STDIN (FORMAT BINARY)"
         ) as copy:
             copy.set_types(["int8", "text", "int8", "int8", "int8[]", "float8[]", "int8[]"])
-            for chunk in chunks:
-                await copy.write_row(chunk)
-        latest = [chunk_points[-1] for chunk_points in by_key.values()]
+            for key, steps, values, timestamps in chunks:
+                await copy.write_row((run_pk, key, steps[0], steps[-1], steps, values, timestamps))
+        # The last point of each chunk is the batch's latest for that key; SQL keeps it only if newer.
         await cur.execute(
             "INSERT INTO latest_metrics AS l (run_pk, key, value, step, timestamp)"
             " SELECT %s, k, v, s, t FROM unnest(%s::text[], %s::float8[], %s::int8[], %s::int8[]) AS u(k, v, s, t)"
@@ -50,10 +55,10 @@ async def write_metrics(conn: AsyncConnection, run_pk: int, metrics: list[Metric
             " timestamp = EXCLUDED.timestamp WHERE (EXCLUDED.step, EXCLUDED.timestamp) >= (l.step, l.timestamp)",
             (
                 run_pk,
-                [m.key for m in latest],
-                [m.value for m in latest],
-                [m.step for m in latest],
-                [m.timestamp for m in latest],
+                [c[0] for c in chunks],
+                [c[2][-1] for c in chunks],
+                [c[1][-1] for c in chunks],
+                [c[3][-1] for c in chunks],
             ),
         )
 
