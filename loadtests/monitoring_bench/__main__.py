@@ -106,6 +106,8 @@ async def phase_ingest(args, dsn: str, settings: MonitoringSettings, producer: E
     await db.close()
     app = MonitoringApp(settings, serve_metrics=False)
     await app.start()
+    # The clock starts once the group gave the consumer its partition (joining is a one-off).
+    await app.consumer.wait_assigned()
     started = time.perf_counter()
     ingested_at = None
     while time.perf_counter() - started < args.max_seconds:
@@ -198,6 +200,12 @@ async def phase_detection(args, settings: MonitoringSettings, producer: EventPro
         "detected_after_shift_s": detected - shifted_first if detected and shifted_first else float("nan"),
         "resolved_after_return_s": resolved - back_at if resolved else float("nan"),
         "events": [(e.feature, e.statistic, DriftEvent.Kind.Name(e.kind)) for _t, e in mine],
+        "all_events": sorted(
+            {
+                f"{e.monitor_id} {e.feature} {e.slice or '*'} {e.statistic} {DriftEvent.Kind.Name(e.kind)}"
+                for _t, e in watcher.events
+            }
+        ),
     }
 
 
@@ -226,7 +234,9 @@ def tessera_window_work(reference: dict, current: dict, repeats: int) -> tuple[f
 
 def phase_anchor(windows: dict, repeats: int) -> dict:
     reference = {k: np.concatenate([windows[0][k], windows[1][k]]) for k in windows[0]}
-    current = windows[5]
+    # The window under test: window 5 with latency shifted by one standard deviation, so the
+    # statistics (and the agreement between the two implementations) are far from zero.
+    current = dict(windows[5], latency_ms=windows[5]["latency_ms"] + 40.0)
     ours_window, ours_raw, ours = tessera_window_work(reference, current, repeats)
     result = {
         "reference_rows": len(reference["latency_ms"]),

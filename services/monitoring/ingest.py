@@ -7,6 +7,7 @@ per-feature work is vectorised over the batch.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import math
 import time
@@ -127,13 +128,20 @@ class InferenceIngestor:
             return 0
         await self.store.ensure_partitions({int(r.event_time // _DAY) for r in records})
         async with self.store.db.transaction() as conn:
-            new_ids = set(await self.store.insert_records(conn, _columns(records)))
+            # PostgreSQL inserts while this process profiles the batch on a worker thread:
+            # redeliveries are rare, so profile everything and redo it only if some rows were not new.
+            inserting = asyncio.ensure_future(self.store.insert_records(conn, _columns(records)))
+            try:
+                partials, windows = await asyncio.to_thread(self._profile, records)
+            finally:
+                new_ids = set(await inserting)
             fresh: list[LogRecord] = []
             for record in records:  # a request id twice in one batch counts once
                 if record.log.request_id in new_ids:
                     new_ids.discard(record.log.request_id)
                     fresh.append(record)
-            partials, windows = self._profile(fresh)
+            if len(fresh) != len(records):
+                partials, windows = self._profile(fresh)
             if partials:
                 await self.store.append_partials(conn, partials)
                 await self.store.touch_windows(conn, windows)
@@ -144,7 +152,7 @@ class InferenceIngestor:
         self._observe(fresh)
         return len(fresh)
 
-    def _profile(self, fresh: list[LogRecord]) -> tuple[list[tuple], list[tuple]]:
+    def _profile(self, fresh: Sequence[LogRecord]) -> tuple[list[tuple], list[tuple]]:
         by_endpoint: dict[str, list[LogRecord]] = defaultdict(list)
         for record in fresh:
             by_endpoint[record.log.endpoint].append(record)

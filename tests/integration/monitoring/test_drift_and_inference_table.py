@@ -4,6 +4,8 @@ events with hysteresis, quiet unshifted streams, idempotent redelivery, late rec
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import time
 import uuid
 
@@ -14,6 +16,7 @@ from tessera.events.v1.drift_pb2 import DriftEvent
 from tessera.monitoring.v1 import monitoring_pb2 as pb
 
 from services.common.kafka_consumer import ERROR_HEADER
+from services.monitoring import plot
 from tests.integration.monitoring.conftest import METADATA, WINDOW, past_window_base, payload_log, produce_windows
 
 pytestmark = pytest.mark.integration
@@ -70,7 +73,9 @@ def drift_topic_events(bootstrap: str, topic: str, monitor_id: str) -> list[Drif
     return events
 
 
-async def test_shifted_feature_raises_one_detected_and_one_resolved_event(monitoring, producer, kafka_bootstrap):
+async def test_shifted_feature_raises_one_detected_and_one_resolved_event(
+    monitoring, producer, kafka_bootstrap, tmp_path
+):
     stub, endpoint, base = monitoring.stub, endpoint_name(), past_window_base(400)
     monitor = await create_monitor(stub, endpoint, base, baseline_windows=4)
     # Four baseline windows, two normal, two shifted by one standard deviation, three normal again.
@@ -93,6 +98,14 @@ async def test_shifted_feature_raises_one_detected_and_one_resolved_event(monito
     # The same events went to Kafka.
     published = drift_topic_events(kafka_bootstrap, monitoring.drift_topic, monitor.monitor_id)
     assert sorted(e.event_id for e in published) == sorted(e.event_id for e in reply.events)
+
+    # The picture of it: a PNG with one panel per feature and the window sizes.
+    spec, metrics, events = await plot.load_monitor(monitoring.settings, monitor.monitor_id)
+    out = tmp_path / "drift.png"
+    plot.render(spec, metrics, events, out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 20_000
+    if os.environ.get("TESSERA_KEEP_DRIFT_PNG"):
+        shutil.copy(out, os.environ["TESSERA_KEEP_DRIFT_PNG"])
 
 
 async def test_unshifted_stream_of_many_windows_raises_no_event(monitoring, producer):
