@@ -34,7 +34,7 @@ from tessera.retrieval.v1 import retrieval_pb2_grpc
 
 from loadtests.report import RESULTS, save, table
 from services.common.config import CommonSettings, load
-from services.retrieval.store import table_for
+from services.retrieval.store import table_of
 
 from . import corpus
 from .load import METADATA, RawPgvector, run_for, tessera_batch_query, tessera_query, tessera_requests
@@ -126,7 +126,7 @@ async def vectors_section(args, stub, dsn: str, results: dict, rows: list) -> No
     results.update(ingest_client_vectors_docs_s=rate, hnsw_build_s=build_s)
 
     truth = corpus.brute_force_top_k(data, queries, K)
-    raw = RawPgvector(dsn, sql.Identifier(SCHEMA, table_for(index)), K)
+    raw = RawPgvector(dsn, sql.Identifier(SCHEMA, table_of(dsn, SCHEMA, index)), K)
     by_ef = {}
     for ef in (40, 100, 200):
         by_ef[ef] = await raw_recall(raw, queries, truth, ids, ef)
@@ -239,7 +239,7 @@ async def text_section(args, stub, dsn: str, results: dict, rows: list) -> None:
 
         register_vector(conn)
         stored = conn.execute(
-            sql.SQL("SELECT id, embedding FROM {}").format(sql.Identifier(SCHEMA, table_for(index)))
+            sql.SQL("SELECT id, embedding FROM {}").format(sql.Identifier(SCHEMA, table_of(dsn, SCHEMA, index)))
         ).fetchall()
     ids = [row[0] for row in stored]
     matrix = np.stack([row[1].to_numpy() for row in stored]).astype(np.float32)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,8 +44,20 @@ DISTANCE_OP = {Metric.COSINE: "<=>", Metric.L2: "<->", Metric.INNER_PRODUCT: "<#
 TEXT_CONFIG = "english"
 
 
-def table_for(index_name: str) -> str:
-    return "idx_" + hashlib.sha1(index_name.encode()).hexdigest()[:20]
+def new_table_name(index_name: str) -> str:
+    """A table per index *creation*: a re-created index never meets statements prepared for its predecessor."""
+    return f"idx_{hashlib.sha1(index_name.encode()).hexdigest()[:16]}_{secrets.token_hex(4)}"
+
+
+def table_of(dsn: str, schema: str, index_name: str) -> str:
+    """The table behind an index, for tools that read it directly (benchmarks, tests)."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            sql.SQL("SELECT table_name FROM {}.indexes WHERE name = %s").format(sql.Identifier(schema)), (index_name,)
+        ).fetchone()
+    if row is None:
+        raise NotFound(f"index {index_name!r} does not exist")
+    return row[0]
 
 
 def _info_from_row(row: dict[str, Any], row_count: int = 0) -> IndexInfo:
@@ -82,7 +95,7 @@ class IndexStore:
     # -- catalog ----------------------------------------------------------------
 
     async def create_index(self, spec: IndexSpec, owner: str) -> IndexInfo:
-        table = table_for(spec.name)
+        table = new_table_name(spec.name)
         t, tomb = self._t(table), self._t(table, "_tombstones")
         columns = [
             sql.SQL("{} {}").format(sql.Identifier(f.name), sql.SQL(SQL_TYPES[f.type])) for f in spec.metadata_schema

@@ -11,7 +11,7 @@ from tessera.retrieval.v1 import retrieval_pb2 as pb
 
 from services.retrieval import metrics
 from services.retrieval.recall_job import RecallJob
-from services.retrieval.store import table_for
+from services.retrieval.store import table_of
 from tests.integration.retrieval.conftest import METADATA, field, index_name
 
 pytestmark = pytest.mark.integration
@@ -73,6 +73,9 @@ async def test_create_upsert_query_delete_round_trip(retrieval):
     reply = await stub.Query(pb.QueryRequest(index=name, vector=[1, 0, 0], k=3), metadata=METADATA)
     assert [h.id for h in reply.hits] == ["green", "blue"] or [h.id for h in reply.hits] == ["blue", "green"]
 
+    # Often enough for the driver to prepare the statement server-side...
+    for _ in range(30):
+        await stub.Query(pb.QueryRequest(index=name, vector=[1, 0, 0], k=1, columns=["colour"]), metadata=METADATA)
     await stub.DeleteIndex(pb.DeleteIndexRequest(name=name), metadata=METADATA)
     await expect_error(
         stub.DescribeIndex(pb.DescribeIndexRequest(name=name), metadata=METADATA), grpc.StatusCode.NOT_FOUND
@@ -80,6 +83,16 @@ async def test_create_upsert_query_delete_round_trip(retrieval):
     await expect_error(
         stub.Query(pb.QueryRequest(index=name, vector=[1, 0, 0]), metadata=METADATA), grpc.StatusCode.NOT_FOUND
     )
+    # ...and a re-created index of the same name, whose column changed type, answers all the same.
+    await create(stub, name=name, dimension=3, metric=pb.L2, metadata_schema=[field("colour", pb.INT64)])
+    doc = pb.Document(id="x", vector=[1, 0, 0])
+    doc.metadata["colour"] = 7
+    await stub.UpsertDocuments(pb.UpsertDocumentsRequest(index=name, documents=[doc]), metadata=METADATA)
+    for _ in range(10):
+        reply = await stub.Query(
+            pb.QueryRequest(index=name, vector=[1, 0, 0], k=1, columns=["colour"]), metadata=METADATA
+        )
+        assert reply.hits[0].metadata["colour"] == 7
 
 
 async def test_an_older_version_never_overwrites_a_newer_one(retrieval):
@@ -147,7 +160,8 @@ async def test_filtered_queries_return_k_rows_where_raw_pgvector_defaults_return
     assert built.build_state == pb.READY
 
     queries = rng.standard_normal((10, dim)).astype(np.float32)
-    table = sql.Identifier(retrieval.settings.retrieval_schema, table_for(name))
+    schema = retrieval.settings.retrieval_schema
+    table = sql.Identifier(schema, table_of(pg_dsn, schema, name))
     raw_counts, tessera_counts = [], []
     with psycopg.connect(pg_dsn) as conn:
         for q in queries:
