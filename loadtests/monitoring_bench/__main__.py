@@ -115,6 +115,7 @@ async def phase_ingest(args, dsn: str, settings: MonitoringSettings, producer: E
         elapsed = time.perf_counter() - started
         if ingested_at is None and rows >= args.records:
             ingested_at = elapsed
+            log.info("ingest: %d records in %.1fs: %.0f records/s", rows, elapsed, rows / elapsed)
         log.info("ingest: %d/%d rows, %d windows to evaluate, %.1fs", rows, args.records, dirty, elapsed)
         if ingested_at is not None and dirty == 0:
             break
@@ -310,6 +311,8 @@ async def run(args) -> None:
         ingest, state = await phase_ingest(args, dsn, settings, producer)
         app = state["app"]
         try:
+            if args.ingest_only:
+                return
             detection = await phase_detection(args, settings, producer, app)
         finally:
             await app.stop()
@@ -361,6 +364,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=2000, help="records/s of the live stream")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--max-seconds", type=float, default=240.0)
+    parser.add_argument("--ingest-only", action="store_true", help="only the ingest phase (for profiling)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("services").setLevel(logging.WARNING)

@@ -66,9 +66,11 @@ def _columns(records: Sequence[LogRecord]) -> RecordColumns:
 
 
 def profile_batch(
-    spec: MonitorSpec, logs: Sequence[Any], event_times: np.ndarray
+    spec: MonitorSpec, logs: Sequence[Any], event_times: np.ndarray, known: dict[str, np.ndarray] | None = None
 ) -> dict[tuple[float, str, str], Profile]:
-    """Profiles of a batch per (window start, slice, feature); slice "" is the whole stream."""
+    """Profiles of a batch per (window start, slice, feature); slice "" is the whole stream.
+    `known` holds columns already read from the batch (the inference-table columns)."""
+    known = known or {}
     window = spec.window_seconds
     starts = np.floor(event_times / window) * window
     groups: list[tuple[float, str, np.ndarray]] = []
@@ -82,11 +84,16 @@ def profile_batch(
     profiles: dict[tuple[float, str, str], Profile] = {}
     for feature in spec.features:
         if feature.kind == CATEGORICAL:
-            column = np.array(extract_categorical(feature.path, logs), dtype=object)
+            column = known.get(feature.path)
+            if column is None:
+                column = np.array(extract_categorical(feature.path, logs), dtype=object)
             for start, slice_name, mask in groups:
                 profiles[(start, slice_name, feature.path)] = CategoricalProfile.of(column[mask].tolist())
         else:
-            values, rows = extract_numeric(feature.path, logs)
+            if feature.path in known:
+                values, rows = known[feature.path], None
+            else:
+                values, rows = extract_numeric(feature.path, logs)
             for start, slice_name, mask in groups:
                 selected = values[mask] if rows is None else values[mask[rows]]
                 profiles[(start, slice_name, feature.path)] = NumericProfile.of(selected)
@@ -130,9 +137,10 @@ class InferenceIngestor:
         async with self.store.db.transaction() as conn:
             # PostgreSQL inserts while this process profiles the batch on a worker thread:
             # redeliveries are rare, so profile everything and redo it only if some rows were not new.
-            inserting = asyncio.ensure_future(self.store.insert_records(conn, _columns(records)))
+            columns = _columns(records)
+            inserting = asyncio.ensure_future(self.store.insert_records(conn, columns))
             try:
-                partials, windows = await asyncio.to_thread(self._profile, records)
+                partials, windows = await asyncio.to_thread(self._profile, records, columns)
             finally:
                 new_ids = set(await inserting)
             fresh: list[LogRecord] = []
@@ -141,7 +149,8 @@ class InferenceIngestor:
                     new_ids.discard(record.log.request_id)
                     fresh.append(record)
             if len(fresh) != len(records):
-                partials, windows = self._profile(fresh)
+                columns = _columns(fresh)
+                partials, windows = self._profile(fresh, columns)
             if partials:
                 await self.store.append_partials(conn, partials)
                 await self.store.touch_windows(conn, windows)
@@ -149,23 +158,36 @@ class InferenceIngestor:
         self.last_ingest = time.time()
         metrics.DUPLICATES.inc(len(records) - len(fresh))
         metrics.WATERMARK_LAG.set(max(0.0, time.time() - self.max_event_time))
-        self._observe(fresh)
+        if fresh:
+            self._observe(columns)
         return len(fresh)
 
-    def _profile(self, fresh: Sequence[LogRecord]) -> tuple[list[tuple], list[tuple]]:
-        by_endpoint: dict[str, list[LogRecord]] = defaultdict(list)
-        for record in fresh:
-            by_endpoint[record.log.endpoint].append(record)
+    def _profile(self, records: Sequence[LogRecord], columns: RecordColumns) -> tuple[list[tuple], list[tuple]]:
         partials: list[tuple] = []
         windows: list[tuple] = []
-        for endpoint, group in by_endpoint.items():
+        endpoints = np.array(columns.endpoint, dtype=object)
+        all_times = np.asarray(columns.event_time, dtype=np.float64)
+        # The inference-table columns double as feature columns: each field is read once per batch.
+        all_known = {
+            "latency_ms": np.asarray(columns.latency_ms, dtype=np.float64),
+            "time_to_first_token_ms": np.asarray(columns.time_to_first_token_ms, dtype=np.float64),
+            "prompt_tokens": np.asarray(columns.prompt_tokens, dtype=np.float64),
+            "completion_tokens": np.asarray(columns.completion_tokens, dtype=np.float64),
+            "status": np.array(columns.status, dtype=object),
+        }
+        for endpoint in set(columns.endpoint):
             monitors = self._monitors_for(endpoint)
             if not monitors:
                 continue
-            logs = [r.log for r in group]
-            event_times = np.fromiter((r.event_time for r in group), np.float64, len(group))
+            rows = np.flatnonzero(endpoints == endpoint)
+            if len(rows) == len(records):
+                logs, event_times, known = [r.log for r in records], all_times, all_known
+            else:
+                logs = [records[i].log for i in rows]
+                event_times = all_times[rows]
+                known = {name: column[rows] for name, column in all_known.items()}
             for spec in monitors:
-                for (start, slice_name, feature), profile in profile_batch(spec, logs, event_times).items():
+                for (start, slice_name, feature), profile in profile_batch(spec, logs, event_times, known).items():
                     partials.append((spec.monitor_id, ts(start), slice_name, feature, *profile_row(profile)))
                 starts, counts = np.unique(np.floor(event_times / spec.window_seconds), return_counts=True)
                 windows += [
@@ -175,20 +197,22 @@ class InferenceIngestor:
         return partials, windows
 
     @staticmethod
-    def _observe(fresh: list[LogRecord]) -> None:
-        by_endpoint: dict[str, list[Any]] = defaultdict(list)
-        for record in fresh:
-            by_endpoint[record.log.endpoint].append(record.log)
-        for endpoint, logs in by_endpoint.items():
-            for status, n in Counter(log.status or "OK" for log in logs).items():
+    def _observe(columns: RecordColumns) -> None:
+        """Per-endpoint Prometheus metrics from the batch's columns."""
+        endpoints = np.array(columns.endpoint, dtype=object)
+        latency = np.asarray(columns.latency_ms, dtype=np.float64) / 1000.0
+        ttft = np.asarray(columns.time_to_first_token_ms, dtype=np.float64) / 1000.0
+        prompt = np.asarray(columns.prompt_tokens, dtype=np.int64)
+        completion = np.asarray(columns.completion_tokens, dtype=np.int64)
+        statuses = np.array(columns.status, dtype=object)
+        for endpoint in set(columns.endpoint):
+            mask = endpoints == endpoint
+            for status, n in Counter(statuses[mask].tolist()).items():
                 metrics.REQUESTS.labels(endpoint, status).inc(n)
                 if status != "OK":
                     metrics.ERRORS.labels(endpoint, status).inc(n)
-            latency = np.fromiter((log.latency_ms for log in logs), np.float64, len(logs)) / 1000.0
-            metrics.LATENCY.observe_many(endpoint, latency)
-            ttft = np.fromiter((log.time_to_first_token_ms for log in logs), np.float64, len(logs)) / 1000.0
-            metrics.TIME_TO_FIRST_TOKEN.observe_many(endpoint, ttft[ttft > 0])
-            prompt = sum(log.prompt_tokens for log in logs)
-            completion = sum(log.completion_tokens for log in logs)
-            metrics.TOKENS.labels(endpoint, "prompt").inc(prompt)
-            metrics.TOKENS.labels(endpoint, "completion").inc(completion)
+            metrics.LATENCY.observe_many(endpoint, latency[mask])
+            first_token = ttft[mask]
+            metrics.TIME_TO_FIRST_TOKEN.observe_many(endpoint, first_token[first_token > 0])
+            metrics.TOKENS.labels(endpoint, "prompt").inc(int(prompt[mask].sum()))
+            metrics.TOKENS.labels(endpoint, "completion").inc(int(completion[mask].sum()))
