@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import psycopg
 from tessera.events.v1.payload_log_pb2 import PayloadLog
 
-from services.common.errors import AlreadyExists, InvalidArgument, NotFound
+from services.common.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
 from services.monitoring.evaluation import Publisher, WindowEvaluator
 from services.monitoring.ingest import InferenceIngestor, LogRecord, profile_all
 from services.monitoring.models import MonitorSpec
@@ -102,7 +103,13 @@ class MonitoringCore:
     # -- ingestion and evaluation -----------------------------------------------
 
     async def ingest(self, records: Sequence[LogRecord]) -> int:
-        return await self.ingestor.ingest(records)
+        try:
+            return await self.ingestor.ingest(records)
+        except psycopg.errors.ForeignKeyViolation as exc:
+            # A monitor was deleted (by this or another replica) after our last refresh: the
+            # batch rolled back; retry it with the monitors as they are now.
+            await self.refresh_monitors()
+            raise Unavailable("a monitor was deleted while its windows were written; retrying") from exc
 
     def watermark(self, now: float | None = None) -> float:
         """Event time up to which windows may close; the wall clock once the stream is idle."""

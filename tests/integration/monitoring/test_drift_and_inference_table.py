@@ -258,3 +258,25 @@ async def test_reference_baseline_from_training_values(monitoring, producer):
     detected = [e for e in reply.events if e.statistic == "wasserstein"]
     assert [e.window_start.seconds for e in detected] == [base + WINDOW]
     assert detected[0].baseline == "reference profiles"
+
+
+async def test_monitors_list_get_and_delete(monitoring, producer):
+    stub, endpoint, base = monitoring.stub, endpoint_name(), past_window_base(20)
+    created = await create_monitor(stub, endpoint, base, baseline_windows=1)
+    fetched = await stub.GetMonitor(pb.GetMonitorRequest(monitor_id=created.monitor_id), metadata=METADATA)
+    assert fetched == created and created.thresholds.values["wasserstein"] == pytest.approx(0.1)
+    assert [f.path for f in fetched.features] == ["latency_ms", "status"]
+    listed = await stub.ListMonitors(pb.ListMonitorsRequest(endpoint=endpoint), metadata=METADATA)
+    assert [m.monitor_id for m in listed.monitors] == [created.monitor_id]
+    await stub.DeleteMonitor(pb.DeleteMonitorRequest(monitor_id=created.monitor_id), metadata=METADATA)
+    with pytest.raises(grpc.aio.AioRpcError) as gone:
+        await stub.GetMonitor(pb.GetMonitorRequest(monitor_id=created.monitor_id), metadata=METADATA)
+    assert gone.value.code() == grpc.StatusCode.NOT_FOUND
+    # Records of an endpoint without monitors still land in the inference table.
+    produce_windows(producer, monitoring.payload_topic, endpoint, base, [100], per_window=50)
+
+    async def rows():
+        reply = await stub.ListInferenceRecords(_records_request(endpoint, ""), metadata=METADATA)
+        return len(reply.records) == 50
+
+    assert await eventually(rows)
