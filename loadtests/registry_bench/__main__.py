@@ -43,16 +43,18 @@ def log(message: str) -> None:
 
 
 class Progress:
+    """A log line every few seconds while a logger works (rates are reported per round)."""
+
     def __init__(self, label: str, total: int) -> None:
         self.label, self.total, self.done = label, total, 0
-        self.started = self.last = time.perf_counter()
+        self.last = time.perf_counter()
 
     def add(self, n: int) -> None:
         self.done += n
         now = time.perf_counter()
         if now - self.last >= 5:
             self.last = now
-            log(f"{self.label}: {self.done:,}/{self.total:,} points, {self.done / (now - self.started):,.0f}/s")
+            log(f"{self.label}: {self.done:,}/{self.total:,} points")
 
 
 def plan(runs: int, points: int, batch: int) -> list[tuple[int, int]]:
