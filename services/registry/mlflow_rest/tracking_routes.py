@@ -7,7 +7,7 @@ from aiohttp import web
 from services.common.errors import InvalidArgument
 from services.registry.artifact_service import Target
 from services.registry.context import now_ms
-from services.registry.entities import MetricColumns
+from services.registry.entities import LineageNode, MetricColumns
 from services.registry.mlflow_rest import json_convert as js
 from services.registry.mlflow_rest.request_body import params, reply, required, tags, text
 from services.registry.registry import Registry
@@ -217,6 +217,25 @@ def add_routes(app: web.Application, registry: Registry) -> None:
         )
         return reply({"metrics": [js.metric(m) for m in page.items], "next_page_token": page.next_token})
 
+    async def log_inputs(request):
+        # Datasets a run read become lineage: DATASET `<name>@<digest>` -> RUN.
+        body = await params(request)
+        run_id = required(body, "run_id")
+        await t.get_run(request["principal"], run_id)
+        for item in body.get("datasets") or []:
+            dataset = item.get("dataset") or {} if isinstance(item, dict) else {}
+            name = text(dataset, "name")
+            if not name:
+                raise InvalidArgument("each dataset input needs a dataset name", field="datasets")
+            digest = text(dataset, "digest")
+            await registry.lineage.add_edge(
+                request["principal"],
+                LineageNode("DATASET", f"{name}@{digest}" if digest else name),
+                LineageNode("RUN", run_id),
+                {"source_type": text(dataset, "source_type"), "source": text(dataset, "source")[:2000]},
+            )
+        return reply()
+
     async def accepted(request):
         # Run inputs/outputs (datasets, logged-model links): accepted; the model link is kept on the logged model.
         body = await params(request)
@@ -304,7 +323,7 @@ def add_routes(app: web.Application, registry: Registry) -> None:
     r.add_post(f"{API}/runs/log-parameter", log_param)
     r.add_post(f"{API}/runs/set-tag", set_tag)
     r.add_post(f"{API}/runs/delete-tag", delete_tag)
-    r.add_post(f"{API}/runs/log-inputs", accepted)
+    r.add_post(f"{API}/runs/log-inputs", log_inputs)
     r.add_post(f"{API}/runs/outputs", accepted)
     r.add_post(f"{API}/runs/log-model", accepted)
     r.add_get(f"{API}/metrics/get-history", metric_history)

@@ -12,6 +12,7 @@ import os
 import uuid
 from pathlib import Path
 
+import pandas
 import pytest
 import requests
 from tessera.registry.v1 import registry_pb2 as pb
@@ -57,6 +58,10 @@ def _tracking_scenario(tmp: Path, experiment: str) -> dict:
         (tmp / "folder").mkdir()
         (tmp / "folder" / "a.bin").write_bytes(os.urandom(3 * 1024 * 1024 + 7))
         mlflow.log_artifacts(str(tmp / "folder"), artifact_path="blobs")
+        dataset = mlflow.data.from_pandas(
+            pandas.DataFrame({"x": [1, 2, 3]}), source="s3://bucket/train.csv", name="train"
+        )
+        mlflow.log_input(dataset, context="training")
     client = MlflowClient()
     found = mlflow.search_runs(experiment_names=[experiment], filter_string="metrics.loss < 0.5 and params.lr = '0.01'")
     history = client.get_metric_history(run.info.run_id, "loss")
@@ -87,6 +92,14 @@ async def test_tracking_with_the_stock_client(registry, tmp_path):
     # The same run through gRPC: one core behind both front ends.
     got = await registry.stub.GetRun(pb.GetRunRequest(run_id=run.info.run_id), metadata=as_("admin"))
     assert {p.key for p in got.data.params} == {"lr", "layers", "act"}
+    # The dataset the run read is lineage upstream of it.
+    lineage = await registry.stub.GetLineage(
+        pb.GetLineageRequest(
+            node=pb.LineageNode(type="RUN", name=run.info.run_id), direction=pb.LINEAGE_DIRECTION_UPSTREAM
+        ),
+        metadata=as_("admin"),
+    )
+    assert [n.type for n in lineage.nodes] == ["DATASET", "RUN"] and lineage.nodes[0].name.startswith("train@")
 
 
 class _Doubler(mlflow.pyfunc.PythonModel):

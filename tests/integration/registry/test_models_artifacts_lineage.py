@@ -165,3 +165,25 @@ async def test_deleting_a_schema_needs_cascade_when_it_holds_things(registry, sc
     await s.DeleteCatalog(pb.DeleteCatalogRequest(name=catalog), metadata=md)
     listed = await s.ListCatalogs(pb.ListCatalogsRequest(), metadata=md)
     assert catalog not in [c.name for c in listed.catalogs]
+
+
+async def test_a_version_whose_source_cannot_be_copied_ends_failed_with_the_reason(registry, schema_of):
+    import asyncio
+
+    s, md = registry.stub, as_("admin")
+    exp = await s.CreateExperiment(
+        pb.CreateExperimentRequest(name=f"fail-{schema_of}", schema_full_name=schema_of), metadata=md
+    )
+    run = (await s.CreateRun(pb.CreateRunRequest(experiment_id=exp.experiment_id), metadata=md)).info.run_id
+    model = f"{schema_of}.failing"
+    await s.CreateRegisteredModel(pb.CreateRegisteredModelRequest(full_name=model), metadata=md)
+    created = await s.CreateModelVersion(
+        pb.CreateModelVersionRequest(model_name=model, source=f"runs:/{run}/no-such-folder", run_id=run), metadata=md
+    )
+    assert created.status == pb.MODEL_VERSION_STATUS_PENDING_REGISTRATION
+    for _ in range(100):
+        version = await s.GetModelVersion(pb.GetModelVersionRequest(model_name=model, version=1), metadata=md)
+        if version.status != pb.MODEL_VERSION_STATUS_PENDING_REGISTRATION:
+            break
+        await asyncio.sleep(0.05)
+    assert version.status == pb.MODEL_VERSION_STATUS_FAILED_REGISTRATION and "no-such-folder" in version.status_message
