@@ -9,7 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from services.common.errors import NotFound
-from services.registry.mlflow_rest.request_body import reply
+from services.registry.mlflow_rest.request_body import PRINCIPAL, reply
 from services.registry.names import clean_relative_path
 from services.registry.registry import Registry
 
@@ -22,7 +22,7 @@ def add_routes(app: web.Application, registry: Registry) -> None:
     artifacts = registry.artifacts
 
     async def upload(request: web.Request):
-        path = await artifacts.authorize_path(request["principal"], request.match_info["path"], write=True)
+        path = await artifacts.authorize_path(request[PRINCIPAL], request.match_info["path"], write=True)
         folder, _, name = path.rpartition("/")
         writer = files.writer(folder)
         try:
@@ -37,7 +37,7 @@ def add_routes(app: web.Application, registry: Registry) -> None:
         return reply()
 
     async def download(request: web.Request):
-        path = await artifacts.authorize_path(request["principal"], request.match_info["path"], write=False)
+        path = await artifacts.authorize_path(request[PRINCIPAL], request.match_info["path"], write=False)
         target = files.path(path)
         if not target.is_file():
             raise NotFound(f"no artifact at {path!r}")
@@ -54,12 +54,12 @@ def add_routes(app: web.Application, registry: Registry) -> None:
         raw = request.query.get("path", "")
         if not clean_relative_path(raw):
             return reply({"files": []})
-        path = await artifacts.authorize_path(request["principal"], raw, write=False)
+        path = await artifacts.authorize_path(request[PRINCIPAL], raw, write=False)
         entries = files.list(path)
         return reply({"files": [_entry(f.path.rsplit("/", 1)[-1], f.is_dir, f.size) for f in entries]})
 
     async def delete(request: web.Request):
-        path = await artifacts.authorize_path(request["principal"], request.match_info["path"], write=True)
+        path = await artifacts.authorize_path(request[PRINCIPAL], request.match_info["path"], write=True)
         await files.delete(path)
         return reply()
 

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from services.common.errors import InvalidArgument
 from services.registry.mlflow_rest import json_convert as js
-from services.registry.mlflow_rest.request_body import params, reply, required, tags, text
+from services.registry.mlflow_rest.request_body import PRINCIPAL, params, reply, required, tags, text
 from services.registry.registry import Registry
 
 API = "/api/2.0/mlflow"
@@ -29,7 +29,7 @@ def add_routes(app: web.Application, registry: Registry, names: js.Names) -> Non
     async def create_model(request):
         body = await params(request)
         model = await m.create_model(
-            request["principal"], names.full(required(body, "name")), text(body, "description"), tags(body)
+            request[PRINCIPAL], names.full(required(body, "name")), text(body, "description"), tags(body)
         )
         return reply({"registered_model": js.registered_model(model, names)})
 
@@ -42,8 +42,8 @@ def add_routes(app: web.Application, registry: Registry, names: js.Names) -> Non
 
     async def get_model(request):
         body = await params(request)
-        model = await m.get_model(request["principal"], names.full(required(body, "name")))
-        return reply({"registered_model": await _with_latest(request["principal"], model)})
+        model = await m.get_model(request[PRINCIPAL], names.full(required(body, "name")))
+        return reply({"registered_model": await _with_latest(request[PRINCIPAL], model)})
 
     async def search_models(request):
         body = await params(request)
@@ -54,36 +54,36 @@ def add_routes(app: web.Application, registry: Registry, names: js.Names) -> Non
             value = flt.split("=", 1)[-1].split("LIKE", 1)[-1].split("like", 1)[-1].strip().strip("'\"")
             contains = value.strip("%")
         page = await m.search_models(
-            request["principal"],
+            request[PRINCIPAL],
             name_contains=contains,
             size=js.integer(body.get("max_results"), "max_results"),
             token=text(body, "page_token"),
         )
-        models = [await _with_latest(request["principal"], x) for x in page.items]
+        models = [await _with_latest(request[PRINCIPAL], x) for x in page.items]
         return reply({"registered_models": models, "next_page_token": page.next_token})
 
     async def update_model(request):
         body = await params(request)
         model = await m.update_model(
-            request["principal"], names.full(required(body, "name")), description=text(body, "description")
+            request[PRINCIPAL], names.full(required(body, "name")), description=text(body, "description")
         )
         return reply({"registered_model": js.registered_model(model, names)})
 
     async def rename_model(request):
         body = await params(request)
         new_name = required(body, "new_name")
-        model = await m.rename_model(request["principal"], names.full(required(body, "name")), names.full(new_name))
+        model = await m.rename_model(request[PRINCIPAL], names.full(required(body, "name")), names.full(new_name))
         return reply({"registered_model": js.registered_model(model, names)})
 
     async def delete_model(request):
         body = await params(request)
-        await m.delete_model(request["principal"], names.full(required(body, "name")))
+        await m.delete_model(request[PRINCIPAL], names.full(required(body, "name")))
         return reply()
 
     async def set_model_tag(request):
         body = await params(request)
         await m.update_model(
-            request["principal"],
+            request[PRINCIPAL],
             names.full(required(body, "name")),
             set_tags={required(body, "key"): text(body, "value")},
         )
@@ -92,19 +92,19 @@ def add_routes(app: web.Application, registry: Registry, names: js.Names) -> Non
     async def delete_model_tag(request):
         body = await params(request)
         await m.update_model(
-            request["principal"], names.full(required(body, "name")), delete_tags=[required(body, "key")]
+            request[PRINCIPAL], names.full(required(body, "name")), delete_tags=[required(body, "key")]
         )
         return reply()
 
     async def latest_versions(request):
         body = await params(request)
-        page = await m.search_versions(request["principal"], names.full(required(body, "name")), size=1)
+        page = await m.search_versions(request[PRINCIPAL], names.full(required(body, "name")), size=1)
         return reply({"model_versions": [mv(v) for v in page.items]})
 
     async def create_version(request):
         body = await params(request)
         version = await m.create_version(
-            request["principal"],
+            request[PRINCIPAL],
             names.full(required(body, "name")),
             required(body, "source"),
             text(body, "run_id"),
@@ -116,13 +116,13 @@ def add_routes(app: web.Application, registry: Registry, names: js.Names) -> Non
 
     async def get_version(request):
         body = await params(request)
-        version = await m.get_version(request["principal"], names.full(required(body, "name")), _version(body))
+        version = await m.get_version(request[PRINCIPAL], names.full(required(body, "name")), _version(body))
         return reply({"model_version": mv(version)})
 
     async def update_version(request):
         body = await params(request)
         version = await m.update_version(
-            request["principal"],
+            request[PRINCIPAL],
             names.full(required(body, "name")),
             _version(body),
             description=text(body, "description"),
@@ -131,7 +131,7 @@ def add_routes(app: web.Application, registry: Registry, names: js.Names) -> Non
 
     async def delete_version(request):
         body = await params(request)
-        await m.delete_version(request["principal"], names.full(required(body, "name")), _version(body))
+        await m.delete_version(request[PRINCIPAL], names.full(required(body, "name")), _version(body))
         return reply()
 
     async def search_versions(request):
@@ -153,7 +153,7 @@ def add_routes(app: web.Application, registry: Registry, names: js.Names) -> Non
         if not name:
             raise InvalidArgument("model version searches need name = '<model>' in the filter", field="filter")
         page = await m.search_versions(
-            request["principal"],
+            request[PRINCIPAL],
             names.full(name),
             run_id,
             js.integer(body.get("max_results"), "max_results"),
@@ -164,7 +164,7 @@ def add_routes(app: web.Application, registry: Registry, names: js.Names) -> Non
     async def set_version_tag(request):
         body = await params(request)
         await m.update_version(
-            request["principal"],
+            request[PRINCIPAL],
             names.full(required(body, "name")),
             _version(body),
             set_tags={required(body, "key"): text(body, "value")},
@@ -174,7 +174,7 @@ def add_routes(app: web.Application, registry: Registry, names: js.Names) -> Non
     async def delete_version_tag(request):
         body = await params(request)
         await m.update_version(
-            request["principal"],
+            request[PRINCIPAL],
             names.full(required(body, "name")),
             _version(body),
             delete_tags=[required(body, "key")],
@@ -183,25 +183,25 @@ def add_routes(app: web.Application, registry: Registry, names: js.Names) -> Non
 
     async def download_uri(request):
         body = await params(request)
-        version = await m.get_version(request["principal"], names.full(required(body, "name")), _version(body))
+        version = await m.get_version(request[PRINCIPAL], names.full(required(body, "name")), _version(body))
         return reply({"artifact_uri": files.uri(files.relative(version.storage_location))})
 
     async def set_alias(request):
         body = await params(request)
         await m.set_alias(
-            request["principal"], names.full(required(body, "name")), required(body, "alias"), _version(body)
+            request[PRINCIPAL], names.full(required(body, "name")), required(body, "alias"), _version(body)
         )
         return reply()
 
     async def delete_alias(request):
         body = await params(request)
-        await m.delete_alias(request["principal"], names.full(required(body, "name")), required(body, "alias"))
+        await m.delete_alias(request[PRINCIPAL], names.full(required(body, "name")), required(body, "alias"))
         return reply()
 
     async def get_by_alias(request):
         body = await params(request)
         version = await m.version_by_alias(
-            request["principal"], names.full(required(body, "name")), required(body, "alias")
+            request[PRINCIPAL], names.full(required(body, "name")), required(body, "alias")
         )
         return reply({"model_version": mv(version)})
 

@@ -8,6 +8,9 @@ from aiohttp import web
 
 from services.common.errors import InvalidArgument
 
+# The caller, set by the server's middleware from the bearer token.
+PRINCIPAL = web.RequestKey("principal", str)
+
 
 async def params(request: web.Request) -> dict:
     """The request's fields; GET's repeated query keys become lists."""

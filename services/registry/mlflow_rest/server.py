@@ -16,7 +16,7 @@ import logging
 
 from aiohttp import web
 
-from services.common.auth import Principal, TokenAuthenticator
+from services.common.auth import TokenAuthenticator
 from services.common.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -29,6 +29,7 @@ from services.common.errors import (
 )
 from services.registry.mlflow_rest import artifact_routes, registry_routes, tracking_routes
 from services.registry.mlflow_rest.json_convert import Names
+from services.registry.mlflow_rest.request_body import PRINCIPAL
 from services.registry.registry import Registry
 
 _log = logging.getLogger(__name__)
@@ -42,8 +43,6 @@ _ERRORS: list[tuple[type[TesseraError], str, int]] = [
     (Unauthenticated, "UNAUTHENTICATED", 401),
     (ResourceExhausted, "RESOURCE_EXHAUSTED", 429),
 ]
-
-PRINCIPAL = web.AppKey("principal", Principal)
 
 
 def error_response(code: str, message: str, status: int) -> web.Response:
@@ -80,7 +79,7 @@ class MlflowRestServer:
     async def _middleware(self, request: web.Request, handler):
         try:
             if request.path not in ("/health", "/version"):
-                request["principal"] = self.auth.authenticate(_credentials(request)).name
+                request[PRINCIPAL] = self.auth.authenticate(_credentials(request)).name
             return await handler(request)
         except web.HTTPException as exc:
             if exc.status == 404:

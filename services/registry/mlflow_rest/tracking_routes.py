@@ -9,7 +9,7 @@ from services.registry.artifact_service import Target
 from services.registry.context import now_ms
 from services.registry.entities import LineageNode, MetricColumns
 from services.registry.mlflow_rest import json_convert as js
-from services.registry.mlflow_rest.request_body import params, reply, required, tags, text
+from services.registry.mlflow_rest.request_body import PRINCIPAL, params, reply, required, tags, text
 from services.registry.registry import Registry
 
 API = "/api/2.0/mlflow"
@@ -54,7 +54,7 @@ def add_routes(app: web.Application, registry: Registry) -> None:
     async def create_experiment(request):
         body = await params(request)
         x = await t.create_experiment(
-            request["principal"], required(body, "name"), text(body, "artifact_location"), tags(body)
+            request[PRINCIPAL], required(body, "name"), text(body, "artifact_location"), tags(body)
         )
         return reply({"experiment_id": x.experiment_id})
 
@@ -63,7 +63,7 @@ def add_routes(app: web.Application, registry: Registry) -> None:
         return reply(
             {
                 "experiment": js.experiment(
-                    await t.get_experiment(request["principal"], experiment_id=required(body, "experiment_id"))
+                    await t.get_experiment(request[PRINCIPAL], experiment_id=required(body, "experiment_id"))
                 )
             }
         )
@@ -73,7 +73,7 @@ def add_routes(app: web.Application, registry: Registry) -> None:
         return reply(
             {
                 "experiment": js.experiment(
-                    await t.get_experiment(request["principal"], name=required(body, "experiment_name"))
+                    await t.get_experiment(request[PRINCIPAL], name=required(body, "experiment_name"))
                 )
             }
         )
@@ -81,7 +81,7 @@ def add_routes(app: web.Application, registry: Registry) -> None:
     async def search_experiments(request):
         body = await params(request)
         page = await t.search_experiments(
-            request["principal"],
+            request[PRINCIPAL],
             text(body, "filter"),
             _view(body),
             _order(body),
@@ -92,35 +92,35 @@ def add_routes(app: web.Application, registry: Registry) -> None:
 
     async def delete_experiment(request):
         body = await params(request)
-        await t.set_experiment_stage(request["principal"], required(body, "experiment_id"), "deleted")
+        await t.set_experiment_stage(request[PRINCIPAL], required(body, "experiment_id"), "deleted")
         return reply()
 
     async def restore_experiment(request):
         body = await params(request)
-        await t.set_experiment_stage(request["principal"], required(body, "experiment_id"), "active")
+        await t.set_experiment_stage(request[PRINCIPAL], required(body, "experiment_id"), "active")
         return reply()
 
     async def update_experiment(request):
         body = await params(request)
-        await t.rename_experiment(request["principal"], required(body, "experiment_id"), required(body, "new_name"))
+        await t.rename_experiment(request[PRINCIPAL], required(body, "experiment_id"), required(body, "new_name"))
         return reply()
 
     async def set_experiment_tag(request):
         body = await params(request)
         await t.set_experiment_tag(
-            request["principal"], required(body, "experiment_id"), required(body, "key"), text(body, "value")
+            request[PRINCIPAL], required(body, "experiment_id"), required(body, "key"), text(body, "value")
         )
         return reply()
 
     async def delete_experiment_tag(request):
         body = await params(request)
-        await t.set_experiment_tag(request["principal"], required(body, "experiment_id"), required(body, "key"), None)
+        await t.set_experiment_tag(request[PRINCIPAL], required(body, "experiment_id"), required(body, "key"), None)
         return reply()
 
     async def create_run(request):
         body = await params(request)
         run = await t.create_run(
-            request["principal"],
+            request[PRINCIPAL],
             required(body, "experiment_id"),
             text(body, "run_name"),
             js.integer(body.get("start_time"), "start_time"),
@@ -133,7 +133,7 @@ def add_routes(app: web.Application, registry: Registry) -> None:
         body = await params(request)
         run_id = text(body, "run_id") or required(body, "run_uuid")
         run = await t.update_run(
-            request["principal"],
+            request[PRINCIPAL],
             run_id,
             text(body, "status"),
             js.integer(body.get("end_time"), "end_time", None),
@@ -144,12 +144,12 @@ def add_routes(app: web.Application, registry: Registry) -> None:
     async def get_run(request):
         body = await params(request)
         run_id = text(body, "run_id") or required(body, "run_uuid")
-        return reply({"run": js.run(await t.get_run(request["principal"], run_id))})
+        return reply({"run": js.run(await t.get_run(request[PRINCIPAL], run_id))})
 
     async def search_runs(request):
         body = await params(request)
         page = await t.search_runs(
-            request["principal"],
+            request[PRINCIPAL],
             _ids(body),
             text(body, "filter"),
             _view(body, "run_view_type"),
@@ -161,7 +161,7 @@ def add_routes(app: web.Application, registry: Registry) -> None:
 
     async def set_stage(request, stage: str):
         body = await params(request)
-        await t.set_run_stage(request["principal"], required(body, "run_id"), stage)
+        await t.set_run_stage(request[PRINCIPAL], required(body, "run_id"), stage)
         return reply()
 
     async def delete_run(request):
@@ -174,7 +174,7 @@ def add_routes(app: web.Application, registry: Registry) -> None:
         body = await params(request)
         metrics = _metrics(body.get("metrics") or [], now_ms())
         await t.log_batch(
-            request["principal"],
+            request[PRINCIPAL],
             required(body, "run_id"),
             metrics,
             list(tags(body, "params").items()),
@@ -185,31 +185,31 @@ def add_routes(app: web.Application, registry: Registry) -> None:
     async def log_metric(request):
         body = await params(request)
         metrics = _metrics([{**body, "key": required(body, "key")}], now_ms())
-        await t.log_batch(request["principal"], text(body, "run_id") or required(body, "run_uuid"), metrics)
+        await t.log_batch(request[PRINCIPAL], text(body, "run_id") or required(body, "run_uuid"), metrics)
         return reply()
 
     async def log_param(request):
         body = await params(request)
         run_id = text(body, "run_id") or required(body, "run_uuid")
-        await t.log_batch(request["principal"], run_id, [], [(required(body, "key"), text(body, "value"))])
+        await t.log_batch(request[PRINCIPAL], run_id, [], [(required(body, "key"), text(body, "value"))])
         return reply()
 
     async def set_tag(request):
         body = await params(request)
         run_id = text(body, "run_id") or required(body, "run_uuid")
-        await t.log_batch(request["principal"], run_id, [], [], [(required(body, "key"), text(body, "value"))])
+        await t.log_batch(request[PRINCIPAL], run_id, [], [], [(required(body, "key"), text(body, "value"))])
         return reply()
 
     async def delete_tag(request):
         body = await params(request)
-        await t.delete_run_tag(request["principal"], required(body, "run_id"), required(body, "key"))
+        await t.delete_run_tag(request[PRINCIPAL], required(body, "run_id"), required(body, "key"))
         return reply()
 
     async def metric_history(request):
         body = await params(request)
         run_id = text(body, "run_id") or required(body, "run_uuid")
         page = await t.metric_history(
-            request["principal"],
+            request[PRINCIPAL],
             run_id,
             required(body, "metric_key"),
             js.integer(body.get("max_results"), "max_results"),
@@ -221,7 +221,7 @@ def add_routes(app: web.Application, registry: Registry) -> None:
         # Datasets a run read become lineage: DATASET `<name>@<digest>` -> RUN.
         body = await params(request)
         run_id = required(body, "run_id")
-        await t.get_run(request["principal"], run_id)
+        await t.get_run(request[PRINCIPAL], run_id)
         for item in body.get("datasets") or []:
             dataset = item.get("dataset") or {} if isinstance(item, dict) else {}
             name = text(dataset, "name")
@@ -229,7 +229,7 @@ def add_routes(app: web.Application, registry: Registry) -> None:
                 raise InvalidArgument("each dataset input needs a dataset name", field="datasets")
             digest = text(dataset, "digest")
             await registry.lineage.add_edge(
-                request["principal"],
+                request[PRINCIPAL],
                 LineageNode("DATASET", f"{name}@{digest}" if digest else name),
                 LineageNode("RUN", run_id),
                 {"source_type": text(dataset, "source_type"), "source": text(dataset, "source")[:2000]},
@@ -239,13 +239,13 @@ def add_routes(app: web.Application, registry: Registry) -> None:
     async def accepted(request):
         # Run inputs/outputs (datasets, logged-model links): accepted; the model link is kept on the logged model.
         body = await params(request)
-        await t.get_run(request["principal"], required(body, "run_id"))
+        await t.get_run(request[PRINCIPAL], required(body, "run_id"))
         return reply()
 
     async def list_run_artifacts(request):
         body = await params(request)
         run_id = text(body, "run_id") or required(body, "run_uuid")
-        files = await registry.artifacts.list(request["principal"], Target(run_id=run_id), text(body, "path"))
+        files = await registry.artifacts.list(request[PRINCIPAL], Target(run_id=run_id), text(body, "path"))
         return reply({"files": [{"path": f.path, "is_dir": f.is_dir, "file_size": f.size} for f in files]})
 
     # -- MLflow 3 logged models ------------------------------------------------------------
@@ -253,7 +253,7 @@ def add_routes(app: web.Application, registry: Registry) -> None:
     async def create_logged_model(request):
         body = await params(request)
         model = await lm.create(
-            request["principal"],
+            request[PRINCIPAL],
             required(body, "experiment_id"),
             text(body, "name"),
             text(body, "source_run_id"),
@@ -264,38 +264,38 @@ def add_routes(app: web.Application, registry: Registry) -> None:
         return reply({"model": js.logged_model(model)})
 
     async def get_logged_model(request):
-        return reply({"model": js.logged_model(await lm.get(request["principal"], request.match_info["model_id"]))})
+        return reply({"model": js.logged_model(await lm.get(request[PRINCIPAL], request.match_info["model_id"]))})
 
     async def finalize_logged_model(request):
         body = await params(request)
         status = js.LOGGED_STATUS_IN.get(text(body, "status"))
         if status is None:
             raise InvalidArgument(f"invalid logged model status {body.get('status')!r}", field="status")
-        model = await lm.update(request["principal"], request.match_info["model_id"], status=status)
+        model = await lm.update(request[PRINCIPAL], request.match_info["model_id"], status=status)
         return reply({"model": js.logged_model(model)})
 
     async def set_logged_model_tags(request):
         body = await params(request)
-        model = await lm.update(request["principal"], request.match_info["model_id"], tags=tags(body))
+        model = await lm.update(request[PRINCIPAL], request.match_info["model_id"], tags=tags(body))
         return reply({"model": js.logged_model(model)})
 
     async def delete_logged_model_tag(request):
-        await lm.update(request["principal"], request.match_info["model_id"], delete_tags=[request.match_info["key"]])
+        await lm.update(request[PRINCIPAL], request.match_info["model_id"], delete_tags=[request.match_info["key"]])
         return reply()
 
     async def log_logged_model_params(request):
         body = await params(request)
-        await lm.update(request["principal"], request.match_info["model_id"], params=tags(body, "params"))
+        await lm.update(request[PRINCIPAL], request.match_info["model_id"], params=tags(body, "params"))
         return reply()
 
     async def delete_logged_model(request):
-        await lm.update(request["principal"], request.match_info["model_id"], lifecycle_stage="deleted")
+        await lm.update(request[PRINCIPAL], request.match_info["model_id"], lifecycle_stage="deleted")
         return reply()
 
     async def search_logged_models(request):
         body = await params(request)
         page = await lm.search(
-            request["principal"],
+            request[PRINCIPAL],
             _ids(body),
             js.integer(body.get("max_results"), "max_results"),
             text(body, "page_token"),
