@@ -112,6 +112,7 @@ async def delete_catalog(conn: AsyncConnection, name: str) -> None:
         "DELETE FROM grants WHERE securable_name = %(n)s OR securable_name LIKE %(prefix)s",
         {"n": name, "prefix": name.replace("_", r"\_") + ".%"},
     )
+    await _delete_metric_points(conn, "e.catalog_name = %(c)s", {"c": name})
     await conn.execute("DELETE FROM catalogs WHERE name = %s", (name,))
 
 
@@ -147,7 +148,17 @@ async def delete_schema(conn: AsyncConnection, catalog: str, name: str) -> None:
         "     (SELECT experiment_id::text FROM experiments WHERE catalog_name = %(c)s AND schema_name = %(s)s))",
         {"n": full, "prefix": full.replace("_", r"\_") + ".%", "c": catalog, "s": name},
     )
+    await _delete_metric_points(conn, "e.catalog_name = %(c)s AND e.schema_name = %(s)s", {"c": catalog, "s": name})
     await conn.execute("DELETE FROM schemas WHERE catalog_name = %s AND name = %s", (catalog, name))
+
+
+async def _delete_metric_points(conn: AsyncConnection, where: str, params: dict) -> None:
+    # metric_chunks has no foreign key (it would cost a lookup per write): clean it up with its runs.
+    await conn.execute(
+        "DELETE FROM metric_chunks WHERE run_pk IN (SELECT r.run_pk FROM runs r"
+        f" JOIN experiments e ON e.experiment_id = r.experiment_id WHERE {where})",
+        params,
+    )
 
 
 # -- grants and owners -------------------------------------------------------

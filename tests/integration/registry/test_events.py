@@ -117,3 +117,22 @@ async def test_each_committed_change_is_published_exactly_once_and_rollbacks_nev
     async with ctx.read() as conn:
         cur = await conn.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
         assert (await cur.fetchone())[0] == 0
+
+
+async def test_events_written_while_the_publisher_is_down_go_out_when_it_is_back(registry, schema_of, kafka_bootstrap):
+    from services.registry.outbox_publisher import OutboxPublisher
+
+    s, admin = registry.stub, as_("admin")
+    model = f"{schema_of}.later"
+    await registry.publisher.stop()
+    await s.CreateRegisteredModel(pb.CreateRegisteredModelRequest(full_name=model), metadata=admin)
+    await s.CreateModelVersion(pb.CreateModelVersionRequest(model_name=model), metadata=admin)
+    await s.DeleteRegisteredModel(pb.DeleteRegisteredModelRequest(full_name=model), metadata=admin)
+    async with registry.registry.ctx.read() as conn:
+        cur = await conn.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+        assert (await cur.fetchone())[0] == 2  # committed, kept, not yet published
+    registry.publisher = OutboxPublisher(registry.db, registry.producer, 0.2)
+    registry.registry.ctx._on_events = registry.publisher.notify
+    registry.publisher.start()
+    seen = await asyncio.to_thread(_read_all, kafka_bootstrap, registry.topic, model)
+    assert [T.Name(e.type) for e in seen if e.model_name == model] == ["MODEL_VERSION_CREATED", "MODEL_DELETED"]
