@@ -10,7 +10,7 @@ from services.registry.access import AccessPolicy
 from services.registry.artifact_files import ArtifactFiles
 from services.registry.artifact_service import ArtifactService
 from services.registry.catalog_service import CatalogService
-from services.registry.context import RegistryContext
+from services.registry.context import RegistryContext, now_ms
 from services.registry.lineage_service import LineageService
 from services.registry.logged_models import LoggedModels
 from services.registry.model_registry import ModelRegistry
@@ -51,6 +51,12 @@ class Registry:
         async with self.ctx.unit() as unit:
             await securables.insert_catalog(unit.conn, catalog, "default catalog", owner)
             await securables.insert_schema(unit.conn, catalog, schema, "default schema", owner)
+            # MLflow clients fall back to experiment "0" ("Default") when none is set.
+            await unit.conn.execute(
+                "INSERT INTO experiments (experiment_id, name, artifact_location, catalog_name, schema_name, owner,"
+                " creation_time, last_update_time) VALUES (0, 'Default', %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                (self.ctx.files.uri("0"), catalog, schema, owner, now_ms(), now_ms()),
+            )
 
     async def close(self) -> None:
         await self.models.wait_for_copies()

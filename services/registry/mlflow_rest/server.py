@@ -88,6 +88,12 @@ class MlflowRestServer:
                 return error_response("ENDPOINT_NOT_FOUND", f"{request.method} not allowed on {request.path}", 405)
             raise
         except TesseraError as exc:
+            if isinstance(exc, Unauthenticated):
+                return error_response(
+                    "UNAUTHENTICATED",
+                    f"{exc.message} (HTTP: header 'Authorization: Bearer <token>', e.g. MLFLOW_TRACKING_TOKEN)",
+                    401,
+                )
             for kind, code, status in _ERRORS:
                 if isinstance(exc, kind):
                     message = exc.message if not exc.field else f"{exc.field}: {exc.message}"

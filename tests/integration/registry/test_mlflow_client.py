@@ -177,6 +177,17 @@ async def test_registration_aliases_and_log_model_with_the_stock_client(registry
     assert [n.type for n in lineage.nodes] == ["MODEL_VERSION", "RUN"]
 
 
+def _default_experiment_scenario() -> tuple[str, str]:
+    mlflow.set_experiment(experiment_id="0")
+    with mlflow.start_run() as run:
+        mlflow.log_metric("m", 1.0)
+    return MlflowClient().get_experiment("0").name, run.info.experiment_id
+
+
+async def test_runs_without_an_experiment_go_to_default_experiment_zero(registry):
+    assert await asyncio.to_thread(_default_experiment_scenario) == ("Default", "0")
+
+
 def _errors_scenario(experiment: str) -> dict:
     client = MlflowClient()
     exp_id = client.create_experiment(experiment)
