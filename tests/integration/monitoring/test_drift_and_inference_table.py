@@ -156,6 +156,18 @@ async def test_redelivered_payload_logs_leave_exactly_one_row_each(monitoring, p
     newest = await stub.ListInferenceRecords(_records_request(endpoint, "", size=1), metadata=METADATA)
     assert newest.records[0].request_id == logs[-1].request_id
     assert newest.records[0].inputs["prompt"] == "x" * 40
+    # Filters: a time range (the second window only) and a status.
+    second_window = _records_request(endpoint, "", size=1000)
+    second_window.start_time.FromSeconds(base + WINDOW)
+    second_window.end_time.FromSeconds(base + 2 * WINDOW)
+    in_range = await stub.ListInferenceRecords(second_window, metadata=METADATA)
+    assert len(in_range.records) == 300 and all(r.request_id.startswith(f"{endpoint}-1-") for r in in_range.records)
+    failed = _records_request(endpoint, "")
+    failed.status = "INTERNAL"
+    assert list((await stub.ListInferenceRecords(failed, metadata=METADATA)).records) == []
+    with pytest.raises(grpc.aio.AioRpcError) as bad_token:
+        await stub.ListInferenceRecords(_records_request(endpoint, "garbage"), metadata=METADATA)
+    assert bad_token.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def _records_request(endpoint: str, token: str, size: int = 250) -> pb.ListInferenceRecordsRequest:
@@ -258,6 +270,20 @@ async def test_reference_baseline_from_training_values(monitoring, producer):
     detected = [e for e in reply.events if e.statistic == "wasserstein"]
     assert [e.window_start.seconds for e in detected] == [base + WINDOW]
     assert detected[0].baseline == "reference profiles"
+    # A profile read back from one monitor is a valid reference baseline for another.
+    profiles = await stub.GetProfiles(
+        pb.GetProfilesRequest(monitor_id=created.monitor_id, feature="latency_ms", merge=True), metadata=METADATA
+    )
+    second = pb.Monitor(endpoint=endpoint, window_seconds=WINDOW, features=[pb.FeatureSpec(path="latency_ms")])
+    second.baseline.reference.profiles.extend(profiles.profiles)
+    copied = await stub.CreateMonitor(pb.CreateMonitorRequest(monitor=second), metadata=METADATA)
+    assert copied.baseline.HasField("reference")
+    broken = pb.Monitor()
+    broken.CopyFrom(second)
+    broken.baseline.reference.profiles[0].count += 1
+    with pytest.raises(grpc.aio.AioRpcError) as mismatch:
+        await stub.CreateMonitor(pb.CreateMonitorRequest(monitor=broken), metadata=METADATA)
+    assert mismatch.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 async def test_monitors_list_get_and_delete(monitoring, producer):
