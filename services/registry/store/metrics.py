@@ -9,10 +9,13 @@ a write never reads history. History reads unnest the chunks through the
 
 from __future__ import annotations
 
+import struct
+
 from psycopg import AsyncConnection
 
 from services.common.errors import InvalidArgument
 from services.registry.entities import Metric, MetricColumns
+from services.registry.store import copy_binary
 
 
 def _chunks(batch: MetricColumns) -> list[tuple[str, list[int], list[float], list[int]]]:
@@ -40,13 +43,15 @@ async def write_metrics(conn: AsyncConnection, run_pk: int, batch: MetricColumns
     if not batch:
         return
     chunks = _chunks(batch)
+    try:
+        data = copy_binary.copy_data([copy_binary.chunk_row(run_pk, *chunk) for chunk in chunks])
+    except (OverflowError, struct.error):
+        raise InvalidArgument("metric step or timestamp outside the 64-bit integer range", field="metrics") from None
     async with conn.cursor() as cur:
         async with cur.copy(
             "COPY metric_chunks (run_pk, key, first_step, last_step, steps, vals, timestamps) FROM STDIN (FORMAT BINARY)"
         ) as copy:
-            copy.set_types(["int8", "text", "int8", "int8", "int8[]", "float8[]", "int8[]"])
-            for key, steps, values, timestamps in chunks:
-                await copy.write_row((run_pk, key, steps[0], steps[-1], steps, values, timestamps))
+            await copy.write(data)
         # The last point of each chunk is the batch's latest for that key; SQL keeps it only if newer.
         await cur.execute(
             "INSERT INTO latest_metrics AS l (run_pk, key, value, step, timestamp)"

@@ -179,3 +179,28 @@ async def test_a_finalized_version_refuses_new_files(registry, schema_of):
         s.FinalizeModelVersion(pb.FinalizeModelVersionRequest(model_name=model, version=1), metadata=md)
     )
     assert code == PRECONDITION
+
+
+async def test_steps_at_the_int64_limits_are_kept_and_beyond_them_refused(registry, schema_of):
+    import aiohttp
+
+    s, md = registry.stub, as_("admin")
+    exp = await s.CreateExperiment(
+        pb.CreateExperimentRequest(name=f"limits-{schema_of}", schema_full_name=schema_of), metadata=md
+    )
+    run = (await s.CreateRun(pb.CreateRunRequest(experiment_id=exp.experiment_id), metadata=md)).info.run_id
+    edge = pb.Metric(key="m", value=float("-inf"), step=2**63 - 1, timestamp_ms=-(2**63))
+    await s.LogBatch(pb.LogBatchRequest(run_id=run, metrics=[edge]), metadata=md)
+    history = await s.GetMetricHistory(pb.GetMetricHistoryRequest(run_id=run, metric_key="m"), metadata=md)
+    assert [(m.step, m.timestamp_ms, m.value) for m in history.metrics] == [(2**63 - 1, -(2**63), float("-inf"))]
+    body = {"run_id": run, "metrics": [{"key": "m", "value": 1, "step": 2**70, "timestamp": 1}]}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{registry.http_url}/api/2.0/mlflow/runs/log-batch",
+            json=body,
+            headers={"Authorization": "Bearer tok-admin"},
+        ) as reply:
+            payload = await reply.json()
+    assert reply.status == 400 and payload["error_code"] == "INVALID_PARAMETER_VALUE" and "64-bit" in payload["message"]
+    history = await s.GetMetricHistory(pb.GetMetricHistoryRequest(run_id=run, metric_key="m"), metadata=md)
+    assert len(history.metrics) == 1
