@@ -10,6 +10,7 @@ import time
 import uuid
 
 import grpc
+import numpy as np
 import pytest
 from confluent_kafka import Consumer
 from tessera.events.v1.drift_pb2 import DriftEvent
@@ -260,7 +261,6 @@ async def test_bad_monitor_requests_get_clear_errors(monitoring):
 async def test_reference_baseline_from_training_values(monitoring, producer):
     stub, endpoint, base = monitoring.stub, endpoint_name(), past_window_base(50)
     monitor = pb.Monitor(endpoint=endpoint, window_seconds=WINDOW, features=[pb.FeatureSpec(path="latency_ms")])
-    import numpy as np
 
     monitor.baseline.reference.values.add(feature="latency_ms", numbers=np.random.default_rng(1).normal(100, 10, 5000))
     created = await stub.CreateMonitor(pb.CreateMonitorRequest(monitor=monitor), metadata=METADATA)
@@ -306,3 +306,24 @@ async def test_monitors_list_get_and_delete(monitoring, producer):
         return len(reply.records) == 50
 
     assert await eventually(rows)
+
+
+async def test_category_share_doubling_raises_and_resolves(monitoring, producer):
+    stub, endpoint, base = monitoring.stub, endpoint_name(), past_window_base(600)
+    monitor = await create_monitor(stub, endpoint, base, baseline_windows=4)
+    rng = np.random.default_rng(5)
+    error_share = [0.2] * 4 + [0.2] + [0.4] * 2 + [0.2] * 3  # the error share doubles for two windows
+    for w, share in enumerate(error_share):
+        for i in range(1000):
+            status = "UNAVAILABLE" if rng.random() < share else "OK"
+            log = payload_log(endpoint, f"{endpoint}-{w}-{i}", base + w * WINDOW + i * 0.05, 100.0, status)
+            producer.produce(monitoring.payload_topic, log, key=endpoint, record_id=log.request_id)
+    producer.flush_sync()
+    assert await eventually(lambda: windows_evaluated(stub, monitor.monitor_id, base + 9 * WINDOW))
+    reply = await stub.ListDriftEvents(pb.ListDriftEventsRequest(monitor_id=monitor.monitor_id), metadata=METADATA)
+    status_events = [(e.statistic, e.kind, e.window_start.seconds) for e in reply.events if e.feature == "status"]
+    shift, back = base + 5 * WINDOW, base + 7 * WINDOW
+    assert ("js_distance", DriftEvent.DRIFT_DETECTED, shift) in status_events
+    assert ("js_distance", DriftEvent.DRIFT_RESOLVED, back) in status_events
+    assert len([e for e in status_events if e[0] == "js_distance"]) == 2
+    assert not [e for e in reply.events if e.feature == "latency_ms"]
