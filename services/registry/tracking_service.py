@@ -90,7 +90,7 @@ class TrackingService:
         offset, size = decode_token(token), page_size(size, 1000)
         clauses = search_filter.parse(filter_)
         async with self.ctx.read() as conn:
-            found = await tracking.search_experiments(conn, principal, clauses, _stages(view), list(order_by), 0, 0)
+            found = await tracking.search_experiments(conn, principal, clauses, _stages(view), list(order_by))
         visible = [e for e, chain in found if self.ctx.can(principal, chain, Privilege.EXECUTE)]
         chunk = visible[offset : offset + size + 1]
         return Page(chunk[:size], next_token(offset, size, len(chunk)))

@@ -113,9 +113,8 @@ async def search_experiments(
     clauses: list,
     stages: list[str],
     order_by: list[str],
-    offset: int,
-    limit: int,
 ) -> list[tuple[Experiment, Chain]]:
+    """Every match with its chain; the caller filters by privilege, then pages."""
     params: list = []
     conditions = search_filter.experiment_conditions(clauses, params)
     where = " AND ".join(["e.lifecycle_stage = ANY(%s)", *conditions])

@@ -280,3 +280,47 @@ async def test_the_mlflow_api_enforces_the_same_grants(registry, world):
             assert reply.status == 403
     run = await registry.stub.GetRun(pb.GetRunRequest(run_id=world["run"]), metadata=as_("admin"))
     assert len(run.data.metrics) == 0
+
+
+async def test_grants_on_an_experiment_cover_its_runs(registry, world):
+    s, admin, alice = registry.stub, as_("admin"), as_("alice")
+    reach = pb.GrantRequest(
+        securable_type=CATALOG,
+        securable_full_name=world["catalog"],
+        principal="alice",
+        privileges=[pb.PRIVILEGE_USE_CATALOG, pb.PRIVILEGE_USE_SCHEMA],
+    )
+    await s.Grant(reach, metadata=admin)
+    experiment = pb.SECURABLE_TYPE_EXPERIMENT
+    await s.Grant(
+        pb.GrantRequest(
+            securable_type=experiment,
+            securable_full_name=world["exp"],
+            principal="alice",
+            privileges=[pb.PRIVILEGE_EXECUTE],
+        ),
+        metadata=admin,
+    )
+    await s.GetRun(pb.GetRunRequest(run_id=world["run"]), metadata=alice)
+    found = await s.SearchExperiments(pb.SearchExperimentsRequest(), metadata=alice)
+    ids = [e.experiment_id for e in found.experiments]
+    assert world["exp"] in ids and "0" not in ids  # only what she may read: not admin's Default experiment
+    log = pb.LogBatchRequest(run_id=world["run"], metrics=[pb.Metric(key="m", value=1)])
+    assert await _code(s.LogBatch(log, metadata=alice)) == grpc.StatusCode.PERMISSION_DENIED
+    await s.Grant(
+        pb.GrantRequest(
+            securable_type=experiment,
+            securable_full_name=world["exp"],
+            principal="alice",
+            privileges=[pb.PRIVILEGE_MODIFY],
+        ),
+        metadata=admin,
+    )
+    await s.LogBatch(log, metadata=alice)
+    listed = await s.ListGrants(
+        pb.ListGrantsRequest(securable_type=experiment, securable_full_name=world["exp"]), metadata=admin
+    )
+    assert [(a.principal, sorted(a.privileges)) for a in listed.assignments] == [
+        ("alice", sorted([pb.PRIVILEGE_EXECUTE, pb.PRIVILEGE_MODIFY]))
+    ]
+    assert listed.owner == "admin"
