@@ -123,12 +123,12 @@ class MonitoringCore:
         """Evaluate every dirty window the watermark has passed; publish the events. Returns events sent."""
         async with self._evaluation_lock:
             due = await self.store.dirty_windows(self.watermark(now) - self.window_grace_s)
-            for monitor_id, start, end, _count in due:
+            for monitor_id, start, end, version in due:
                 spec = self._monitors.get(monitor_id)
                 if spec is None:
                     continue
                 baseline = await self._baseline(spec)
-                await self.evaluator.evaluate(spec, start, end, baseline)
+                await self.evaluator.evaluate(spec, start, end, version, baseline)
             return await self.evaluator.publish_pending()
 
     async def _baseline(self, spec: MonitorSpec) -> dict[tuple[str, str], Profile] | None:

@@ -61,14 +61,20 @@ class WindowEvaluator:
         self.publisher = publisher
 
     async def evaluate(
-        self, spec: MonitorSpec, start: float, end: float, baseline: dict[tuple[str, str], Profile] | None
+        self,
+        spec: MonitorSpec,
+        start: float,
+        end: float,
+        version: int,
+        baseline: dict[tuple[str, str], Profile] | None,
     ) -> int:
         """Evaluate one window; returns the number of events it raised."""
         events: list[dict[str, Any]] = []
         async with self.store.db.transaction() as conn:
+            await self.store.lock_monitor(conn, spec.monitor_id)
             partials, max_seq = await self.store.window_profiles(conn, spec.monitor_id, start)
             if not partials:
-                await self.store.mark_evaluated(conn, spec.monitor_id, start)
+                await self.store.mark_evaluated(conn, spec.monitor_id, start, version)
                 return 0
             merged = {key: merge_all(parts) for key, parts in partials.items()}
             await self.store.compact_window(conn, spec.monitor_id, start, merged, max_seq)
@@ -121,7 +127,7 @@ class WindowEvaluator:
             )
             if events:
                 await self.store.add_events(conn, events)
-            await self.store.mark_evaluated(conn, spec.monitor_id, start)
+            await self.store.mark_evaluated(conn, spec.monitor_id, start, version)
         metrics.WINDOWS_EVALUATED.labels(spec.monitor_id).inc()
         return len(events)
 

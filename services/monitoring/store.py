@@ -235,15 +235,16 @@ class MonitoringStore:
             await cur.executemany(
                 "INSERT INTO windows (monitor_id, window_start, window_end, count) VALUES (%s, %s, %s, %s)"
                 " ON CONFLICT (monitor_id, window_start) DO UPDATE"
-                " SET count = windows.count + excluded.count, dirty = true",
+                " SET count = windows.count + excluded.count, dirty = true, version = windows.version + 1",
                 [(m, ts(s), ts(e), n) for m, s, e, n in rows],
             )
 
     async def dirty_windows(self, watermark: float) -> list[tuple[str, float, float, int]]:
+        """(monitor, start, end, version) of the windows to evaluate, oldest first."""
         async with self.db.connection() as conn:
             cur = await conn.execute(
                 "SELECT monitor_id, extract(epoch from window_start)::float8, extract(epoch from window_end)::float8,"
-                " count FROM windows WHERE dirty AND window_end <= %s ORDER BY window_start, monitor_id",
+                " version FROM windows WHERE dirty AND window_end <= %s ORDER BY window_start, monitor_id",
                 (ts(watermark),),
             )
             return await cur.fetchall()
@@ -337,10 +338,17 @@ class MonitoringStore:
                 [(e["event_id"], e["monitor_id"], json.dumps(e)) for e in events],
             )
 
-    async def mark_evaluated(self, conn: psycopg.AsyncConnection, monitor_id: str, window_start: float) -> None:
+    async def lock_monitor(self, conn: psycopg.AsyncConnection, monitor_id: str) -> None:
+        """Serialize evaluations of one monitor across replicas (until the transaction ends)."""
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('tessera-monitor:' || %s))", (monitor_id,))
+
+    async def mark_evaluated(
+        self, conn: psycopg.AsyncConnection, monitor_id: str, window_start: float, version: int
+    ) -> None:
         await conn.execute(
-            "UPDATE windows SET dirty = false, evaluated_at = now() WHERE monitor_id = %s AND window_start = %s",
-            (monitor_id, ts(window_start)),
+            "UPDATE windows SET dirty = false, evaluated_at = now()"
+            " WHERE monitor_id = %s AND window_start = %s AND version = %s",
+            (monitor_id, ts(window_start), version),
         )
 
     async def unpublished_events(self, limit: int = 500) -> list[tuple[int, dict]]:
