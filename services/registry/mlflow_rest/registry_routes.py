@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, NotFound, PermissionDenied
+from services.registry import search_filter
 from services.registry.mlflow_rest import json_convert as js
 from services.registry.mlflow_rest.request_body import PRINCIPAL, params, reply, required, tags, text
 from services.registry.registry import Registry
@@ -47,19 +48,39 @@ def add_routes(app: web.Application, registry: Registry, names: js.Names) -> Non
 
     async def search_models(request):
         body = await params(request)
-        flt = text(body, "filter")
-        contains = ""
-        if flt:
-            # MLflow clients filter by `name LIKE '%x%'` or `name = 'x'`.
-            value = flt.split("=", 1)[-1].split("LIKE", 1)[-1].split("like", 1)[-1].strip().strip("'\"")
-            contains = value.strip("%")
+        contains, exact, tag_tests = "", None, []
+        for clause in search_filter.parse(text(body, "filter")):
+            # MLflow clients filter models by `name = 'x'`, `name LIKE '%x%'`, and tags (the client itself
+            # adds tags.`mlflow.prompt.is_prompt` != 'true').
+            if clause.entity == "tags" and clause.op in ("=", "!=") and isinstance(clause.value, str):
+                tag_tests.append(clause)
+            elif clause.key == "name" and clause.op in ("=", "LIKE", "ILIKE") and isinstance(clause.value, str):
+                if clause.op == "=":
+                    exact = names.full(clause.value)
+                else:
+                    contains = clause.value.strip("%")
+            else:
+                raise InvalidArgument(
+                    f"unsupported model filter on {clause.key!r}: use name =, name LIKE, tags.k = or !=", field="filter"
+                )
+
+        def keep(model) -> bool:
+            return all((model.tags.get(c.key) == c.value) == (c.op == "=") for c in tag_tests)
+
+        if exact is not None:
+            try:
+                found = [await m.get_model(request[PRINCIPAL], exact)]
+            except (NotFound, PermissionDenied):
+                found = []
+            found = [x for x in found if keep(x)]
+            return reply({"registered_models": [await _with_latest(request[PRINCIPAL], x) for x in found]})
         page = await m.search_models(
             request[PRINCIPAL],
             name_contains=contains,
             size=js.integer(body.get("max_results"), "max_results"),
             token=text(body, "page_token"),
         )
-        models = [await _with_latest(request[PRINCIPAL], x) for x in page.items]
+        models = [await _with_latest(request[PRINCIPAL], x) for x in page.items if keep(x)]
         return reply({"registered_models": models, "next_page_token": page.next_token})
 
     async def update_model(request):
@@ -136,20 +157,14 @@ def add_routes(app: web.Application, registry: Registry, names: js.Names) -> Non
 
     async def search_versions(request):
         body = await params(request)
-        flt = text(body, "filter")
         name, run_id = "", ""
-        for clause in flt.split(" and ") if flt else []:
-            key, _, value = clause.partition("=")
-            key, value = key.strip().lower(), value.strip().strip("'\"")
-            if key == "name":
-                name = value
-            elif key == "run_id":
-                run_id = value
-            else:
+        for clause in search_filter.parse(text(body, "filter")):
+            if clause.key not in ("name", "run_id") or clause.op != "=" or not isinstance(clause.value, str):
                 raise InvalidArgument(
-                    f"unsupported model version filter {clause!r}: use name = '...' [and run_id = '...']",
+                    f"unsupported model version filter on {clause.key!r}: use name = '...' [and run_id = '...']",
                     field="filter",
                 )
+            name, run_id = (clause.value, run_id) if clause.key == "name" else (name, clause.value)
         if not name:
             raise InvalidArgument("model version searches need name = '<model>' in the filter", field="filter")
         page = await m.search_versions(

@@ -125,6 +125,9 @@ def _registry_scenario(tmp: Path, experiment: str, model: str) -> dict:
         )
     v2 = client.get_model_version(model, "2")
     loaded = mlflow.pyfunc.load_model(f"models:/{model}/2")
+    searched = [m.name for m in client.search_registered_models(filter_string=f"name = '{model}'")]
+    liked = [m.name for m in client.search_registered_models(filter_string=f"name LIKE '%{model[-6:]}%'")]
+    versions = sorted(v.version for v in client.search_model_versions(f"name = '{model}'"))
     try:
         client.get_model_version_by_alias(model, "missing")
         missing = None
@@ -137,6 +140,9 @@ def _registry_scenario(tmp: Path, experiment: str, model: str) -> dict:
         "v2": v2,
         "info": info,
         "prediction": list(loaded.predict([1, 2])),
+        "searched": searched,
+        "liked": liked,
+        "versions": versions,
         "missing": missing,
     }
 
@@ -148,6 +154,7 @@ async def test_registration_aliases_and_log_model_with_the_stock_client(registry
     assert out["v2"].status == "READY" and out["v2"].source.endswith(out["info"].model_id)
     assert out["prediction"] == [2, 4]
     assert out["missing"] == "RESOURCE_DOES_NOT_EXIST"
+    assert out["searched"] == out["liked"] == [model] and out["versions"] == ["1", "2"]
     # The version's files were copied into the registry; gRPC sees the model under the default schema.
     full = f"main.default.{model}"
     version = await registry.stub.GetModelVersionByAlias(
