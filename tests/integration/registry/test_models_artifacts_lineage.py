@@ -187,3 +187,84 @@ async def test_a_version_whose_source_cannot_be_copied_ends_failed_with_the_reas
             break
         await asyncio.sleep(0.05)
     assert version.status == pb.MODEL_VERSION_STATUS_FAILED_REGISTRATION and "no-such-folder" in version.status_message
+
+
+async def test_rename_keeps_versions_aliases_grants_and_lineage(registry, schema_of):
+    s, md = registry.stub, as_("admin")
+    old, new = f"{schema_of}.before", f"{schema_of}.after"
+    await s.CreateRegisteredModel(pb.CreateRegisteredModelRequest(full_name=old, tags={"team": "a"}), metadata=md)
+    await s.CreateModelVersion(pb.CreateModelVersionRequest(model_name=old), metadata=md)
+    await s.SetModelAlias(pb.SetModelAliasRequest(model_name=old, alias="champion", version=1), metadata=md)
+    model_type = pb.SECURABLE_TYPE_REGISTERED_MODEL
+    await s.Grant(
+        pb.GrantRequest(
+            securable_type=model_type, securable_full_name=old, principal="bob", privileges=[pb.PRIVILEGE_EXECUTE]
+        ),
+        metadata=md,
+    )
+    endpoint = pb.LineageNode(type="SERVING_ENDPOINT", name="ep")
+    await s.CreateLineageEdge(
+        pb.CreateLineageEdgeRequest(source=pb.LineageNode(type="MODEL_VERSION", name=f"{old}/1"), target=endpoint),
+        metadata=md,
+    )
+    renamed = await s.RenameRegisteredModel(
+        pb.RenameRegisteredModelRequest(full_name=old, new_name="after"), metadata=md
+    )
+    assert (
+        renamed.full_name == new
+        and dict(renamed.tags) == {"team": "a"}
+        and [a.alias for a in renamed.aliases] == ["champion"]
+    )
+    version = await s.GetModelVersionByAlias(
+        pb.GetModelVersionByAliasRequest(model_name=new, alias="champion"), metadata=md
+    )
+    assert version.model_name == new and version.version == 1
+    grants = await s.ListGrants(pb.ListGrantsRequest(securable_type=model_type, securable_full_name=new), metadata=md)
+    assert [(a.principal, list(a.privileges)) for a in grants.assignments] == [("bob", [pb.PRIVILEGE_EXECUTE])]
+    up = await s.GetLineage(pb.GetLineageRequest(node=endpoint, direction=pb.LINEAGE_DIRECTION_UPSTREAM), metadata=md)
+    assert ("MODEL_VERSION", f"{new}/1") in [(n.type, n.name) for n in up.nodes]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await s.GetRegisteredModel(pb.GetRegisteredModelRequest(full_name=old), metadata=md)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await s.RenameRegisteredModel(
+            pb.RenameRegisteredModelRequest(full_name=new, new_name="other_catalog.s.x"), metadata=md
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_ownership_moves_only_by_the_owner_or_a_superuser(registry, schema_of):
+    s = registry.stub
+    model = f"{schema_of}.owned"
+    model_type = pb.SECURABLE_TYPE_REGISTERED_MODEL
+    await s.CreateRegisteredModel(pb.CreateRegisteredModelRequest(full_name=model), metadata=as_("admin"))
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await s.SetOwner(
+            pb.SetOwnerRequest(securable_type=model_type, securable_full_name=model, new_owner="bob"),
+            metadata=as_("bob"),
+        )
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    await s.SetOwner(
+        pb.SetOwnerRequest(securable_type=model_type, securable_full_name=model, new_owner="alice"),
+        metadata=as_("admin"),
+    )
+    assert (
+        await s.GetRegisteredModel(pb.GetRegisteredModelRequest(full_name=model), metadata=as_("admin"))
+    ).owner == "alice"
+    # The new owner holds everything on the model (given the way down), e.g. MANAGE to grant.
+    catalog = schema_of.split(".")[0]
+    await s.Grant(
+        pb.GrantRequest(
+            securable_type=pb.SECURABLE_TYPE_CATALOG,
+            securable_full_name=catalog,
+            principal="alice",
+            privileges=[pb.PRIVILEGE_USE_CATALOG, pb.PRIVILEGE_USE_SCHEMA],
+        ),
+        metadata=as_("admin"),
+    )
+    await s.Grant(
+        pb.GrantRequest(
+            securable_type=model_type, securable_full_name=model, principal="bob", privileges=[pb.PRIVILEGE_EXECUTE]
+        ),
+        metadata=as_("alice"),
+    )
