@@ -40,7 +40,9 @@ class RegistryApp:
             start_metrics_server(s.metrics_port, s.host)
         self.db = await Database(s.resolved_pg_dsn(), s.registry_schema, max_size=s.registry_db_pool_size).open()
         self.producer = EventProducer(s.kafka_bootstrap, client_id=f"{s.service_name}-outbox")
-        self.publisher = OutboxPublisher(self.db, self.producer, s.registry_outbox_poll_s)
+        self.publisher = OutboxPublisher(
+            self.db, self.producer, s.registry_outbox_poll_s, s.registry_outbox_retention_h
+        )
         self.registry = Registry(s, self.db, on_events_committed=self.publisher.notify)
         await self.registry.prepare()
         self.publisher.start()

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from services.registry.access import Privilege
 from services.registry.context import RegistryContext
 from services.registry.entities import FileInfo
@@ -117,8 +117,18 @@ class ArtifactService:
                 relative = path.relative_to(root).as_posix()
                 await self.authorize_path(principal, relative, write=False)
                 return path
-            if not self.ctx.settings.registry_allow_local_sources:
+            settings = self.ctx.settings
+            if not settings.registry_allow_local_sources:
                 raise InvalidArgument(f"source {source!r}: local paths are not allowed here", field="source")
+            allowed_roots = [Path(r).resolve() for r in settings.registry_local_source_roots]
+            # Copying a host path in would let anyone read the registry's disk: superusers, or configured roots.
+            if not self.ctx.policy.is_superuser(principal) and not any(
+                path == r or r in path.parents for r in allowed_roots
+            ):
+                raise PermissionDenied(
+                    f"permission denied: {principal} may not register local path {str(path)!r}"
+                    " (superusers only, or under TESSERA_REGISTRY_LOCAL_SOURCE_ROOTS)"
+                )
             if not path.exists():
                 raise InvalidArgument(f"source {source!r} does not exist", field="source")
             return path

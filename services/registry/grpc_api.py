@@ -15,6 +15,7 @@ from services.common.auth import current_principal
 from services.common.errors import InvalidArgument
 from services.registry import grpc_convert as cv
 from services.registry.artifact_service import Target
+from services.registry.context import now_ms
 from services.registry.entities import MetricColumns
 from services.registry.registry import Registry
 
@@ -160,9 +161,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         return cv.run(await self.r.tracking.set_run_stage(_who(), request.run_id, "active"))
 
     async def LogBatch(self, request, context):
-        ms = request.metrics
+        ms, now = request.metrics, now_ms()
         columns = MetricColumns(
-            [m.key for m in ms], [m.value for m in ms], [m.step for m in ms], [m.timestamp_ms for m in ms]
+            [m.key for m in ms], [m.value for m in ms], [m.step for m in ms], [m.timestamp_ms or now for m in ms]
         )
         await self.r.tracking.log_batch(
             _who(),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import zlib
 
 from prometheus_client import Counter
@@ -29,7 +30,7 @@ BATCH = 500
 
 
 class OutboxPublisher:
-    def __init__(self, db: Database, producer: EventProducer, poll_s: float = 0.5) -> None:
+    def __init__(self, db: Database, producer: EventProducer, poll_s: float = 0.5, retention_h: float = 168.0) -> None:
         self._db = db
         self._producer = producer
         self._poll_s = poll_s
@@ -37,6 +38,8 @@ class OutboxPublisher:
         self._stopping = False
         self._task: asyncio.Task | None = None
         self._lock_key = zlib.crc32(f"tessera-outbox:{db.schema}".encode())
+        self._retention_h = retention_h
+        self._next_prune = 0.0
 
     def notify(self) -> None:
         """A change with events just committed: publish now rather than at the next poll."""
@@ -56,6 +59,7 @@ class OutboxPublisher:
             try:
                 while await self.publish_pending():
                     pass
+                await self._prune()
             except Exception:  # noqa: BLE001 - Kafka or PostgreSQL away: retry at the next tick
                 _log.exception("outbox publish failed; retrying")
             if self._stopping:
@@ -65,6 +69,15 @@ class OutboxPublisher:
             except TimeoutError:
                 pass
             self._wake.clear()
+
+    async def _prune(self) -> None:
+        """Sent rows are only history: drop them past the retention, at most once a minute."""
+        now = time.monotonic()
+        if now < self._next_prune:
+            return
+        self._next_prune = now + 60
+        async with self._db.transaction() as conn:
+            await outbox.prune_sent(conn, self._retention_h)
 
     async def publish_pending(self) -> int:
         """Publish one batch; returns how many were sent (0: nothing to do or another replica is on it)."""

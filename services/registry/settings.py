@@ -26,8 +26,12 @@ class RegistrySettings(CommonSettings):
     # Where MLflow names without dots (and experiments without a schema) go; created at start.
     registry_default_catalog: str = "main"
     registry_default_schema: str = "default"
-    # Model version sources that are plain local paths (or file:// URIs) may be copied in.
+    # Model version sources that are local paths (or file:// URIs) outside the artifact root may be
+    # copied in: by superusers from anywhere readable, by others only from under these folders.
     registry_allow_local_sources: bool = True
+    registry_local_source_roots: tuple[str, ...] = ()
+    # Sent outbox rows are kept this long (hours) for audit, then deleted.
+    registry_outbox_retention_h: float = 168.0
     registry_events_topic: str = "tessera.registry.events"
     # How often the outbox publisher looks for events written by other replicas.
     registry_outbox_poll_s: float = 0.5

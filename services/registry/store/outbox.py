@@ -31,3 +31,10 @@ async def claim_unsent(conn: AsyncConnection, lock_key: int, limit: int) -> list
 
 async def mark_sent(conn: AsyncConnection, ids: list[int]) -> None:
     await conn.execute("UPDATE outbox SET sent_at = now() WHERE id = ANY(%s)", (ids,))
+
+
+async def prune_sent(conn: AsyncConnection, retention_h: float) -> None:
+    await conn.execute(
+        "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < now() - make_interval(secs => %s)",
+        (retention_h * 3600,),
+    )

@@ -324,3 +324,23 @@ async def test_grants_on_an_experiment_cover_its_runs(registry, world):
         ("alice", sorted([pb.PRIVILEGE_EXECUTE, pb.PRIVILEGE_MODIFY]))
     ]
     assert listed.owner == "admin"
+
+
+async def test_only_superusers_register_local_paths_from_the_registry_host(registry, world, tmp_path):
+    s = registry.stub
+    await s.Grant(
+        pb.GrantRequest(
+            securable_type=CATALOG,
+            securable_full_name=world["catalog"],
+            principal="alice",
+            privileges=[pb.PRIVILEGE_USE_CATALOG, pb.PRIVILEGE_USE_SCHEMA, pb.PRIVILEGE_MODIFY],
+        ),
+        metadata=as_("admin"),
+    )
+    (tmp_path / "secret.txt").write_text("host file")
+    steal = pb.CreateModelVersionRequest(model_name=world["model"], source=str(tmp_path))
+    assert await _code(s.CreateModelVersion(steal, metadata=as_("alice"))) == grpc.StatusCode.PERMISSION_DENIED
+    model = await s.GetRegisteredModel(pb.GetRegisteredModelRequest(full_name=world["model"]), metadata=as_("admin"))
+    assert model.latest_version == 1  # nothing was created
+    created = await s.CreateModelVersion(steal, metadata=as_("admin"))
+    assert created.version == 2
