@@ -481,6 +481,9 @@ class RegistryServiceServicer:
         the files into the version's storage location and moves it to READY (or
         FAILED_REGISTRATION with a status_message); without one the caller uploads the
         files (UploadArtifacts with a model_version target) and calls FinalizeModelVersion.
+        Sources: `runs:/<run>/<path>`, `models:/m-<logged model>`, `mlflow-artifacts:/...`
+        (the caller must be able to read them), or a local path / `file://` URI on the
+        registry's host (superusers, or under TESSERA_REGISTRY_LOCAL_SOURCE_ROOTS).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
