@@ -11,9 +11,9 @@ PY := $(VENV)/bin/python
 export TESSERA_PYTHON := $(CURDIR)/$(PY)
 
 # The install stamp changes whenever the declared dependencies do.
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt infra/kafka/pom.xml infra/vllm/requirements.txt | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt infra/kafka/pom.xml infra/vllm/requirements.txt infra/prometheus/install.sh | sha1sum | cut -c1-12)
 
-.PHONY: help setup up down status test test-unit test-integration demo bench protos lint clean
+.PHONY: help setup up down status test test-unit test-integration demo bench drift-png protos lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -24,6 +24,7 @@ $(STAMP):
 	@$(PY) -m pip install -q --upgrade pip
 	@$(PY) -m pip install -q -c constraints.txt -e ".[test,registry,serving,retrieval,monitoring]"
 	@bash infra/vllm/install.sh
+	@bash infra/prometheus/install.sh
 	@bash infra/kafka/kafka.sh fetch
 	@rm -f $(VENV)/.installed-* && touch $@
 
@@ -56,9 +57,23 @@ test-integration: setup  ## only the tests on real infrastructure
 demo: up  ## bring the platform up and run the scenario
 	@$(PY) -m services.demo
 
-bench: setup  ## run the benchmarks in loadtests/ (bounded; results in loadtests/results/)
-	@$(MAKE) --no-print-directory up
-	@$(PY) -m loadtests.kafka_bench
+BENCHES := kafka_bench registry_bench retrieval_bench monitoring_bench serving_bench
+
+bench: setup  ## run every benchmark in loadtests/ (bounded; tables on stdout, JSON in loadtests/results/)
+	@bash infra/kafka/kafka.sh start
+	@$(PY) infra/postgres/postgres.py start
+	@bash loadtests/monitoring_bench/install_evidently.sh
+	@for b in $(BENCHES); do $(PY) -m loadtests.$$b; done
+
+bench-%: setup  ## run one benchmark, e.g. make bench-registry
+	@bash infra/kafka/kafka.sh start
+	@$(PY) infra/postgres/postgres.py start
+	@if [ "$*" = monitoring ]; then bash loadtests/monitoring_bench/install_evidently.sh; fi
+	@$(PY) -m loadtests.$*_bench
+
+drift-png: setup  ## render a monitor's drift over time: make drift-png MONITOR=<id> [OUT=drift.png]
+	@test -n "$(MONITOR)" || { echo "usage: make drift-png MONITOR=<monitor id> [OUT=drift.png]"; exit 2; }
+	@$(PY) -m services.monitoring.plot --monitor $(MONITOR) --out $(or $(OUT),drift.png)
 
 protos: setup  ## regenerate the gRPC/protobuf stubs from protos/
 	@$(PY) protos/generate.py
@@ -66,6 +81,7 @@ protos: setup  ## regenerate the gRPC/protobuf stubs from protos/
 lint: setup  ## ruff over the code
 	@$(PY) -m ruff check services tests loadtests infra protos/generate.py
 	@$(PY) -m ruff format --check services tests loadtests infra protos/generate.py
+	@$(PY) infra/grafana/build_dashboards.py --check
 
 clean: down  ## stop everything and delete local state (data, venv)
 	rm -rf .data $(VENV)
