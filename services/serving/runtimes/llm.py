@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
@@ -24,6 +25,10 @@ class LlmRuntime:
 
     async def start(self) -> None:
         await self._engine.start()
+        # As vLLM's own server does after start-up: move the (large) heap built so far out of
+        # the collector's reach, so that a full collection cannot stall token streaming.
+        gc.collect()
+        gc.freeze()
 
     async def stop(self) -> None:
         await self._engine.stop()

@@ -1,0 +1,323 @@
+"""Tessera serving vs vLLM's own OpenAI server, same model, same prompts, same concurrency.
+
+    python -m loadtests.serving_bench [--max-tokens 64] [--quick]
+
+(a) Tessera `GenerateStream` over gRPC, (b) vLLM's OpenAI-compatible server
+(`python -m vllm.entrypoints.openai.api_server`) on the same model folder with
+the same engine settings, (c) Tessera's Kafka path (requests topic -> reply topic).
+The model is the tiny local Llama of the tests, registered in a real registry
+that Tessera loads it from. Every request generates exactly `--max-tokens`
+tokens (greedy, ignore_eos). Both servers run at once (an idle engine costs
+nothing) and the paths take turns at each concurrency level, order flipped
+each round, so load from elsewhere on the machine falls on all alike. Output tokens/s, requests/s, p50/p99 latency and time to first token,
+and Tessera/vLLM ratios; JSON under loadtests/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+from tessera.serving.v1 import serving_pb2 as pb
+from tessera.serving.v1 import serving_pb2_grpc
+
+from loadtests.report import percentile_ms, save, table
+from loadtests.serving_bench.drivers import Sample, TesseraGrpc, TesseraKafka, VllmOpenAI
+from loadtests.serving_bench.processes import Process, free_port, python_module, wait_grpc, wait_http
+from services.common import kafka_admin
+from services.common.auth import bearer
+from tests.fixtures.tiny_llama import build_tiny_llama
+from tests.integration.serving.models import RegistryClient
+
+TOKEN = "bench-token"
+CONCURRENCY = (1, 8, 32)
+PATHS = ("vllm_openai", "tessera_grpc", "tessera_kafka")
+ENGINE = {"max_model_len": 1024, "max_num_seqs": 32, "kv_cache_mib": 256}
+PROMPTS = [
+    "Return a new list containing all items from the iterable in ascending order.",
+    "Open the file and return a stream, raising an error when it cannot be opened.",
+    "Split the pathname into a pair of head and tail, where tail is the last component.",
+    "Return the number of items in a container, or raise a TypeError for other objects.",
+    "Create a new dictionary with keys from the iterable and values set to the value.",
+    "Return a copy of the string with leading and trailing whitespace removed from it.",
+    "Decode the bytes using the codec registered for encoding and return the string.",
+    "Return True if all elements of the iterable are true, or if the iterable is empty.",
+]
+
+
+def log(message: str) -> None:
+    print(f"[serving_bench] {message}", flush=True)
+
+
+async def run_level(name: str, send, concurrency: int, total: int) -> dict:
+    """`total` requests, `concurrency` at a time; a progress line every few seconds."""
+    samples: list[Sample] = []
+    counter = iter(range(total))
+
+    async def worker() -> None:
+        for i in counter:
+            samples.append(await send(PROMPTS[i % len(PROMPTS)]))
+
+    async def progress() -> None:
+        while True:
+            await asyncio.sleep(5)
+            log(f"  {name} c={concurrency}: {len(samples)}/{total} done")
+
+    ticker = asyncio.create_task(progress())
+    started = time.perf_counter()
+    try:
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    finally:
+        ticker.cancel()
+    wall = time.perf_counter() - started
+    return {
+        "concurrency": concurrency,
+        "wall_s": wall,
+        "samples": samples,
+        "tokens_per_s": sum(s.completion_tokens for s in samples) / wall,
+        "p50_ms": percentile_ms([s.latency_s for s in samples], 50),
+    }
+
+
+async def warm_up(send) -> None:
+    for prompt in PROMPTS[:2]:  # not measured
+        await send(prompt)
+
+
+def merge(runs: list[dict]) -> dict:
+    """Pool the rounds of one path and level: sums over walls and tokens, percentiles over all samples."""
+    samples = [s for r in runs for s in r.pop("samples")]
+    wall = sum(r["wall_s"] for r in runs)
+    ttfts = [s.ttft_s for s in samples if s.ttft_s is not None]
+    return {
+        "concurrency": runs[0]["concurrency"],
+        "requests": len(samples),
+        "rounds": len(runs),
+        "wall_s": wall,
+        "output_tokens": sum(s.completion_tokens for s in samples),
+        "tokens_per_s": sum(s.completion_tokens for s in samples) / wall,
+        "requests_per_s": len(samples) / wall,
+        "p50_ms": percentile_ms([s.latency_s for s in samples], 50),
+        "p99_ms": percentile_ms([s.latency_s for s in samples], 99),
+        "ttft_p50_ms": percentile_ms(ttfts, 50) if ttfts else float("nan"),
+        "ttft_p99_ms": percentile_ms(ttfts, 99) if ttfts else float("nan"),
+    }
+
+
+@contextlib.asynccontextmanager
+async def vllm_server(model_dir: Path, work: Path):
+    port = free_port()
+    server = Process(
+        "vllm-openai",
+        python_module(
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(model_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--max-model-len",
+            str(ENGINE["max_model_len"]),
+            "--max-num-seqs",
+            str(ENGINE["max_num_seqs"]),
+            "--kv-cache-memory-bytes",
+            str(ENGINE["kv_cache_mib"] * 2**20),
+            "--enforce-eager",
+            "--seed",
+            "0",
+            "--uvicorn-log-level",
+            "warning",
+        ),
+        {},
+        work,
+    )
+    try:
+        await wait_http(server, f"http://127.0.0.1:{port}/health")
+        log("vLLM's OpenAI server is ready")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@contextlib.asynccontextmanager
+async def tessera_serving(model_dir: Path, work: Path, bootstrap: str):
+    """A registry holding the model and a serving process with endpoint `bench` on it: (address, topics)."""
+    u = uuid.uuid4().hex[:8]
+    topics = {k: f"bench.serving.{k}.{u}" for k in ("registry", "requests", "responses", "payloads", "replies")}
+    kafka_admin.ensure_topics(bootstrap, [*topics.values(), *(t + ".dlq" for t in topics.values())], partitions=1)
+    common = {
+        "TESSERA_AUTH_TOKENS": f"{TOKEN}=admin",
+        "TESSERA_SERVICE_TOKEN": TOKEN,
+        "TESSERA_LOG_LEVEL": "WARNING",
+        "TESSERA_KAFKA_BOOTSTRAP": bootstrap,
+    }
+    registry_port = free_port()
+    registry = Process(
+        "registry",
+        python_module("services.registry"),
+        {
+            **common,
+            "TESSERA_GRPC_PORT": str(registry_port),
+            "TESSERA_METRICS_PORT": str(free_port()),
+            "TESSERA_REGISTRY_HTTP_PORT": "-1",
+            "TESSERA_REGISTRY_SCHEMA": f"registry_bench{u}",
+            "TESSERA_REGISTRY_ARTIFACT_ROOT": str(work / "artifacts"),
+            "TESSERA_REGISTRY_EVENTS_TOPIC": topics["registry"],
+        },
+        work,
+    )
+    serving = None
+    try:
+        await wait_grpc(registry, f"127.0.0.1:{registry_port}")
+        client = RegistryClient(f"127.0.0.1:{registry_port}", TOKEN)
+        await client.ensure_schema(f"bench{u}", "models")
+        model = f"bench{u}.models.tiny_llama"
+        version = await client.register(model, model_dir)
+        await client.channel.close()
+        log(f"registered {model} v{version}")
+        serving_port = free_port()
+        serving = Process(
+            "serving",
+            python_module("services.serving"),
+            {
+                **common,
+                "TESSERA_GRPC_PORT": str(serving_port),
+                "TESSERA_METRICS_PORT": str(free_port()),
+                "TESSERA_REGISTRY_ADDRESS": f"127.0.0.1:{registry_port}",
+                "TESSERA_SERVING_SCHEMA": f"serving_bench{u}",
+                "TESSERA_SERVING_MODEL_CACHE": str(work / "cache"),
+                "TESSERA_SERVING_REQUESTS_TOPIC": topics["requests"],
+                "TESSERA_SERVING_RESPONSES_TOPIC": topics["responses"],
+                "TESSERA_SERVING_PAYLOAD_TOPIC": topics["payloads"],
+                "TESSERA_SERVING_REGISTRY_EVENTS_TOPIC": topics["registry"],
+                "TESSERA_SERVING_CONSUMER_GROUP": f"serving-bench-{u}",
+                "TESSERA_SERVING_MAX_MODEL_LEN": str(ENGINE["max_model_len"]),
+                "TESSERA_SERVING_MAX_NUM_SEQS": str(ENGINE["max_num_seqs"]),
+                "TESSERA_SERVING_KV_CACHE_MIB": str(ENGINE["kv_cache_mib"]),
+            },
+            work,
+        )
+        address = f"127.0.0.1:{serving_port}"
+        await wait_grpc(serving, address)
+        async with grpc.aio.insecure_channel(address) as channel:
+            created = await serving_pb2_grpc.ServingServiceStub(channel).CreateEndpoint(
+                pb.CreateEndpointRequest(
+                    name="bench", served_models=[pb.ServedModel(model_name=model, version=version)], wait=True
+                ),
+                metadata=bearer(TOKEN),
+            )
+        if created.state != "READY":
+            raise RuntimeError(f"endpoint did not load: {created.state_reason}")
+        log("Tessera serving is ready")
+        yield address, topics
+    finally:
+        if serving is not None:
+            serving.stop()
+        registry.stop()
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bootstrap", default="127.0.0.1:9092")
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="fewer requests per level, one round")
+    args = parser.parse_args()
+    totals = {1: 4, 8: 16, 32: 32} if args.quick else {1: 8, 8: 32, 32: 64}
+    rounds = 1 if args.quick else args.rounds
+    model_dir = build_tiny_llama()
+    work = Path(tempfile.mkdtemp(prefix="serving-bench-"))
+    log(f"model {model_dir}; logs in {work}")
+    runs: dict[str, dict[int, list[dict]]] = {p: {c: [] for c in CONCURRENCY} for p in PATHS}
+    async with (
+        vllm_server(model_dir, work) as vllm_url,
+        tessera_serving(model_dir, work, args.bootstrap) as (
+            address,
+            topics,
+        ),
+    ):
+        drivers = {
+            "vllm_openai": VllmOpenAI(vllm_url, str(model_dir), args.max_tokens),
+            "tessera_grpc": TesseraGrpc(address, "bench", TOKEN, args.max_tokens),
+            "tessera_kafka": TesseraKafka(
+                args.bootstrap, topics["requests"], topics["replies"], "bench", TOKEN, args.max_tokens
+            ),
+        }
+        try:
+            await drivers["tessera_kafka"].ready()
+            for driver in drivers.values():
+                await warm_up(driver)
+            # Both servers stay up; paths take turns at each level (order flipped each round), so
+            # load from elsewhere on the machine falls on all of them alike. Idle engines cost nothing.
+            for round_ in range(rounds):
+                for concurrency in CONCURRENCY:
+                    order = PATHS if round_ % 2 == 0 else PATHS[::-1]
+                    for path in order:
+                        result = await run_level(path, drivers[path], concurrency, totals[concurrency])
+                        runs[path][concurrency].append(result)
+                        log(
+                            f"round {round_ + 1} {path} c={concurrency}: {result['tokens_per_s']:.0f} tok/s,"
+                            f" p50 {result['p50_ms']:.0f} ms"
+                        )
+        finally:
+            for driver in drivers.values():
+                await driver.close()
+    results = {p: [merge(runs[p][c]) for c in CONCURRENCY] for p in PATHS}
+
+    labels = {
+        "vllm_openai": "(b) vLLM OpenAI",
+        "tessera_grpc": "(a) Tessera gRPC",
+        "tessera_kafka": "(c) Tessera Kafka",
+    }
+    rows = []
+    for i in range(len(CONCURRENCY)):
+        for path in ("vllm_openai", "tessera_grpc", "tessera_kafka"):
+            r = results[path][i]
+            rows.append(
+                [
+                    labels[path],
+                    r["concurrency"],
+                    r["tokens_per_s"],
+                    r["requests_per_s"],
+                    r["p50_ms"],
+                    r["p99_ms"],
+                    r["ttft_p50_ms"],
+                    r["ttft_p99_ms"],
+                ]
+            )
+    print()
+    print(table(["path", "conc", "out tok/s", "req/s", "p50 ms", "p99 ms", "TTFT p50 ms", "TTFT p99 ms"], rows))
+    ratios = []
+    for b, a, c in zip(results["vllm_openai"], results["tessera_grpc"], results["tessera_kafka"], strict=True):
+        ratios.append(
+            [
+                b["concurrency"],
+                ratio(a["tokens_per_s"], b["tokens_per_s"]),
+                ratio(a["p50_ms"], b["p50_ms"]),
+                ratio(a["ttft_p50_ms"], b["ttft_p50_ms"]),
+                ratio(c["tokens_per_s"], b["tokens_per_s"]),
+                ratio(c["p50_ms"], b["p50_ms"]),
+            ]
+        )
+    print()
+    print(table(["conc", "(a)/(b) tok/s", "(a)/(b) p50", "(a)/(b) TTFT p50", "(c)/(b) tok/s", "(c)/(b) p50"], ratios))
+    path = save(
+        "serving_bench",
+        {"max_tokens": args.max_tokens, "engine": ENGINE, "totals": totals, "rounds": rounds, **results},
+    )
+    log(f"results in {path}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
