@@ -138,6 +138,10 @@ async def mesh(pg_dsn: str, kafka_bootstrap: str):
                 serving_payload_topic=topics["payloads"],
                 serving_registry_events_topic=topics["registry"],
                 serving_consumer_group=f"e2e-serving-{u}",
+                # A small engine for the tiny Llama, as serving's own tests run it.
+                serving_max_model_len=1024,
+                serving_max_num_seqs=16,
+                serving_kv_cache_mib=128,
             ),
             serve_metrics=False,
         )

@@ -27,6 +27,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from inference import grpc_service_pb2 as oip
 from psycopg import sql
+from tessera.events.v1 import serving_pb2 as events_pb
 from tessera.monitoring.v1 import monitoring_pb2 as mpb
 from tessera.registry.v1 import registry_pb2 as rpb
 from tessera.retrieval.v1 import retrieval_pb2 as qpb
@@ -242,3 +243,38 @@ def test_registry_process_answers_health_and_exits_cleanly_on_sigterm(pg_dsn, ka
             process.wait()
         with psycopg.connect(pg_dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+async def test_tiny_llama_from_the_registry_streams_tokens_and_logs_them(mesh: Mesh) -> None:
+    pytest.importorskip("vllm", reason="vLLM is not installed: run `bash infra/vllm/install.sh`")
+    from tests.fixtures.tiny_llama import build_tiny_llama
+
+    schema = await new_schema(mesh, "llm")
+    model = f"{schema}.tiny_llama"
+    version = await mesh.admin.register(model, build_tiny_llama())
+    endpoint = f"llm-{uuid.uuid4().hex[:6]}"
+    stub = mesh.serving_stub()
+    created = await stub.CreateEndpoint(
+        spb.CreateEndpointRequest(
+            name=endpoint, served_models=[spb.ServedModel(model_name=model, version=version)], wait=True
+        ),
+        metadata=as_("admin"),
+    )
+    assert [(s.version, s.state, s.runtime) for s in created.status] == [(version, "READY", "llm")]
+
+    request_id = f"e2e-llm-{uuid.uuid4().hex[:6]}"
+    sampling = events_pb.SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
+    chunks = [
+        c
+        async for c in stub.GenerateStream(
+            spb.GenerateRequest(endpoint=endpoint, prompt="Sort a list.", sampling=sampling, request_id=request_id),
+            metadata=as_("admin"),
+        )
+    ]
+    assert len(chunks) > 1 and chunks[-1].completion_tokens == 12 and chunks[-1].finish_reason == "length"
+    assert (chunks[-1].served_model, chunks[-1].model_version) == (model, str(version))
+
+    logged = await eventually(lambda: _records_with(mesh, endpoint, {request_id}))
+    (record,) = logged
+    assert (record.status, record.completion_tokens, record.source) == ("OK", 12, "grpc")
+    assert record.outputs["text"] == "".join(c.text_delta for c in chunks)
