@@ -188,7 +188,7 @@ def latency_raw(bootstrap: str, size: int) -> list[float]:
                     samples.append(now - float(dict(m.headers())["sent"]))
                     offsets[(m.topic(), m.partition())] = m.offset() + 1
             if offsets:
-                consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False)
+                consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=True)
 
     reader = threading.Thread(target=drain)
     reader.start()

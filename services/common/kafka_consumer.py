@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as ProtoMessage
 from opentelemetry.context import Context
@@ -34,7 +34,9 @@ _log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=ProtoMessage)
 
-CONSUMED = Counter("tessera_kafka_records_consumed_total", "Records processed and committed", ["topic", "group"])
+CONSUMED = Counter(
+    "tessera_kafka_records_consumed_total", "Records handled (processed or dead-lettered)", ["topic", "group"]
+)
 DEAD_LETTERED = Counter("tessera_kafka_dlq_records_total", "Records sent to a dead-letter topic", ["topic", "group"])
 RETRIES = Counter("tessera_kafka_batch_retries_total", "Batches retried after a transient failure", ["group"])
 LAG = Gauge("tessera_kafka_consumer_lag", "Records behind the end of the partition", ["topic", "partition", "group"])
@@ -96,6 +98,9 @@ class Record(Generic[M]):
         return f"Record({self.topic}[{self.partition}]@{self.offset} id={self.record_id!r} value={self.value!r})"
 
 
+# Next offset to commit per (topic, partition).
+Offsets = dict[tuple[str, int], int]
+
 BatchHandler = Callable[[list[Record[M]]], Awaitable[None]]
 
 
@@ -154,7 +159,7 @@ class ConsumerLoop(Generic[M]):
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         self._consumer.subscribe(self.topics, on_assign=lambda *_: loop.call_soon_threadsafe(self._assigned.set))
-        handled: list[Message] = []
+        handled: Offsets = {}
         try:
             while not self._stopping.is_set():
                 # Records already prefetched by librdkafka are taken without leaving the loop;
@@ -163,12 +168,13 @@ class ConsumerLoop(Generic[M]):
                 if not messages:
                     messages = await asyncio.to_thread(self._consumer.consume, self._batch_size, self._poll_timeout)
                 if messages:
-                    if not await self._handle(messages):
+                    offsets = await self._handle(messages)
+                    if offsets is None:
                         break  # stopping while a transient failure persisted: leave the batch uncommitted
                     # The batch is done: commit without waiting. A lost async commit only means
                     # redelivery, which idempotent sinks absorb; the last one is committed in sync.
-                    self._commit(messages, wait=False)
-                    handled = messages
+                    self._commit(offsets, wait=False)
+                    handled = offsets
                 self._update_lag()
             if handled:
                 await asyncio.to_thread(self._commit, handled, True)
@@ -188,18 +194,29 @@ class ConsumerLoop(Generic[M]):
 
     # -- one batch -------------------------------------------------------
 
-    async def _handle(self, messages: list[Message]) -> bool:
+    async def _handle(self, messages: list[Message]) -> Offsets | None:
+        """Decode and process a batch; the offsets to commit, or None if stopped mid-retry."""
         records: list[Record[M]] = []
+        offsets: Offsets = {}
+        handled: dict[str, int] = {}
         for message in messages:
             if message.error():
                 if message.error().code() != KafkaError._PARTITION_EOF:
                     _log.warning("%s: consume error: %s", self.group_id, message.error().str())
                 continue
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            # Within a partition a batch is in offset order: the last record's wins.
+            offsets[(topic, partition)] = offset + 1
+            handled[topic] = handled.get(topic, 0) + 1
             try:
-                records.append(self._decode(message))
+                records.append(self._decode(message, topic, partition, offset))
             except InvalidArgument as exc:
                 await self._dead_letter(message, exc)
-        return not records or await self._process(records)
+        if records and not await self._process(records):
+            return None
+        for topic, count in handled.items():
+            CONSUMED.labels(topic, self.group_id).inc(count)
+        return offsets
 
     async def _process(self, records: list[Record[M]]) -> bool:
         """Run the handler until it succeeds; isolate poison records. False if stopped mid-retry."""
@@ -227,7 +244,7 @@ class ConsumerLoop(Generic[M]):
                         return False
                 return True
 
-    def _decode(self, message: Message) -> Record[M]:
+    def _decode(self, message: Message, topic: str, partition: int, offset: int) -> Record[M]:
         content_type = schema = record_id = None
         for name, value in message.headers() or ():
             if name == "content-type":
@@ -244,7 +261,6 @@ class ConsumerLoop(Generic[M]):
                 decoded = serialization.decode(self.message_type, value, content_type, schema)
         else:
             decoded = serialization.decode(self.message_type, value, content_type, schema)
-        topic, partition, offset = message.topic(), message.partition(), message.offset()
         return Record(
             topic,
             partition,
@@ -284,28 +300,17 @@ class ConsumerLoop(Generic[M]):
             except Exception:  # noqa: BLE001 - the record is safe in the DLQ; a failed follow-up is only logged
                 _log.exception("%s: dead-letter follow-up failed", self.group_id)
 
-    def _commit(self, messages: list[Message], wait: bool) -> None:
-        """Commit a handled batch; with `wait`, block until the broker confirmed it."""
-        next_offsets: dict[tuple[str, int], int] = {}
-        per_topic: dict[str, int] = {}
-        for message in messages:
-            if message.error():
-                continue
-            tp = (message.topic(), message.partition())
-            next_offsets[tp] = max(next_offsets.get(tp, OFFSET_INVALID), message.offset() + 1)
-            per_topic[tp[0]] = per_topic.get(tp[0], 0) + 1
-        if not next_offsets:
+    def _commit(self, offsets: Offsets, wait: bool) -> None:
+        """Commit a handled batch's offsets; with `wait`, block until the broker confirmed them."""
+        if not offsets:
             return
         try:
             self._consumer.commit(
-                offsets=[TopicPartition(t, p, o) for (t, p), o in next_offsets.items()], asynchronous=not wait
+                offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=not wait
             )
         except KafkaException as exc:
             # E.g. the partitions moved in a rebalance: the new owner redelivers, sinks are idempotent.
             _log.warning("%s: commit failed, the batch will be redelivered: %s", self.group_id, exc)
-            return
-        for topic, count in per_topic.items():
-            CONSUMED.labels(topic, self.group_id).inc(count)
 
     def _update_lag(self) -> None:
         now = time.monotonic()
