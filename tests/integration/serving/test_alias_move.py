@@ -71,3 +71,30 @@ async def test_traffic_moves_to_the_new_version_without_a_failed_request(mesh: M
     assert [(s.alias, s.version, s.state) for s in endpoint.status] == [("candidate", v2, "READY")]
     lineage = await mesh.registry.lineage_of(mesh.tabular_model, v2)
     assert ("SERVING_ENDPOINT", name) in {(n.type, n.name) for n in lineage.nodes}
+
+
+async def test_an_update_loads_the_new_version_before_traffic_moves(mesh: Mesh) -> None:
+    v1, v2 = mesh.tabular_versions
+    stub, md, name = mesh.serving_stub(), bearer(ALICE), f"pinned-{uuid.uuid4().hex[:6]}"
+    await stub.CreateEndpoint(
+        pb.CreateEndpointRequest(
+            name=name, served_models=[pb.ServedModel(model_name=mesh.tabular_model, version=v1)], wait=True
+        ),
+        metadata=md,
+    )
+    before = await mesh.oip_stub().ModelInfer(_request(name), metadata=md)
+
+    updated = await stub.UpdateEndpoint(
+        pb.UpdateEndpointRequest(
+            name=name,
+            served_models=[pb.ServedModel(model_name=mesh.tabular_model, version=v2)],
+            max_concurrency=3,
+            wait=True,
+        ),
+        metadata=md,
+    )
+    after = await mesh.oip_stub().ModelInfer(_request(name), metadata=md)
+
+    assert (before.model_version, after.model_version) == (str(v1), str(v2))
+    assert updated.state == "READY" and updated.max_concurrency == 3
+    assert [(s.version, s.state) for s in updated.status] == [(v2, "READY")]
