@@ -43,8 +43,7 @@ def test_every_runnable_service_is_in_compose(compose):
 
 
 @pytest.mark.skipif(
-    not shutil.which("docker")
-    or subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0,
+    not shutil.which("docker") or subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0,
     reason="the docker compose plugin is not installed here",
 )
 def test_docker_compose_config_accepts_the_file():
