@@ -57,6 +57,7 @@ class RpcPipeline(grpc.aio.ServerInterceptor):
         self._service = service_label
         self._auth = authenticator
         self._tracer = trace.get_tracer("tessera.grpc")
+        self._children: dict[tuple[str, grpc.StatusCode], tuple] = {}
 
     async def intercept_service(
         self,
@@ -93,13 +94,25 @@ class RpcPipeline(grpc.aio.ServerInterceptor):
         await context.abort(outcome.code, message)
 
     def _finish(self, method: str, outcome: _Outcome, started: float, span: trace.Span) -> None:
-        name = method.rsplit("/", 1)[-1]
-        REQUESTS.labels(self._service, name, outcome.code.name).inc()
-        LATENCY.labels(self._service, name).observe(time.perf_counter() - started)
-        if outcome.code != grpc.StatusCode.OK:
-            ERRORS.labels(self._service, name, outcome.code.name).inc()
+        requests, latency, errors = self._metrics(method, outcome.code)
+        requests.inc()
+        latency.observe(time.perf_counter() - started)
+        if errors is not None:
+            errors.inc()
             span.set_status(Status(StatusCode.ERROR, outcome.code.name))
-        span.set_attribute("rpc.grpc.status_code", outcome.code.value[0])
+        if span.is_recording():
+            span.set_attribute("rpc.grpc.status_code", outcome.code.value[0])
+
+    def _metrics(self, method: str, code: grpc.StatusCode):
+        """The labelled metric children for a method and status, looked up once (labels() takes a lock)."""
+        key = (method, code)
+        children = self._children.get(key)
+        if children is None:
+            name = method.rsplit("/", 1)[-1]
+            errors = ERRORS.labels(self._service, name, code.name) if code != grpc.StatusCode.OK else None
+            children = (REQUESTS.labels(self._service, name, code.name), LATENCY.labels(self._service, name), errors)
+            self._children[key] = children
+        return children
 
     def _wrap_unary(self, behavior: Callable[..., Awaitable[Any]], method: str, public: bool):
         async def call(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:

@@ -9,6 +9,7 @@ is one trace.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 from opentelemetry import propagate, trace
@@ -16,6 +17,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from prometheus_client import start_http_server
 
 _log = logging.getLogger(__name__)
@@ -24,12 +26,21 @@ _configured = False
 
 
 def setup_tracing(service_name: str, otlp_endpoint: str = "") -> None:
-    """Install the global tracer provider once; export over OTLP when an endpoint is configured."""
+    """Install the global tracer provider once; export over OTLP when an endpoint is configured.
+
+    TESSERA_TRACE_SAMPLE_RATIO sets the share of root traces recorded (default: all of them
+    when exporting, none otherwise)."""
     global _configured
     with _setup_lock:
         if _configured:
             return
-        provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+        # Without an exporter nobody reads recorded spans: record none, but still mint trace
+        # ids so payload logs and Kafka headers carry them. A sampled caller is still honoured.
+        ratio = float(os.environ.get("TESSERA_TRACE_SAMPLE_RATIO", "1.0" if otlp_endpoint else "0"))
+        provider = TracerProvider(
+            resource=Resource.create({"service.name": service_name}),
+            sampler=ParentBased(TraceIdRatioBased(ratio)),
+        )
         if otlp_endpoint:
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
