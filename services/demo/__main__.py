@@ -1,96 +1,149 @@
-"""`make demo`: Tessera's scenario on the local infrastructure `make up` started.
+"""`make demo`: Tessera's main scenario, as a client of the services `make up` started.
 
-Today it proves the ground every service stands on, and says so: a payload-log
-event travels through Kafka with Tessera's producer and consumer, and a vector
-query runs on PostgreSQL with pgvector. Each service adds its act as it lands.
+  (a) train a small PyTorch scorer, tracked with the stock mlflow client against the registry;
+  (b) register it as a model version and point the `champion` alias at it;
+  (c) serve it on an endpoint that follows the alias, call it over gRPC and over Kafka;
+  (d) register the tiny Llama and stream tokens from it (TESSERA_DEMO_LLM=0 skips this);
+  (e) watch the scorer for drift, send traffic that shifts, read the alarm back, draw it;
+  (f) index a few documents with managed embeddings and run hybrid queries;
+  (g) print the model version's lineage.
+
+Every run trains and registers a new version; endpoints, indexes and schemas are
+reused, so running it again is safe. Each step prints one line; slow ones report
+progress every few seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
-import uuid
+import traceback
+from collections.abc import Awaitable
 
-import numpy as np
-from tessera.events.v1.payload_log_pb2 import PayloadLog
+import grpc
+from tessera.serving.v1 import serving_pb2 as spb
 
-from services.common import config, topics
-from services.common.db import Database
-from services.common.kafka_consumer import ConsumerLoop, Record
-from services.common.kafka_producer import EventProducer
+from services.common import config
+from services.demo.clients import Clients
+from services.demo.console import StepSkipped, progress, say
+from services.demo.monitoring_step import drift_act
+from services.demo.retrieval_lineage import lineage_act, retrieval_act
+from services.demo.serving_steps import call_over_kafka, ensure_endpoint, score, tiny_llama
+from services.demo.settings import DemoSettings
+from services.demo.training import train_and_register, training_data
 
-
-def say(step: str, message: str) -> None:
-    print(f"[demo] {step:<10} {message}", flush=True)
-
-
-async def event_through_kafka(settings: config.CommonSettings) -> None:
-    producer = EventProducer(settings.kafka_bootstrap, client_id="demo")
-    request_id = f"demo-{uuid.uuid4().hex[:8]}"
-    sent = PayloadLog(request_id=request_id, endpoint="demo", status="OK", latency_ms=12.5, completion_tokens=42)
-    delivered = await producer.send(topics.PAYLOAD_LOGS, sent, key="demo", record_id=request_id)
-    say("kafka", f"produced payload log {request_id} to {delivered.topic}[{delivered.partition}]@{delivered.offset}")
-
-    received = asyncio.Event()
-
-    async def handle(batch: list[Record[PayloadLog]]) -> None:
-        for record in batch:
-            if record.value.request_id == request_id:
-                say(
-                    "kafka",
-                    f"consumed it back: endpoint={record.value.endpoint} "
-                    f"latency={record.value.latency_ms} ms tokens={record.value.completion_tokens}",
-                )
-                received.set()
-
-    # A fresh group reads the topic from the start and stops at our record.
-    loop = ConsumerLoop(
-        bootstrap=settings.kafka_bootstrap,
-        group_id=f"demo-{uuid.uuid4().hex[:6]}",
-        topics=[topics.PAYLOAD_LOGS],
-        message_type=PayloadLog,
-        handler=handle,
-        dlq_producer=producer,
-    )
-    task = asyncio.create_task(loop.run())
-    await asyncio.wait_for(received.wait(), 60)
-    loop.stop()
-    await task
-    producer.close()
+SCORER_ENDPOINT = "demo-scorer"
 
 
-async def vector_query(settings: config.CommonSettings) -> None:
-    db = await Database(settings.resolved_pg_dsn(), "demo").open()
-    rng = np.random.default_rng(0)
-    words = ["kafka", "postgres", "vllm", "registry", "drift", "lineage", "grpc", "embedding"]
-    vectors = rng.normal(size=(len(words), 32)).astype(np.float32)
-    async with db.transaction() as conn:
-        await conn.execute("DROP TABLE IF EXISTS notes")
-        await conn.execute("CREATE TABLE notes (word text PRIMARY KEY, embedding vector(32))")
-        async with conn.cursor() as cur:
-            await cur.executemany("INSERT INTO notes VALUES (%s, %s)", list(zip(words, vectors, strict=True)))
-    query = vectors[words.index("drift")] + rng.normal(scale=0.05, size=32).astype(np.float32)
-    async with db.connection() as conn:
-        cur = await conn.execute(
-            "SELECT word, embedding <=> %s AS distance FROM notes ORDER BY distance LIMIT 3", (query,)
+async def step(name: str, title: str, work: Awaitable, problems: list[str]):
+    """Run one act; a failure is reported in one line and the demo goes on."""
+    say(name, f"--- {title}")
+    try:
+        return await work
+    except StepSkipped as exc:
+        problems.append(f"{title}: {exc}")
+        say(name, f"SKIPPED: {exc}")
+    except grpc.aio.AioRpcError as exc:
+        problems.append(f"{title}: {exc.code().name}: {exc.details()}")
+        say(name, f"FAILED: the service answered {exc.code().name}: {exc.details()}")
+    except Exception as exc:  # noqa: BLE001 - one broken act must not hide the others
+        problems.append(f"{title}: {type(exc).__name__}: {exc}")
+        say(name, f"FAILED: {type(exc).__name__}: {exc}")
+        traceback.print_exc(limit=3)
+    return None
+
+
+async def serve_scorer(clients: Clients, model_name: str, version: int) -> None:
+    served = spb.ServedModel(model_name=model_name, alias="champion")
+    await ensure_endpoint(clients, SCORER_ENDPOINT, served, version)
+    x, y = training_data(5, seed=99)
+    answered_version, scores = await score(clients, SCORER_ENDPOINT, x)
+    say("serve", f"gRPC (Open Inference Protocol) ModelInfer on {SCORER_ENDPOINT}: answered by v{answered_version}")
+    for row, p, label in zip(x, scores, y, strict=True):
+        say(
+            "serve",
+            f"  features [{', '.join(f'{v:+.2f}' for v in row)}] -> churn probability {p:.3f} (label {int(label)})",
         )
-        rows = await cur.fetchall()
-    say("pgvector", "nearest to a noisy 'drift' vector: " + ", ".join(f"{w} ({d:.3f})" for w, d in rows))
-    await db.close()
-
-
-async def main() -> None:
-    settings = config.load(config.CommonSettings)
-    started = time.perf_counter()
-    say("start", f"Kafka at {settings.kafka_bootstrap}, PostgreSQL at {settings.resolved_pg_dsn()}")
-    await event_through_kafka(settings)
-    await vector_query(settings)
+    response = await call_over_kafka(clients, SCORER_ENDPOINT, x[0].tolist())
     say(
-        "done",
-        f"the foundation works end to end ({time.perf_counter() - started:.1f} s). "
-        "This scenario covers Kafka and pgvector only; services join it as they land.",
+        "kafka",
+        f"reply on tessera.serving.responses: status {response.status}, v{response.model_version}, "
+        f"score {response.tensors['score'][0][0]:.3f} (gRPC said {scores[0]:.3f}), {response.latency_ms:.1f} ms",
     )
+
+
+async def main() -> int:
+    settings = config.load(DemoSettings)
+    clients = Clients(settings)
+    started = time.perf_counter()
+    say(
+        "start",
+        f"services: {clients.addresses}, MLflow REST at {settings.mlflow_url}, Kafka at {settings.kafka_bootstrap}",
+    )
+    missing = await clients.not_answering()
+    if missing:
+        say("start", "these do not answer: " + "; ".join(missing))
+        say("start", "start the platform first with `make up` (or `bash infra/services.sh start`), then `make demo`")
+        await clients.close()
+        return 2
+    say("start", "registry, serving, monitoring, retrieval and the MLflow REST API answer")
+    problems: list[str] = []
+    catalog = settings.demo_catalog
+    models = await clients.ensure_schema(catalog, "models")
+    docs = await clients.ensure_schema(catalog, "docs")
+    model_name = f"{models}.scorer"
+
+    async def train():
+        async with progress("train", "training and registering"):
+            return await asyncio.to_thread(
+                train_and_register,
+                settings.mlflow_url,
+                settings.token,
+                model_name,
+                "demo-churn-scorer",
+                settings.data_dir / "demo",
+            )
+
+    trained = await step("train", "(a+b) train with mlflow, register, alias champion", train(), problems)
+    if trained is not None:
+        say(
+            "register",
+            f"{trained.model_name} v{trained.version} READY (run {trained.run_id}), alias champion -> v{trained.version}",
+        )
+        await step(
+            "serve",
+            "(c) serve the champion over gRPC and Kafka",
+            serve_scorer(clients, model_name, trained.version),
+            problems,
+        )
+    if settings.demo_llm:
+        await step("llm", "(d) the tiny Llama: register, serve, stream", tiny_llama(clients, models), problems)
+    else:
+        say("llm", "--- (d) skipped: TESSERA_DEMO_LLM=0")
+    if trained is not None:
+        out = settings.data_dir / "demo" / "drift.png"
+        await step(
+            "drift",
+            "(e) drift monitoring on live traffic",
+            drift_act(clients, SCORER_ENDPOINT, trained.train_features, out),
+            problems,
+        )
+    await step("retrieval", "(f) retrieval with managed embeddings", retrieval_act(clients, docs), problems)
+    if trained is not None:
+        await step(
+            "lineage", "(g) lineage of the model version", lineage_act(clients, model_name, trained.version), problems
+        )
+    await clients.close()
+    elapsed = time.perf_counter() - started
+    if problems:
+        say("done", f"finished in {elapsed:.0f} s with {len(problems)} step(s) not done:")
+        for problem in problems:
+            say("done", f"  - {problem}")
+        return 1
+    say("done", f"the whole scenario ran in {elapsed:.0f} s")
+    return 0
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    sys.exit(asyncio.run(main()))
