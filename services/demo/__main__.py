@@ -126,7 +126,7 @@ async def main() -> int:
         await step(
             "drift",
             "(e) drift monitoring on live traffic",
-            drift_act(clients, SCORER_ENDPOINT, trained.train_features, out),
+            drift_act(clients, SCORER_ENDPOINT, trained.train_features, trained.train_scores, out),
             problems,
         )
     await step("retrieval", "(f) retrieval with managed embeddings", retrieval_act(clients, docs), problems)

@@ -77,6 +77,19 @@ async def wait_for_drift(clients: Clients, monitor_id: str, last_window_start: f
     return list(events.events)
 
 
+async def inference_records_since(clients: Clients, endpoint: str, since: float) -> list:
+    """Every record of the endpoint from `since` on, page after page."""
+    request = mpb.ListInferenceRecordsRequest(endpoint=endpoint)
+    request.start_time.FromNanoseconds(int(since * 1e9))
+    records: list = []
+    while True:
+        reply = await clients.monitoring.ListInferenceRecords(request, metadata=clients.md)
+        records += reply.records
+        if not reply.page.next_page_token:
+            return records
+        request.page.page_token = reply.page.next_page_token
+
+
 def render_png(monitor_id: str, schema: str, out: Path) -> Path:
     """The drift picture, drawn by monitoring's own plot module from its tables."""
     from services.monitoring import plot
@@ -89,9 +102,8 @@ def render_png(monitor_id: str, schema: str, out: Path) -> Path:
     return out
 
 
-async def drift_act(clients: Clients, endpoint: str, reference: np.ndarray, out: Path) -> None:
-    _, reference_scores = await score(clients, endpoint, reference[:500])
-    monitor = await create_monitor(clients, endpoint, reference, np.asarray(reference_scores))
+async def drift_act(clients: Clients, endpoint: str, reference: np.ndarray, scores: np.ndarray, out: Path) -> None:
+    monitor = await create_monitor(clients, endpoint, reference, scores)
     say(
         "drift",
         f"monitor {monitor.monitor_id} on {endpoint}: {', '.join(FEATURES)}, {WINDOW_S} s windows, "
@@ -100,10 +112,13 @@ async def drift_act(clients: Clients, endpoint: str, reference: np.ndarray, out:
     first, _ = await send_traffic(clients, endpoint, seed=int(time.time()))
     last_window = (int(first) // WINDOW_S + len(PHASES) - 1) * WINDOW_S
     events = await wait_for_drift(clients, monitor.monitor_id, last_window)
-    records = await clients.monitoring.ListInferenceRecords(
-        mpb.ListInferenceRecordsRequest(endpoint=endpoint), metadata=clients.md
+    logged = await inference_records_since(clients, endpoint, first)
+    by_version = sorted({r.model_version for r in logged})
+    say(
+        "drift",
+        f"monitoring's inference table (read over gRPC) holds {len(logged)} of the {len(PHASES) * PER_WINDOW} "
+        f"requests just sent, served by version(s) {', '.join(by_version)}",
     )
-    say("drift", f"monitoring's inference table holds {len(records.records)}+ records of {endpoint} (first page)")
     if not events:
         raise StepSkipped(f"no drift event for monitor {monitor.monitor_id} (windows may not have closed yet)")
     for e in events:

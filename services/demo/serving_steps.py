@@ -54,7 +54,7 @@ async def ensure_endpoint(clients: Clients, name: str, served: spb.ServedModel, 
             )
         say("serve", f"created endpoint {name!r} on {served.model_name} @{served.alias or served.version}")
         return
-    say("serve", f"endpoint {name!r} exists from an earlier run; waiting for it to follow the alias to v{want_version}")
+    say("serve", f"endpoint {name!r} exists from an earlier run; waiting until it serves v{want_version}")
     deadline = time.monotonic() + 120
     async with progress("serve", f"waiting for {name} to serve v{want_version}"):
         while True:

@@ -32,8 +32,9 @@ class TrainedModel:
     model_name: str
     version: int
     accuracy: float
-    # Training features, kept as the drift monitor's reference.
+    # Training features and the model's scores on them: the drift monitor's reference.
     train_features: np.ndarray
+    train_scores: np.ndarray
 
 
 def training_data(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -133,4 +134,6 @@ def train_and_register(mlflow_url: str, token: str, model_name: str, experiment:
     # The client polls until the registry has copied the files and the version is READY.
     version = client.create_model_version(model_name, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
     client.set_registered_model_alias(model_name, "champion", version.version)
-    return TrainedModel(run.info.run_id, model_name, int(version.version), accuracy, x[:split])
+    with torch.no_grad():
+        train_scores = torch.sigmoid(net(xt)).squeeze(1).numpy()
+    return TrainedModel(run.info.run_id, model_name, int(version.version), accuracy, x[:split], train_scores)
