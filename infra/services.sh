@@ -53,8 +53,9 @@ start_one() {
   if pid="$(pid_of "$name")"; then log "$name already running (pid $pid)"; return; fi
   mkdir -p "$run_dir" "$log_dir"
   log "starting $name (log: $log_dir/$name.log)"
-  (cd "$root" && setsid "$python" -m "services.$name" >>"$log_dir/$name.log" 2>&1 </dev/null &
-   echo $! >"$run_dir/$name.pid")
+  # exec: the recorded pid must be the service's own, not a subshell's.
+  (cd "$root" && exec setsid "$python" -m "services.$name" >>"$log_dir/$name.log" 2>&1 </dev/null) &
+  echo $! >"$run_dir/$name.pid"
   local deadline=$((SECONDS + ${TESSERA_SERVICE_START_TIMEOUT:-180}))
   until healthy "$port"; do
     if ! pid_of "$name" >/dev/null; then
