@@ -82,7 +82,8 @@ def render(spec: MonitorSpec, metrics: list[tuple], events: list[dict], out: Pat
     width = spec.window_seconds / 86400 * 0.8
     axes[-1].bar([_time(t) for t, _ in bars], [c for _, c in bars], width=width, color="tab:gray")
     axes[-1].set_ylabel("records")
-    axes[-1].xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=dt.UTC))
+    clock = "%H:%M:%S" if spec.window_seconds < 60 else "%H:%M"
+    axes[-1].xaxis.set_major_formatter(mdates.DateFormatter(clock, tz=dt.UTC))
     axes[-1].set_xlabel("window (UTC)")
     fig.suptitle(
         f"Drift of monitor {spec.monitor_id} on endpoint {spec.endpoint} "
@@ -109,7 +110,8 @@ def _shade_alarms(ax, events: list[dict]) -> None:
             if not active:
                 ax.axvspan(_time(since), _time(event["window_start"]), color="red", alpha=0.1)
     if active:
-        ax.axvspan(_time(since), ax.get_xlim()[1], color="red", alpha=0.1)
+        # Still alarmed at the end: shade to the right edge (xlim is in matplotlib's date numbers).
+        ax.axvspan(_time(since), mdates.num2date(ax.get_xlim()[1]), color="red", alpha=0.1)
 
 
 async def load_monitor(settings: MonitoringSettings, monitor_id: str):

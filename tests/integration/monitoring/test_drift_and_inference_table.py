@@ -105,6 +105,10 @@ async def test_shifted_feature_raises_one_detected_and_one_resolved_event(
     out = tmp_path / "drift.png"
     plot.render(spec, metrics, events, out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 20_000
+    # An alarm still open at the end of the data is shaded to the right edge.
+    still_open = tmp_path / "drift-open.png"
+    plot.render(spec, metrics, [e for e in events if e["kind"] == plot.DETECTED], still_open)
+    assert still_open.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if os.environ.get("TESSERA_KEEP_DRIFT_PNG"):
         shutil.copy(out, os.environ["TESSERA_KEEP_DRIFT_PNG"])
 
