@@ -176,6 +176,7 @@ class VllmEngine:
             seed=s.seed,
         )
         self._engine = AsyncLLM.from_engine_args(args)
+        _confine_engine_cores(self._engine)
 
     def _sampling_params(self, sampling: Sampling, stream: bool):
         from vllm.sampling_params import RequestOutputKind, SamplingParams
@@ -203,6 +204,39 @@ class VllmEngine:
     def _require_tokenizer(self) -> Any:
         self._require_engine()
         return self._tokenizer
+
+
+def _confine_engine_cores(engine: Any) -> None:
+    """Keep vLLM's engine-core process on the cores its CPU worker is bound to.
+
+    On CPU, vLLM binds the worker process to its cores (VLLM_CPU_OMP_THREADS_BIND)
+    but leaves the engine-core process (scheduler, output thread) free to run
+    anywhere. While a request runs, both busy-poll each other with sched_yield, so
+    on a small machine they take every core, and processes that must wake up for
+    each streamed message (this server's gRPC threads, and above all the gRPC
+    clients in other processes) wait for the CPU, up to the whole generation:
+    the first token then arrives with the last. The engine core only works while
+    the worker waits for it, so sharing the worker's cores costs it little and
+    leaves the other cores to everyone else. A no-op where the worker is not bound.
+    """
+    manager = getattr(getattr(engine.engine_core, "resources", None), "engine_manager", None)
+    for process in getattr(manager, "processes", None) or ():
+        try:
+            cores = set().union(*(os.sched_getaffinity(pid) for pid in _children(process.pid)))
+            if cores and cores < os.sched_getaffinity(process.pid):
+                # Affinity is per thread: set it on every thread, later ones inherit it.
+                for tid in os.listdir(f"/proc/{process.pid}/task"):
+                    os.sched_setaffinity(int(tid), cores)
+        except (OSError, AttributeError):  # not Linux, or the process is gone: leave it as it is
+            continue
+
+
+def _children(pid: int) -> list[int]:
+    children: list[int] = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/children") as listing:
+            children.extend(int(child) for child in listing.read().split())
+    return children
 
 
 def _token_input(token_ids: list[int]) -> Mapping[str, Any]:
