@@ -208,7 +208,7 @@ def main() -> int:
             return 1
         print(dsn_for(port))
     else:
-        status()
+        return status()
     return 0
 
 
