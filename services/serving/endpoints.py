@@ -131,9 +131,10 @@ class EndpointControl:
                 _log.warning("%s: v%d of %s did not load: %s", deployment.name, version, route.spec.model_name, exc)
                 route.reason = f"alias moved to v{version}, which failed to load: {exc.message}"
                 return
+            # Lineage first: once a caller sees an answer from the new version, its edge exists.
+            await self._record_lineage(route.spec.model_name, version, deployment.name)
             old = route.model
             deployment.routes[index] = Route(route.spec, model, READY)
-            await self._record_lineage(route.spec.model_name, version, deployment.name)
             if old is not None and old is not model:
                 await self._pool.release(old, deployment.holder)
 
