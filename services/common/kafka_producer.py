@@ -217,11 +217,15 @@ class EventProducer:
         await asyncio.to_thread(self.flush_sync, timeout)
 
     def close(self, timeout: float = 30.0) -> None:
+        """Deliver what is queued, then release the client (its broker connections and threads)."""
+        if self._closed.is_set():
+            return
         try:
             self.flush_sync(timeout)
         finally:
             self._closed.set()
             self._poller.join(timeout=1)
+            self._producer.close()
 
     @property
     def raw(self) -> Producer:
