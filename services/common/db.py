@@ -29,18 +29,21 @@ _MIGRATION_FILE = re.compile(r"^(\d{4})_[\w-]+\.sql$")
 class Database:
     """A connection pool whose connections search the service's schema first."""
 
-    def __init__(self, dsn: str, schema: str, *, min_size: int = 1, max_size: int = 10) -> None:
+    def __init__(
+        self, dsn: str, schema: str, *, min_size: int = 1, max_size: int = 10, autocommit: bool = False
+    ) -> None:
+        """`autocommit=True` suits read-only hot paths: one round trip per query, no BEGIN/COMMIT."""
         if not _SCHEMA_NAME.match(schema):
             raise ValueError(f"invalid schema name {schema!r}")
         self.dsn = dsn
         self.schema = schema
         self._pool = AsyncConnectionPool(
             dsn,
-            min_size=min_size,
+            min_size=min(min_size, max_size),
             max_size=max_size,
             open=False,
             configure=self._configure,
-            kwargs={"autocommit": False},
+            kwargs={"autocommit": autocommit},
         )
 
     async def open(self) -> Database:
@@ -59,7 +62,8 @@ class Database:
     async def _configure(self, conn: psycopg.AsyncConnection) -> None:
         await register_vector_async(conn)
         await conn.execute(sql.SQL("SET search_path TO {}, public").format(sql.Identifier(self.schema)))
-        await conn.commit()
+        if not conn.autocommit:
+            await conn.commit()
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection]:

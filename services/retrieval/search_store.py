@@ -18,10 +18,9 @@ from typing import Any
 
 import numpy as np
 import psycopg
-from pgvector.psycopg import register_vector_async
 from psycopg import sql
-from psycopg_pool import AsyncConnectionPool
 
+from services.common.db import Database
 from services.retrieval.models import IndexInfo
 from services.retrieval.store import DISTANCE_OP, TEXT_CONFIG
 
@@ -34,24 +33,13 @@ class SearchStore:
         self.max_scan_tuples = max_scan_tuples
         self._gucs: weakref.WeakKeyDictionary[Any, tuple] = weakref.WeakKeyDictionary()
         self._rendered: dict[tuple, bytes] = {}
-        self._pool = AsyncConnectionPool(
-            dsn,
-            min_size=min(2, pool_size),
-            max_size=pool_size,
-            open=False,
-            configure=self._configure,
-            kwargs={"autocommit": True},
-        )
+        self._db = Database(dsn, schema, min_size=2, max_size=pool_size, autocommit=True)
 
     async def open(self) -> None:
-        await self._pool.open(wait=True, timeout=30)
+        await self._db.open()
 
     async def close(self) -> None:
-        await self._pool.close()
-
-    async def _configure(self, conn: psycopg.AsyncConnection) -> None:
-        await register_vector_async(conn)
-        await conn.execute(sql.SQL("SET search_path TO {}, public").format(sql.Identifier(self.schema)))
+        await self._db.close()
 
     async def _scan_settings(self, conn: psycopg.AsyncConnection, ef_search: int, iterative_scan: str) -> None:
         wanted = (ef_search, iterative_scan, self.max_scan_tuples)
@@ -99,7 +87,7 @@ class SearchStore:
                 t=self._table(info),
                 where=where,
             )
-        async with self._pool.connection() as conn:
+        async with self._db.connection() as conn:
             if key and key not in self._rendered:
                 if len(self._rendered) > 10_000:
                     self._rendered.clear()
@@ -128,7 +116,7 @@ class SearchStore:
         statement = sql.SQL(
             "SELECT id, version, embedding {op} %b AS distance{cols} FROM {t} WHERE {where} ORDER BY distance LIMIT %s"
         ).format(op=op, cols=self._select_list(columns, include_text), t=self._table(info), where=where)
-        async with self._pool.connection() as conn, conn.transaction():
+        async with self._db.connection() as conn, conn.transaction():
             await conn.execute("SET LOCAL enable_indexscan = off")
             cur = await conn.execute(statement, [vector, *where_params, k])
             return await cur.fetchall()
@@ -154,7 +142,7 @@ class SearchStore:
             cfg=sql.Literal(TEXT_CONFIG),
             where=where,
         )
-        async with self._pool.connection() as conn:
+        async with self._db.connection() as conn:
             cur = await conn.execute(statement, [text, *where_params, k])
             return await cur.fetchall()
 
@@ -197,14 +185,14 @@ class SearchStore:
             cols=self._select_list(columns, include_text, prefix="d"),
         )
         params = [vector, *where_params, candidates, text, *where_params, candidates, k]
-        async with self._pool.connection() as conn:
+        async with self._db.connection() as conn:
             # Strict order: the vector ranks feed the fusion, so they must be true ranks.
             await self._scan_settings(conn, ef_search, "strict_order")
             cur = await conn.execute(statement, params)
             return await cur.fetchall()
 
     async def sample_vectors(self, info: IndexInfo, count: int) -> list[np.ndarray]:
-        async with self._pool.connection() as conn:
+        async with self._db.connection() as conn:
             cur = await conn.execute(
                 sql.SQL("SELECT embedding FROM {} ORDER BY random() LIMIT %s").format(self._table(info)), (count,)
             )
