@@ -150,7 +150,6 @@ class ConsumerLoop(Generic[M]):
         self._consumer = Consumer(consumer_config(bootstrap, group_id, **config))
         self._schema = message_type.DESCRIPTOR.full_name.encode()
         self._stopping = asyncio.Event()
-        self._stopped = asyncio.Event()
         self._assigned = asyncio.Event()
         self._last_lag_update = 0.0
 
@@ -180,13 +179,9 @@ class ConsumerLoop(Generic[M]):
                 await asyncio.to_thread(self._commit, handled, True)
         finally:
             await asyncio.to_thread(self._consumer.close)
-            self._stopped.set()
 
     def stop(self) -> None:
         self._stopping.set()
-
-    async def wait_stopped(self) -> None:
-        await self._stopped.wait()
 
     async def wait_assigned(self, timeout: float = 30.0) -> None:
         """Wait until the group gave this consumer its partitions (useful in tests and at start-up)."""

@@ -227,10 +227,6 @@ class EventProducer:
             self._poller.join(timeout=1)
             self._producer.close()
 
-    @property
-    def raw(self) -> Producer:
-        return self._producer
-
 
 _CONTENT_TYPES = {serialization.PROTOBUF: serialization.PROTOBUF.encode(), serialization.JSON: b"application/json"}
 _SCHEMAS: dict[type, bytes] = {}

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 
@@ -30,14 +29,12 @@ def configure_logging(level: str = "INFO") -> None:
     logging.getLogger("grpc").setLevel(logging.WARNING)
 
 
-async def run_until_signalled(service: Service, ready: Callable[[], Awaitable[None]] | None = None) -> None:
+async def run_until_signalled(service: Service) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await service.start()
-    if ready is not None:
-        await ready()
     try:
         await stop.wait()
     finally:
