@@ -165,7 +165,11 @@ class ConsumerLoop(Generic[M]):
                 # only an empty queue waits, on a worker thread.
                 messages = self._consumer.consume(self._batch_size, 0)
                 if not messages:
-                    messages = await asyncio.to_thread(self._consumer.consume, self._batch_size, self._poll_timeout)
+                    # Wait for the first record only (a lone record is handled at once, not when a
+                    # batch fills or the timeout ends), then take whatever else arrived with it.
+                    messages = await asyncio.to_thread(self._consumer.consume, 1, self._poll_timeout)
+                    if messages and self._batch_size > 1:
+                        messages += self._consumer.consume(self._batch_size - 1, 0)
                 if messages:
                     offsets = await self._handle(messages)
                     if offsets is None:

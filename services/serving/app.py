@@ -126,7 +126,6 @@ class ServingApp:
                 group_id=s.serving_consumer_group,
                 default_reply_topic=s.serving_responses_topic,
                 batch_size=s.serving_kafka_batch,
-                poll_timeout_s=s.serving_kafka_poll_s,
             )
             self._tasks.append(asyncio.create_task(self.kafka_requests.run(), name="serving-kafka-requests"))
             await self.kafka_requests.loop.wait_assigned()

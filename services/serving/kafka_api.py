@@ -48,7 +48,6 @@ class KafkaRequestServer:
         group_id: str,
         default_reply_topic: str,
         batch_size: int,
-        poll_timeout_s: float = 0.005,
     ) -> None:
         self._inference = inference
         self._auth = authenticator
@@ -62,7 +61,6 @@ class KafkaRequestServer:
             handler=self._handle,
             dlq_producer=producer,
             batch_size=batch_size,
-            poll_timeout_s=poll_timeout_s,
             on_dead_letter=self._answer_undecodable,
         )
 

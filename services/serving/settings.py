@@ -37,8 +37,6 @@ class ServingSettings(CommonSettings):
     serving_run_registry_consumer: bool = True
     # Requests of one Kafka batch served at once.
     serving_kafka_batch: int = 64
-    # How long the request consumer waits for a batch to fill: the latency a lone request pays.
-    serving_kafka_poll_s: float = 0.005
 
     # -- payload logging (off the request path) ------------------------------------
     serving_payload_queue: int = 10_000
