@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n tessera/events/v1/registry.proto\x12\x11tessera.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf7\x04\n\rRegistryEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x33\n\x04type\x18\x02 \x01(\x0e\x32%.tessera.events.v1.RegistryEvent.Type\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12\x12\n\nmodel_name\x18\x05 \x01(\t\x12\x0f\n\x07version\x18\x06 \x01(\x03\x12\r\n\x05\x61lias\x18\x07 \x01(\t\x12\x18\n\x10previous_version\x18\x08 \x01(\x03\x12\x12\n\nsource_uri\x18\t \x01(\t\x12-\n\x05grant\x18\n \x01(\x0b\x32\x1e.tessera.events.v1.GrantChange\x12\x18\n\x10storage_location\x18\x0b \x01(\t\x12\x0e\n\x06run_id\x18\x0c \x01(\t\x12\x16\n\x0estatus_message\x18\r \x01(\t\x12\x16\n\x0enew_model_name\x18\x0e \x01(\t\"\xf3\x01\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15MODEL_VERSION_CREATED\x10\x01\x12\x17\n\x13MODEL_VERSION_READY\x10\x02\x12\x18\n\x14MODEL_VERSION_FAILED\x10\x03\x12\r\n\tALIAS_SET\x10\x04\x12\x11\n\rALIAS_DELETED\x10\x05\x12\x11\n\rMODEL_DELETED\x10\x06\x12\x11\n\rGRANT_CHANGED\x10\x07\x12\x19\n\x15MODEL_VERSION_DELETED\x10\x08\x12\x11\n\rMODEL_RENAMED\x10\t\x12\x11\n\rOWNER_CHANGED\x10\n\"p\n\x0bGrantChange\x12\x16\n\x0esecurable_type\x18\x01 \x01(\t\x12\x16\n\x0esecurable_name\x18\x02 \x01(\t\x12\x11\n\tprincipal\x18\x03 \x01(\t\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x04 \x03(\t\x12\x0f\n\x07removed\x18\x05 \x03(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n tessera/events/v1/registry.proto\x12\x11tessera.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc4\x05\n\rRegistryEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x33\n\x04type\x18\x02 \x01(\x0e\x32%.tessera.events.v1.RegistryEvent.Type\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12\x12\n\nmodel_name\x18\x05 \x01(\t\x12\x0f\n\x07version\x18\x06 \x01(\x03\x12\r\n\x05\x61lias\x18\x07 \x01(\t\x12\x18\n\x10previous_version\x18\x08 \x01(\x03\x12\x12\n\nsource_uri\x18\t \x01(\t\x12-\n\x05grant\x18\n \x01(\x0b\x32\x1e.tessera.events.v1.GrantChange\x12\x18\n\x10storage_location\x18\x0b \x01(\t\x12\x0e\n\x06run_id\x18\x0c \x01(\t\x12\x16\n\x0estatus_message\x18\r \x01(\t\x12\x16\n\x0enew_model_name\x18\x0e \x01(\t\"\xc0\x02\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15MODEL_VERSION_CREATED\x10\x01\x12\x17\n\x13MODEL_VERSION_READY\x10\x02\x12\x18\n\x14MODEL_VERSION_FAILED\x10\x03\x12\r\n\tALIAS_SET\x10\x04\x12\x11\n\rALIAS_DELETED\x10\x05\x12\x11\n\rMODEL_DELETED\x10\x06\x12\x11\n\rGRANT_CHANGED\x10\x07\x12\x19\n\x15MODEL_VERSION_DELETED\x10\x08\x12\x11\n\rMODEL_RENAMED\x10\t\x12\x11\n\rOWNER_CHANGED\x10\n\x12\x18\n\x14SECURABLE_REGISTERED\x10\x0b\x12\x15\n\x11SECURABLE_CHANGED\x10\x0c\x12\x1a\n\x16SECURABLE_UNREGISTERED\x10\r\"p\n\x0bGrantChange\x12\x16\n\x0esecurable_type\x18\x01 \x01(\t\x12\x16\n\x0esecurable_name\x18\x02 \x01(\t\x12\x11\n\tprincipal\x18\x03 \x01(\t\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x04 \x03(\t\x12\x0f\n\x07removed\x18\x05 \x03(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,9 +33,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tessera.events.v1.registry_
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REGISTRYEVENT']._serialized_start=89
-  _globals['_REGISTRYEVENT']._serialized_end=720
+  _globals['_REGISTRYEVENT']._serialized_end=797
   _globals['_REGISTRYEVENT_TYPE']._serialized_start=477
-  _globals['_REGISTRYEVENT_TYPE']._serialized_end=720
-  _globals['_GRANTCHANGE']._serialized_start=722
-  _globals['_GRANTCHANGE']._serialized_end=834
+  _globals['_REGISTRYEVENT_TYPE']._serialized_end=797
+  _globals['_GRANTCHANGE']._serialized_start=799
+  _globals['_GRANTCHANGE']._serialized_end=911
 # @@protoc_insertion_point(module_scope)

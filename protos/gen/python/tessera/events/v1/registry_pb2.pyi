@@ -25,6 +25,9 @@ class RegistryEvent(_message.Message):
         MODEL_VERSION_DELETED: _ClassVar[RegistryEvent.Type]
         MODEL_RENAMED: _ClassVar[RegistryEvent.Type]
         OWNER_CHANGED: _ClassVar[RegistryEvent.Type]
+        SECURABLE_REGISTERED: _ClassVar[RegistryEvent.Type]
+        SECURABLE_CHANGED: _ClassVar[RegistryEvent.Type]
+        SECURABLE_UNREGISTERED: _ClassVar[RegistryEvent.Type]
     TYPE_UNSPECIFIED: RegistryEvent.Type
     MODEL_VERSION_CREATED: RegistryEvent.Type
     MODEL_VERSION_READY: RegistryEvent.Type
@@ -36,6 +39,9 @@ class RegistryEvent(_message.Message):
     MODEL_VERSION_DELETED: RegistryEvent.Type
     MODEL_RENAMED: RegistryEvent.Type
     OWNER_CHANGED: RegistryEvent.Type
+    SECURABLE_REGISTERED: RegistryEvent.Type
+    SECURABLE_CHANGED: RegistryEvent.Type
+    SECURABLE_UNREGISTERED: RegistryEvent.Type
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]

@@ -18,6 +18,8 @@ class SecurableType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SECURABLE_TYPE_SCHEMA: _ClassVar[SecurableType]
     SECURABLE_TYPE_REGISTERED_MODEL: _ClassVar[SecurableType]
     SECURABLE_TYPE_EXPERIMENT: _ClassVar[SecurableType]
+    SECURABLE_TYPE_ENDPOINT: _ClassVar[SecurableType]
+    SECURABLE_TYPE_MONITOR: _ClassVar[SecurableType]
 
 class Privilege(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -29,6 +31,7 @@ class Privilege(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PRIVILEGE_MODIFY: _ClassVar[Privilege]
     PRIVILEGE_MANAGE: _ClassVar[Privilege]
     PRIVILEGE_CREATE_SCHEMA: _ClassVar[Privilege]
+    PRIVILEGE_SELECT: _ClassVar[Privilege]
 
 class LifecycleStage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -68,6 +71,8 @@ SECURABLE_TYPE_CATALOG: SecurableType
 SECURABLE_TYPE_SCHEMA: SecurableType
 SECURABLE_TYPE_REGISTERED_MODEL: SecurableType
 SECURABLE_TYPE_EXPERIMENT: SecurableType
+SECURABLE_TYPE_ENDPOINT: SecurableType
+SECURABLE_TYPE_MONITOR: SecurableType
 PRIVILEGE_UNSPECIFIED: Privilege
 PRIVILEGE_USE_CATALOG: Privilege
 PRIVILEGE_USE_SCHEMA: Privilege
@@ -76,6 +81,7 @@ PRIVILEGE_EXECUTE: Privilege
 PRIVILEGE_MODIFY: Privilege
 PRIVILEGE_MANAGE: Privilege
 PRIVILEGE_CREATE_SCHEMA: Privilege
+PRIVILEGE_SELECT: Privilege
 LIFECYCLE_STAGE_UNSPECIFIED: LifecycleStage
 LIFECYCLE_STAGE_ACTIVE: LifecycleStage
 LIFECYCLE_STAGE_DELETED: LifecycleStage
@@ -975,6 +981,48 @@ class RevokeRequest(_message.Message):
     principal: str
     privileges: _containers.RepeatedScalarFieldContainer[Privilege]
     def __init__(self, securable_type: _Optional[_Union[SecurableType, str]] = ..., securable_full_name: _Optional[str] = ..., principal: _Optional[str] = ..., privileges: _Optional[_Iterable[_Union[Privilege, str]]] = ...) -> None: ...
+
+class RegisterSecurableRequest(_message.Message):
+    __slots__ = ("securable_type", "securable_full_name", "owner")
+    SECURABLE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SECURABLE_FULL_NAME_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    securable_type: SecurableType
+    securable_full_name: str
+    owner: str
+    def __init__(self, securable_type: _Optional[_Union[SecurableType, str]] = ..., securable_full_name: _Optional[str] = ..., owner: _Optional[str] = ...) -> None: ...
+
+class RegisterSecurableResponse(_message.Message):
+    __slots__ = ("securable_type", "securable_full_name", "owner", "created_at")
+    SECURABLE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SECURABLE_FULL_NAME_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    securable_type: SecurableType
+    securable_full_name: str
+    owner: str
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, securable_type: _Optional[_Union[SecurableType, str]] = ..., securable_full_name: _Optional[str] = ..., owner: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class TouchSecurableRequest(_message.Message):
+    __slots__ = ("securable_type", "securable_full_name", "actor")
+    SECURABLE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SECURABLE_FULL_NAME_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    securable_type: SecurableType
+    securable_full_name: str
+    actor: str
+    def __init__(self, securable_type: _Optional[_Union[SecurableType, str]] = ..., securable_full_name: _Optional[str] = ..., actor: _Optional[str] = ...) -> None: ...
+
+class UnregisterSecurableRequest(_message.Message):
+    __slots__ = ("securable_type", "securable_full_name", "actor")
+    SECURABLE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SECURABLE_FULL_NAME_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    securable_type: SecurableType
+    securable_full_name: str
+    actor: str
+    def __init__(self, securable_type: _Optional[_Union[SecurableType, str]] = ..., securable_full_name: _Optional[str] = ..., actor: _Optional[str] = ...) -> None: ...
 
 class ListGrantsRequest(_message.Message):
     __slots__ = ("securable_type", "securable_full_name", "principal")

@@ -284,6 +284,21 @@ class RegistryServiceStub:
                 request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.CheckPrivilegeRequest.SerializeToString,
                 response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.CheckPrivilegeResponse.FromString,
                 _registered_method=True)
+        self.RegisterSecurable = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/RegisterSecurable',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.RegisterSecurableRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.RegisterSecurableResponse.FromString,
+                _registered_method=True)
+        self.TouchSecurable = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/TouchSecurable',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.TouchSecurableRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.RegisterSecurableResponse.FromString,
+                _registered_method=True)
+        self.UnregisterSecurable = channel.unary_unary(
+                '/tessera.registry.v1.RegistryService/UnregisterSecurable',
+                request_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.UnregisterSecurableRequest.SerializeToString,
+                response_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -631,6 +646,30 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RegisterSecurable(self, request, context):
+        """Top-level securables owned by other services (endpoints, monitors): the
+        service registers the object on behalf of its creator, who becomes the
+        owner. Reserved to service principals and superusers. Each call writes a
+        registry event (SECURABLE_REGISTERED / _CHANGED / _UNREGISTERED) so every
+        replica of the owning service learns of the change. Registering a name that
+        is taken is ALREADY_EXISTS; unregistering drops the object's grants.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TouchSecurable(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnregisterSecurable(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -883,6 +922,21 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.CheckPrivilege,
                     request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.CheckPrivilegeRequest.FromString,
                     response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.CheckPrivilegeResponse.SerializeToString,
+            ),
+            'RegisterSecurable': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterSecurable,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.RegisterSecurableRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.RegisterSecurableResponse.SerializeToString,
+            ),
+            'TouchSecurable': grpc.unary_unary_rpc_method_handler(
+                    servicer.TouchSecurable,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.TouchSecurableRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.RegisterSecurableResponse.SerializeToString,
+            ),
+            'UnregisterSecurable': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnregisterSecurable,
+                    request_deserializer=tessera_dot_registry_dot_v1_dot_registry__pb2.UnregisterSecurableRequest.FromString,
+                    response_serializer=tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -2235,6 +2289,87 @@ class RegistryService:
             '/tessera.registry.v1.RegistryService/CheckPrivilege',
             tessera_dot_registry_dot_v1_dot_registry__pb2.CheckPrivilegeRequest.SerializeToString,
             tessera_dot_registry_dot_v1_dot_registry__pb2.CheckPrivilegeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterSecurable(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/RegisterSecurable',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.RegisterSecurableRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.RegisterSecurableResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TouchSecurable(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/TouchSecurable',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.TouchSecurableRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.RegisterSecurableResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnregisterSecurable(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.registry.v1.RegistryService/UnregisterSecurable',
+            tessera_dot_registry_dot_v1_dot_registry__pb2.UnregisterSecurableRequest.SerializeToString,
+            tessera_dot_registry_dot_v1_dot_registry__pb2.DeleteResponse.FromString,
             options,
             channel_credentials,
             insecure,
