@@ -11,7 +11,7 @@ from services.registry.model_registry import ModelRegistry
 from services.registry.store import lineage as store
 from services.registry.tracking_service import TrackingService
 
-_TYPE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
+_TYPE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 
 
 class LineageService:
@@ -22,7 +22,7 @@ class LineageService:
 
     async def _check_node(self, principal: str, node: LineageNode) -> None:
         """Nodes the registry owns must exist and be readable; others belong to their services."""
-        if not _TYPE.match(node.type or ""):
+        if not _TYPE.fullmatch(node.type or ""):
             raise InvalidArgument(f"invalid lineage node type {node.type!r}: upper case, e.g. TABLE", field="type")
         if not node.name or len(node.name) > 512:
             raise InvalidArgument("lineage node name must be 1 to 512 characters", field="name")
