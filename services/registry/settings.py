@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
 from services.common.config import CommonSettings
 
 
@@ -40,6 +42,15 @@ class RegistrySettings(CommonSettings):
     registry_max_batch_tags: int = 100
     registry_chunk_size: int = 1024 * 1024
     registry_db_pool_size: int = 10
+    # Every statement on the registry's pool is cancelled past this (ms): no request holds a connection forever.
+    registry_statement_timeout_ms: int = 30_000
+
+    def pg_dsn_with_statement_timeout(self) -> str:
+        """The DSN with `statement_timeout` as a connection option, so every pooled connection carries it."""
+        params = conninfo_to_dict(self.resolved_pg_dsn())
+        options = params.get("options") or ""
+        params["options"] = f"{options} -c statement_timeout={int(self.registry_statement_timeout_ms)}".strip()
+        return make_conninfo(**params)
 
     def artifact_root(self) -> Path:
         root = self.registry_artifact_root or (self.data_dir / "registry" / "artifacts")
