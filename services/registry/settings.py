@@ -23,20 +23,25 @@ class RegistrySettings(CommonSettings):
     registry_artifact_root: Path | None = None
     # Principals allowed everything, everywhere.
     registry_superusers: tuple[str, ...] = ("admin",)
-    # Principals that may ask CheckPrivilege about someone else (serving, retrieval...).
-    registry_service_principals: tuple[str, ...] = ("admin",)
+    # Service principals (serving, retrieval, monitoring...): not superusers but a fixed role: CheckPrivilege
+    # for others, Register/Touch/UnregisterSecurable, read registered models, create lineage edges.
+    registry_service_principals: tuple[str, ...] = ("tessera-services",)
     # Where MLflow names without dots (and experiments without a schema) go; created at start.
     registry_default_catalog: str = "main"
     registry_default_schema: str = "default"
     # Model version sources that are local paths (or file:// URIs) outside the artifact root may be
     # copied in: by superusers from anywhere readable, by others only from under these folders.
-    registry_allow_local_sources: bool = True
+    registry_allow_local_sources: bool = False
     registry_local_source_roots: tuple[str, ...] = ()
     # Sent outbox rows are kept this long (hours) for audit, then deleted.
     registry_outbox_retention_h: float = 168.0
     registry_events_topic: str = "tessera.registry.events"
     # How often the outbox publisher looks for events written by other replicas.
     registry_outbox_poll_s: float = 0.5
+    # GetLineage walks at most this many levels (max_depth 0 means this), nodes and edges.
+    registry_lineage_max_depth: int = 20
+    registry_lineage_max_nodes: int = 1000
+    registry_lineage_max_edges: int = 5000
     registry_max_batch_metrics: int = 1000
     registry_max_batch_params: int = 100
     registry_max_batch_tags: int = 100
