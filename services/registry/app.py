@@ -9,9 +9,10 @@ from tessera.registry.v1 import registry_pb2_grpc
 from services.common.db import Database
 from services.common.grpc_server import TesseraServer
 from services.common.kafka_producer import EventProducer
+from services.common.outbox import OutboxPublisher
 from services.common.telemetry import setup_tracing, start_metrics_server
+from services.registry.events import OUTBOX
 from services.registry.grpc_api import SERVICE_NAME, RegistryServicer
-from services.registry.outbox_publisher import OutboxPublisher
 from services.registry.registry import Registry
 from services.registry.settings import RegistrySettings
 
@@ -43,7 +44,7 @@ class RegistryApp:
         ).open()
         self.producer = EventProducer(s.kafka_bootstrap, client_id=f"{s.service_name}-outbox")
         self.publisher = OutboxPublisher(
-            self.db, self.producer, s.registry_outbox_poll_s, s.registry_outbox_retention_h
+            self.db, self.producer, OUTBOX, s.registry_outbox_poll_s, s.registry_outbox_retention_h
         )
         self.registry = Registry(s, self.db, on_events_committed=self.publisher.notify)
         await self.registry.prepare()

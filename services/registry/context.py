@@ -12,9 +12,8 @@ from services.common.db import Database
 from services.common.errors import NotFound
 from services.registry.access import AccessPolicy, Chain, Privilege
 from services.registry.artifact_files import ArtifactFiles
-from services.registry.events import PendingEvent
+from services.registry.events import OUTBOX, PendingEvent
 from services.registry.settings import RegistrySettings
-from services.registry.store import outbox
 
 
 def now_ms() -> int:
@@ -53,7 +52,7 @@ class RegistryContext:
         async with self.db.transaction() as conn:
             unit = Unit(conn)
             yield unit
-            await outbox.add(conn, self.settings.registry_events_topic, unit.events)
+            await OUTBOX.add(conn, self.settings.registry_events_topic, [e.for_outbox() for e in unit.events])
         if unit.events:
             self._on_events()
 

@@ -1,7 +1,8 @@
 """Registry events (`tessera.events.v1.RegistryEvent`) as the outbox stores them.
 
 The core builds an event for each change it commits; the outbox table keeps the
-serialized message until the publisher has it acknowledged by Kafka.
+serialized message until the publisher (services/common/outbox.py) has it
+acknowledged by Kafka.
 """
 
 from __future__ import annotations
@@ -12,7 +13,20 @@ from dataclasses import dataclass
 from google.protobuf.timestamp_pb2 import Timestamp
 from tessera.events.v1 import registry_pb2 as pb
 
+from services.common.outbox import Outbox, OutboxEncoding, OutboxEvent
+
 Type = pb.RegistryEvent.Type
+
+
+def _with_event_id(payload: bytes, event_id: str) -> bytes:
+    # The id is the outbox row's, known only after the insert: stamp it on the way out.
+    event = pb.RegistryEvent.FromString(payload)
+    event.event_id = event_id
+    return event.SerializeToString()
+
+
+# The registry's outbox: table `outbox` in the registry's schema (migration 0001).
+OUTBOX = Outbox("outbox", OutboxEncoding(pb.RegistryEvent, _with_event_id))
 
 
 @dataclass(frozen=True)
@@ -24,6 +38,9 @@ class PendingEvent:
 
     def payload(self) -> bytes:
         return self.message.SerializeToString()
+
+    def for_outbox(self) -> OutboxEvent:
+        return OutboxEvent(self.key, self.payload())
 
 
 def _now() -> Timestamp:

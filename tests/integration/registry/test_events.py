@@ -11,6 +11,7 @@ from confluent_kafka import Consumer
 from tessera.events.v1 import registry_pb2 as ev
 from tessera.registry.v1 import registry_pb2 as pb
 
+from services.common.outbox import OutboxPublisher
 from services.registry import events
 from services.registry.names import ModelName
 from services.registry.store import models as model_store
@@ -120,8 +121,6 @@ async def test_each_committed_change_is_published_exactly_once_and_rollbacks_nev
 
 
 async def test_events_written_while_the_publisher_is_down_go_out_when_it_is_back(registry, schema_of, kafka_bootstrap):
-    from services.registry.outbox_publisher import OutboxPublisher
-
     s, admin = registry.stub, as_("admin")
     model = f"{schema_of}.later"
     await registry.publisher.stop()
@@ -131,7 +130,7 @@ async def test_events_written_while_the_publisher_is_down_go_out_when_it_is_back
     async with registry.registry.ctx.read() as conn:
         cur = await conn.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
         assert (await cur.fetchone())[0] == 2  # committed, kept, not yet published
-    registry.publisher = OutboxPublisher(registry.db, registry.producer, 0.2)
+    registry.publisher = OutboxPublisher(registry.db, registry.producer, events.OUTBOX, 0.2)
     registry.registry.ctx._on_events = registry.publisher.notify
     registry.publisher.start()
     seen = await asyncio.to_thread(_read_all, kafka_bootstrap, registry.topic, model)
