@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from tessera.registry.v1 import registry_pb2_grpc
@@ -11,9 +12,9 @@ from services.common.grpc_server import TesseraServer
 from services.common.kafka_producer import EventProducer
 from services.common.outbox import OutboxPublisher
 from services.common.telemetry import setup_tracing, start_metrics_server
+from services.registry.core import Registry
 from services.registry.events import OUTBOX
 from services.registry.grpc_api import SERVICE_NAME, RegistryServicer
-from services.registry.registry import Registry
 from services.registry.settings import RegistrySettings
 
 _log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class RegistryApp:
         if self.publisher is not None:
             await self.publisher.stop()
         if self.producer is not None:
-            self.producer.close()
+            # close() flushes for up to 30 s: not on the event loop.
+            await asyncio.to_thread(self.producer.close)
         if self.db is not None:
             await self.db.close()

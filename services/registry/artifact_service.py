@@ -15,8 +15,8 @@ from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.registry.access import Privilege
 from services.registry.context import RegistryContext
 from services.registry.entities import FileInfo
-from services.registry.logged_models import LoggedModels
-from services.registry.model_registry import PENDING, ModelRegistry
+from services.registry.logged_model_service import LoggedModels
+from services.registry.model_service import PENDING, ModelRegistry
 from services.registry.names import clean_relative_path
 from services.registry.store import models as model_store
 from services.registry.store import tracking

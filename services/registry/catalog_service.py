@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from services.common.paging import Page
 from services.registry import events
 from services.registry.access import TOP_LEVEL_TYPES, Chain, Decision, Privilege, SecurableType
-from services.registry.context import RegistryContext
-from services.registry.entities import Catalog, Page, Schema, TopLevelSecurable
+from services.registry.context import RegistryContext, next_offset_token, page_window
+from services.registry.entities import Catalog, Schema, TopLevelSecurable
 from services.registry.events import Type
 from services.registry.names import ModelName, SchemaName, check_part
-from services.registry.paging import decode_token, next_token, page_size
 from services.registry.store import models as model_store
 from services.registry.store import securables, tracking
 
@@ -74,7 +74,7 @@ class CatalogService:
             return await securables.get_catalog(conn, name)
 
     async def list_catalogs(self, principal: str, page_size_: int = 0, token: str = "") -> Page:
-        offset, size = decode_token(token), page_size(page_size_)
+        offset, size = page_window(token, page_size_)
         async with self.ctx.read() as conn:
             catalogs = await securables.list_catalogs(conn)
             grants = await securables.principal_grants(conn, principal)
@@ -86,7 +86,7 @@ class CatalogService:
             or grants.get(("CATALOG", c.name), frozenset()) & {"USE_CATALOG", "MANAGE"}
         ]
         chunk = visible[offset : offset + size + 1]
-        return Page(chunk[:size], next_token(offset, size, len(chunk)))
+        return Page(chunk[:size], next_offset_token(offset, size, len(chunk)))
 
     async def delete_catalog(self, principal: str, name: str, cascade: bool = False) -> None:
         check_part(name, "catalog")
@@ -119,7 +119,7 @@ class CatalogService:
 
     async def list_schemas(self, principal: str, catalog: str, page_size_: int = 0, token: str = "") -> Page:
         check_part(catalog, "catalog")
-        offset, size = decode_token(token), page_size(page_size_)
+        offset, size = page_window(token, page_size_)
         async with self.ctx.read() as conn:
             chain = await securables.catalog_chain(conn, catalog, principal)
             self.ctx.require(principal, chain, Privilege.USE_CATALOG, f"catalog {catalog!r}")
@@ -130,7 +130,7 @@ class CatalogService:
                 if schema_chain and self.ctx.can(principal, schema_chain, Privilege.USE_SCHEMA):
                     visible.append(schema)
         chunk = visible[offset : offset + size + 1]
-        return Page(chunk[:size], next_token(offset, size, len(chunk)))
+        return Page(chunk[:size], next_offset_token(offset, size, len(chunk)))
 
     async def delete_schema(self, principal: str, full_name: str, cascade: bool = False) -> None:
         name = SchemaName.parse(full_name)

@@ -9,7 +9,8 @@ from contextlib import asynccontextmanager
 from psycopg import AsyncConnection
 
 from services.common.db import Database
-from services.common.errors import NotFound
+from services.common.errors import InvalidArgument, NotFound
+from services.common.paging import DEFAULT_PAGE_SIZE, decode_token, encode_token, page_size
 from services.registry.access import AccessPolicy, Chain, Privilege
 from services.registry.artifact_files import ArtifactFiles
 from services.registry.events import OUTBOX, PendingEvent
@@ -18,6 +19,23 @@ from services.registry.settings import RegistrySettings
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+# Registry lists page by offset over the rows a caller may see (MLflow clients ask for big pages).
+MAX_PAGE_SIZE = 50_000
+
+
+def page_window(token: str, requested: int, default: int = DEFAULT_PAGE_SIZE) -> tuple[int, int]:
+    """(offset, size) of the page a token asks for; the token is common paging's `{"offset": n}`."""
+    offset = decode_token(token).get("offset", 0)
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise InvalidArgument("invalid page token", field="page_token")
+    return offset, page_size(requested, default, MAX_PAGE_SIZE)
+
+
+def next_offset_token(offset: int, size: int, fetched: int) -> str:
+    """Callers fetch size + 1 rows: one more than a page means there is another page."""
+    return encode_token({"offset": offset + size}) if fetched > size else ""
 
 
 class Unit:

@@ -196,11 +196,3 @@ class FileInfo:
     path: str
     is_dir: bool
     size: int
-
-
-@dataclass
-class Page:
-    """A page of results and the token for the next one ('' when done)."""
-
-    items: list
-    next_token: str = ""

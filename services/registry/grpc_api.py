@@ -13,11 +13,11 @@ from tessera.registry.v1 import registry_pb2_grpc
 
 from services.common.auth import current_principal
 from services.common.errors import InvalidArgument
-from services.registry import grpc_convert as cv
+from services.registry import converters as cv
 from services.registry.artifact_service import Target
 from services.registry.context import now_ms
+from services.registry.core import Registry
 from services.registry.entities import MetricColumns
-from services.registry.registry import Registry
 
 SERVICE_NAME = "tessera.registry.v1.RegistryService"
 _DONE = pb.DeleteResponse()

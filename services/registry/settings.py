@@ -7,6 +7,7 @@ from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from services.common import topics
 from services.common.config import CommonSettings
 
 
@@ -35,7 +36,7 @@ class RegistrySettings(CommonSettings):
     registry_local_source_roots: tuple[str, ...] = ()
     # Sent outbox rows are kept this long (hours) for audit, then deleted.
     registry_outbox_retention_h: float = 168.0
-    registry_events_topic: str = "tessera.registry.events"
+    registry_events_topic: str = topics.REGISTRY_EVENTS
     # How often the outbox publisher looks for events written by other replicas.
     registry_outbox_poll_s: float = 0.5
     # GetLineage walks at most this many levels (max_depth 0 means this), nodes and edges.

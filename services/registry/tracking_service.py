@@ -5,12 +5,12 @@ from __future__ import annotations
 import uuid
 
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from services.common.paging import Page
 from services.registry import search_filter
 from services.registry.access import Chain, Privilege
-from services.registry.context import RegistryContext, now_ms
-from services.registry.entities import ACTIVE, DELETED, RUN_STATUSES, Experiment, Metric, MetricColumns, Page, Run
+from services.registry.context import RegistryContext, next_offset_token, now_ms, page_window
+from services.registry.entities import ACTIVE, DELETED, RUN_STATUSES, Experiment, Metric, MetricColumns, Run
 from services.registry.names import SchemaName
-from services.registry.paging import decode_token, next_token, page_size
 from services.registry.store import metrics as metric_store
 from services.registry.store import securables, tracking
 
@@ -87,21 +87,19 @@ class TrackingService:
     async def search_experiments(
         self, principal: str, filter_: str = "", view: str = "", order_by=(), size: int = 0, token: str = ""
     ) -> Page:
-        offset, size = decode_token(token), page_size(size, 1000)
+        offset, size = page_window(token, size, 1000)
         clauses = search_filter.parse(filter_)
         async with self.ctx.read() as conn:
             found = await tracking.search_experiments(conn, principal, clauses, _stages(view), list(order_by))
         visible = [e for e, chain in found if self.ctx.can(principal, chain, Privilege.EXECUTE)]
         chunk = visible[offset : offset + size + 1]
-        return Page(chunk[:size], next_token(offset, size, len(chunk)))
+        return Page(chunk[:size], next_offset_token(offset, size, len(chunk)))
 
     async def set_experiment_stage(self, principal: str, experiment_id: str, stage: str) -> Experiment:
         async with self.ctx.unit() as unit:
             experiment, _ = await self._experiment(unit.conn, principal, Privilege.MANAGE, experiment_id=experiment_id)
             await tracking.update_experiment(unit.conn, int(experiment.experiment_id), now_ms(), lifecycle_stage=stage)
-            await unit.conn.execute(
-                "UPDATE runs SET lifecycle_stage = %s WHERE experiment_id = %s", (stage, int(experiment.experiment_id))
-            )
+            await tracking.set_runs_stage(unit.conn, int(experiment.experiment_id), stage)
             experiment.lifecycle_stage = stage
         return experiment
 
@@ -216,7 +214,7 @@ class TrackingService:
     ) -> Page:
         if not experiment_ids:
             raise InvalidArgument("at least one experiment id is required", field="experiment_ids")
-        offset, size = decode_token(token), page_size(size, 1000)
+        offset, size = page_window(token, size, 1000)
         clauses = search_filter.parse(filter_)
         stages = _stages(view)
         async with self.ctx.read() as conn:
@@ -226,7 +224,7 @@ class TrackingService:
                 ids.append(int(experiment.experiment_id))
             rows = await tracking.search_runs(conn, ids, clauses, stages, list(order_by), offset, size + 1)
             runs = await tracking.load_runs(conn, rows[:size])
-        return Page(runs, next_token(offset, size, len(rows)))
+        return Page(runs, next_offset_token(offset, size, len(rows)))
 
     # -- logging --------------------------------------------------------------------
 
@@ -303,13 +301,13 @@ class TrackingService:
             raise InvalidArgument("metric_key is required", field="metric_key")
         if max_points < 0:
             raise InvalidArgument("max_points must not be negative", field="max_points")
-        offset, size = decode_token(token), page_size(size, 25_000)
+        offset, size = page_window(token, size, 25_000)
         async with self.ctx.read() as conn:
             row, _ = await self._run(conn, principal, run_id, Privilege.EXECUTE)
             if max_points:
                 return Page(await metric_store.metric_history_downsampled(conn, row["run_pk"], key, max_points))
             points = await metric_store.metric_history(conn, row["run_pk"], key, offset, size + 1)
-        return Page(points[:size], next_token(offset, size, len(points)))
+        return Page(points[:size], next_offset_token(offset, size, len(points)))
 
     async def run_artifact_location(self, principal: str, run_id: str, privilege: Privilege) -> str:
         """The run's artifact folder, relative to the root, once the caller may read or write it."""

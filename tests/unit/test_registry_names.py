@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from services.common.errors import InvalidArgument
+from services.common.paging import encode_token
+from services.registry.context import next_offset_token, page_window
 from services.registry.names import ModelName, SchemaName, check_alias, clean_relative_path
-from services.registry.paging import decode_token, encode_token, next_token
 
 pytestmark = pytest.mark.unit
 
@@ -42,10 +43,12 @@ def test_artifact_paths_are_normalized():
 
 
 def test_page_tokens_round_trip_and_garbage_is_refused():
-    assert decode_token(encode_token(40)) == 40 and decode_token("") == 0
-    assert next_token(0, 10, 11) == encode_token(10) and next_token(0, 10, 10) == ""
-    with pytest.raises(InvalidArgument):
-        decode_token("garbage")
+    assert page_window(next_offset_token(30, 10, 11), 10) == (40, 10) and page_window("", 0) == (0, 100)
+    assert next_offset_token(0, 10, 10) == ""
+    assert page_window("", 10**9)[1] == 50_000
+    for garbage in ("garbage", encode_token({"offset": -1}), encode_token({"offset": "x"})):
+        with pytest.raises(InvalidArgument):
+            page_window(garbage, 10)
 
 
 @pytest.mark.parametrize(

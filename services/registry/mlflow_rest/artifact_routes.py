@@ -9,9 +9,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from services.common.errors import NotFound
+from services.registry.core import Registry
 from services.registry.mlflow_rest.request_body import PRINCIPAL, reply
 from services.registry.names import clean_relative_path
-from services.registry.registry import Registry
 
 PREFIX = "/api/2.0/mlflow-artifacts/artifacts"
 CHUNK = 1024 * 1024

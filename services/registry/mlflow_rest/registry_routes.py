@@ -6,9 +6,9 @@ from aiohttp import web
 
 from services.common.errors import InvalidArgument, NotFound, PermissionDenied
 from services.registry import search_filter
+from services.registry.core import Registry
 from services.registry.mlflow_rest import json_convert as js
 from services.registry.mlflow_rest.request_body import PRINCIPAL, params, reply, required, tags, text
-from services.registry.registry import Registry
 
 API = "/api/2.0/mlflow"
 
@@ -61,7 +61,7 @@ def add_routes(app: web.Application, registry: Registry, names: js.Names) -> Non
                     contains = clause.value.strip("%")
             else:
                 raise InvalidArgument(
-                    f"unsupported model filter on {clause.key!r}: use name =, name LIKE, tags.k = or !=", field="filter"
+                    f"unsupported model filter on {clause.key[:64]!r}: use name =, name LIKE, tags.k = or !=", field="filter"
                 )
 
         def keep(model) -> bool:
@@ -161,7 +161,7 @@ def add_routes(app: web.Application, registry: Registry, names: js.Names) -> Non
         for clause in search_filter.parse(text(body, "filter")):
             if clause.key not in ("name", "run_id") or clause.op != "=" or not isinstance(clause.value, str):
                 raise InvalidArgument(
-                    f"unsupported model version filter on {clause.key!r}: use name = '...' [and run_id = '...']",
+                    f"unsupported model version filter on {clause.key[:64]!r}: use name = '...' [and run_id = '...']",
                     field="filter",
                 )
             name, run_id = (clause.value, run_id) if clause.key == "name" else (name, clause.value)

@@ -27,10 +27,10 @@ from services.common.errors import (
     TesseraError,
     Unauthenticated,
 )
+from services.registry.core import Registry
 from services.registry.mlflow_rest import artifact_routes, registry_routes, tracking_routes
 from services.registry.mlflow_rest.json_convert import Names
 from services.registry.mlflow_rest.request_body import PRINCIPAL
-from services.registry.registry import Registry
 
 _log = logging.getLogger(__name__)
 

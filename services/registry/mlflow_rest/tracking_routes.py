@@ -7,10 +7,10 @@ from aiohttp import web
 from services.common.errors import InvalidArgument
 from services.registry.artifact_service import Target
 from services.registry.context import now_ms
+from services.registry.core import Registry
 from services.registry.entities import LineageNode, MetricColumns
 from services.registry.mlflow_rest import json_convert as js
 from services.registry.mlflow_rest.request_body import PRINCIPAL, params, reply, required, tags, text
-from services.registry.registry import Registry
 
 API = "/api/2.0/mlflow"
 

@@ -107,6 +107,22 @@ async def update_experiment(conn: AsyncConnection, experiment_id: int, now_ms: i
     )
 
 
+async def set_runs_stage(conn: AsyncConnection, experiment_id: int, stage: str) -> None:
+    """Deleting or restoring an experiment takes its runs along."""
+    await conn.execute("UPDATE runs SET lifecycle_stage = %s WHERE experiment_id = %s", (stage, experiment_id))
+
+
+async def insert_default_experiment(
+    conn: AsyncConnection, artifact_location: str, catalog: str, schema: str, owner: str, now_ms: int
+) -> None:
+    """Experiment 0, "Default": where MLflow clients log when no experiment is set."""
+    await conn.execute(
+        "INSERT INTO experiments (experiment_id, name, artifact_location, catalog_name, schema_name, owner,"
+        " creation_time, last_update_time) VALUES (0, 'Default', %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        (artifact_location, catalog, schema, owner, now_ms, now_ms),
+    )
+
+
 async def search_experiments(
     conn: AsyncConnection,
     principal: str,

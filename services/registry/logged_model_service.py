@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 
 from services.common.errors import InvalidArgument, NotFound
+from services.common.paging import Page
 from services.registry.access import Privilege
-from services.registry.context import RegistryContext, now_ms
-from services.registry.entities import LoggedModel, Page
-from services.registry.paging import decode_token, next_token, page_size
+from services.registry.context import RegistryContext, next_offset_token, now_ms, page_window
+from services.registry.entities import LoggedModel
 from services.registry.store import logged_models as store
 from services.registry.store import tracking
 from services.registry.tracking_service import TrackingService
@@ -83,7 +83,7 @@ class LoggedModels:
             return await store.get(unit.conn, model_id)
 
     async def search(self, principal: str, experiment_ids: list[str], size: int = 0, token: str = "") -> Page:
-        offset, size = decode_token(token), page_size(size)
+        offset, size = page_window(token, size)
         async with self.ctx.read() as conn:
             ids = []
             for experiment_id in experiment_ids:
@@ -92,4 +92,4 @@ class LoggedModels:
                 )
                 ids.append(int(experiment.experiment_id))
             found = await store.search(conn, ids, offset, size + 1)
-        return Page(found[:size], next_token(offset, size, len(found)))
+        return Page(found[:size], next_offset_token(offset, size, len(found)))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from services.common.db import Database, migrate
 from services.registry.access import AccessPolicy
@@ -12,15 +11,13 @@ from services.registry.artifact_service import ArtifactService
 from services.registry.catalog_service import CatalogService
 from services.registry.context import RegistryContext, now_ms
 from services.registry.lineage_service import LineageService
-from services.registry.logged_models import LoggedModels
-from services.registry.model_registry import ModelRegistry
+from services.registry.logged_model_service import LoggedModels
+from services.registry.model_service import ModelRegistry
 from services.registry.settings import RegistrySettings
-from services.registry.store import securables
+from services.registry.store import MIGRATIONS, securables, tracking
 from services.registry.tracking_service import TrackingService
 
 _log = logging.getLogger(__name__)
-
-MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
 class Registry:
@@ -52,10 +49,8 @@ class Registry:
             await securables.insert_catalog(unit.conn, catalog, "default catalog", owner)
             await securables.insert_schema(unit.conn, catalog, schema, "default schema", owner)
             # MLflow clients fall back to experiment "0" ("Default") when none is set.
-            await unit.conn.execute(
-                "INSERT INTO experiments (experiment_id, name, artifact_location, catalog_name, schema_name, owner,"
-                " creation_time, last_update_time) VALUES (0, 'Default', %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                (self.ctx.files.uri("0"), catalog, schema, owner, now_ms(), now_ms()),
+            await tracking.insert_default_experiment(
+                unit.conn, self.ctx.files.uri("0"), catalog, schema, owner, now_ms()
             )
 
     async def close(self) -> None:

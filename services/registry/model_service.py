@@ -7,13 +7,13 @@ import logging
 from pathlib import Path
 
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from services.common.paging import Page
 from services.registry import events
 from services.registry.access import Privilege
-from services.registry.context import RegistryContext
-from services.registry.entities import AliasMove, LineageNode, ModelVersion, Page, RegisteredModel
+from services.registry.context import RegistryContext, next_offset_token, page_window
+from services.registry.entities import AliasMove, LineageNode, ModelVersion, RegisteredModel
 from services.registry.events import Type
 from services.registry.names import ModelName, check_alias, check_model_part, check_version
-from services.registry.paging import decode_token, next_token, page_size
 from services.registry.store import lineage as lineage_store
 from services.registry.store import models as store
 from services.registry.store import securables
@@ -63,12 +63,12 @@ class ModelRegistry:
         size: int = 0,
         token: str = "",
     ) -> Page:
-        offset, size = decode_token(token), page_size(size)
+        offset, size = page_window(token, size)
         async with self.ctx.read() as conn:
             found = await store.search_models(conn, principal, catalog, schema, name_contains)
         visible = [m for m, chain in found if self.ctx.can(principal, chain, Privilege.EXECUTE)]
         chunk = visible[offset : offset + size + 1]
-        return Page(chunk[:size], next_token(offset, size, len(chunk)))
+        return Page(chunk[:size], next_offset_token(offset, size, len(chunk)))
 
     async def update_model(
         self,
@@ -233,11 +233,11 @@ class ModelRegistry:
     async def search_versions(
         self, principal: str, full_name: str, run_id: str = "", size: int = 0, token: str = ""
     ) -> Page:
-        offset, size = decode_token(token), page_size(size)
+        offset, size = page_window(token, size)
         async with self.ctx.read() as conn:
             model_pk, _ = await self._model(conn, principal, full_name, Privilege.EXECUTE)
             found = await store.search_versions(conn, model_pk, full_name, run_id, offset, size + 1)
-        return Page(found[:size], next_token(offset, size, len(found)))
+        return Page(found[:size], next_offset_token(offset, size, len(found)))
 
     async def update_version(
         self,
@@ -320,11 +320,11 @@ class ModelRegistry:
     async def alias_history(
         self, principal: str, full_name: str, alias: str = "", size: int = 0, token: str = ""
     ) -> Page:
-        offset, size = decode_token(token), page_size(size)
+        offset, size = page_window(token, size)
         async with self.ctx.read() as conn:
             model_pk, _ = await self._model(conn, principal, full_name, Privilege.EXECUTE)
             moves: list[AliasMove] = await store.alias_history(conn, model_pk, alias, offset, size + 1)
-        return Page(moves[:size], next_token(offset, size, len(moves)))
+        return Page(moves[:size], next_offset_token(offset, size, len(moves)))
 
 
 def _node(kind: str, name: str) -> LineageNode:
