@@ -65,7 +65,8 @@ class ArtifactService:
         self, principal: str, target: Target, path: str = "", chunk_size: int = 0
     ) -> AsyncIterator[tuple[str, bytes, int, int]]:
         relative = await self.location(principal, target, write=False)
-        size = chunk_size if chunk_size > 0 else self.ctx.settings.registry_chunk_size
+        settings = self.ctx.settings
+        size = min(chunk_size, settings.registry_max_chunk_size) if chunk_size > 0 else settings.registry_chunk_size
         async for chunk in self.ctx.files.read_chunks(relative, clean_relative_path(path), size):
             yield chunk
 

@@ -17,6 +17,7 @@ from services.registry.names import ModelName, check_alias, check_model_part, ch
 from services.registry.store import lineage as lineage_store
 from services.registry.store import models as store
 from services.registry.store import securables
+from services.registry.store import tracking as tracking_store
 
 _log = logging.getLogger(__name__)
 
@@ -139,6 +140,10 @@ class ModelRegistry:
         source_path = await self._resolve_source(principal, source, run_id) if source else None
         async with self.ctx.unit() as unit:
             model_pk, _ = await self._model(unit.conn, principal, full_name, Privilege.MODIFY, lock=True)
+            if run_id:
+                # The version links to the run in lineage: the caller must be able to read that run.
+                found = await tracking_store.run_with_chain(unit.conn, run_id, principal)
+                self.ctx.require(principal, found[1] if found else None, Privilege.EXECUTE, f"run {run_id[:64]!r}")
             number = await store.next_version(unit.conn, model_pk)
             relative = f"{self._model_folder(model_pk)}/versions/{number}"
             version = await store.insert_version(

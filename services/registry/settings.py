@@ -47,6 +47,11 @@ class RegistrySettings(CommonSettings):
     registry_max_batch_params: int = 100
     registry_max_batch_tags: int = 100
     registry_chunk_size: int = 1024 * 1024
+    # The largest artifact chunk a caller may ask for (bigger asks get chunks of this size); stays well
+    # under gRPC clients' default 4 MiB receive limit.
+    registry_max_chunk_size: int = 2 * 1024 * 1024
+    # SearchRuns reads each experiment's chain: at most this many experiments per search.
+    registry_max_search_experiments: int = 100
     registry_db_pool_size: int = 10
     # Every statement on the registry's pool is cancelled past this (ms): no request holds a connection forever.
     registry_statement_timeout_ms: int = 30_000

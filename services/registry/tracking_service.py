@@ -214,6 +214,11 @@ class TrackingService:
     ) -> Page:
         if not experiment_ids:
             raise InvalidArgument("at least one experiment id is required", field="experiment_ids")
+        if len(experiment_ids) > self.settings.registry_max_search_experiments:
+            raise InvalidArgument(
+                f"at most {self.settings.registry_max_search_experiments} experiments per search",
+                field="experiment_ids",
+            )
         offset, size = page_window(token, size, 1000)
         clauses = search_filter.parse(filter_)
         stages = _stages(view)

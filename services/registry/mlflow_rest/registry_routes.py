@@ -61,7 +61,8 @@ def add_routes(app: web.Application, registry: Registry, names: js.Names) -> Non
                     contains = clause.value.strip("%")
             else:
                 raise InvalidArgument(
-                    f"unsupported model filter on {clause.key[:64]!r}: use name =, name LIKE, tags.k = or !=", field="filter"
+                    f"unsupported model filter on {clause.key[:64]!r}: use name =, name LIKE, tags.k = or !=",
+                    field="filter",
                 )
 
         def keep(model) -> bool:
