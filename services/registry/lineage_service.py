@@ -103,7 +103,8 @@ class LineageService:
         if not guarded:
             return
         if chain is None:
-            if node.type == "MODEL_VERSION" and not re.fullmatch(r".+/\d+", node.name):
+            _, sep, version = node.name.rpartition("/")
+            if node.type == "MODEL_VERSION" and (not sep or not version.isdigit()):
                 raise InvalidArgument(
                     f"MODEL_VERSION node {node.name!r}: expected 'catalog.schema.model/<version>'", field="name"
                 )
