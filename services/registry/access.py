@@ -47,6 +47,16 @@ class SecurableType(enum.StrEnum):
 # Securables other services own and register here (top-level: no catalog or schema above them).
 TOP_LEVEL_TYPES = frozenset({SecurableType.ENDPOINT, SecurableType.MONITOR})
 
+# Who may see a securable (in lineage, and its grants): holders of any of these privileges on it.
+SEEN_WITH = {
+    SecurableType.CATALOG: (Privilege.USE_CATALOG,),
+    SecurableType.SCHEMA: (Privilege.USE_SCHEMA,),
+    SecurableType.REGISTERED_MODEL: (Privilege.EXECUTE,),
+    SecurableType.EXPERIMENT: (Privilege.EXECUTE,),
+    SecurableType.ENDPOINT: (Privilege.EXECUTE, Privilege.MANAGE, Privilege.SELECT),
+    SecurableType.MONITOR: (Privilege.SELECT, Privilege.MANAGE),
+}
+
 
 @dataclass(frozen=True)
 class Securable:
@@ -136,6 +146,9 @@ class AccessPolicy:
             False,
             f"{principal} is a service principal; its role has no {privilege} on {target.type.lower()} {target.name}",
         )
+
+    def sees(self, principal: str, chain: Chain) -> bool:
+        return any(self.decide(principal, chain, p).allowed for p in SEEN_WITH[chain.target.type])
 
     def require(self, principal: str, chain: Chain, privilege: Privilege) -> None:
         decision = self.decide(principal, chain, privilege)

@@ -27,16 +27,6 @@ _GRANTABLE = {
     SecurableType.MONITOR: {Privilege.MANAGE, Privilege.SELECT},
 }
 
-# Who may see a securable (and so its grants): any of these privileges on it.
-_SEES = {
-    SecurableType.CATALOG: (Privilege.USE_CATALOG,),
-    SecurableType.SCHEMA: (Privilege.USE_SCHEMA,),
-    SecurableType.REGISTERED_MODEL: (Privilege.EXECUTE,),
-    SecurableType.EXPERIMENT: (Privilege.EXECUTE,),
-    SecurableType.ENDPOINT: (Privilege.EXECUTE, Privilege.MANAGE, Privilege.SELECT),
-    SecurableType.MONITOR: (Privilege.SELECT, Privilege.MANAGE),
-}
-
 # Endpoint names and monitor ids: what serving and monitoring allow, with room to spare.
 _TOP_LEVEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,254}")
 
@@ -82,8 +72,10 @@ class CatalogService:
             c
             for c in catalogs
             if self.ctx.policy.is_superuser(principal)
-            or c.owner == principal
-            or grants.get(("CATALOG", c.name), frozenset()) & {"USE_CATALOG", "MANAGE"}
+            or (
+                not self.ctx.policy.is_service_principal(principal)
+                and (c.owner == principal or grants.get(("CATALOG", c.name), frozenset()) & {"USE_CATALOG", "MANAGE"})
+            )
         ]
         chunk = visible[offset : offset + size + 1]
         return Page(chunk[:size], next_offset_token(offset, size, len(chunk)))
@@ -212,8 +204,7 @@ class CatalogService:
         async with self.ctx.read() as conn:
             chain, _ = await self.resolve(conn, kind, full_name, principal)
             # Anyone who can reach the securable may see its grants, as in Unity Catalog.
-            sees = any(self.ctx.can(principal, chain, p) for p in _SEES[kind])
-            if not (sees or grantee == principal):
+            if not (self.ctx.policy.sees(principal, chain) or grantee == principal):
                 self.ctx.require(principal, chain, Privilege.MANAGE, f"{kind.lower()} {full_name!r}")
             return await securables.list_grants(conn, kind.value, full_name, grantee), chain.target.owner
 

@@ -22,7 +22,7 @@ import re
 from psycopg import AsyncConnection
 
 from services.common.errors import InvalidArgument, NotFound, PermissionDenied
-from services.registry.access import Chain, Privilege, SecurableType
+from services.registry.access import Chain, SecurableType
 from services.registry.context import RegistryContext
 from services.registry.entities import LineageEdge, LineageNode
 from services.registry.names import ModelName
@@ -38,10 +38,6 @@ _TOP_LEVEL_NODES = {
     "SERVING_ENDPOINT": SecurableType.ENDPOINT,
     "ENDPOINT": SecurableType.ENDPOINT,
     "MONITOR": SecurableType.MONITOR,
-}
-_SEES = {
-    SecurableType.ENDPOINT: (Privilege.EXECUTE, Privilege.MANAGE, Privilege.SELECT),
-    SecurableType.MONITOR: (Privilege.SELECT, Privilege.MANAGE),
 }
 
 
@@ -86,15 +82,11 @@ class LineageService:
             return chain is not None, chain
         return False, None
 
-    def _sees(self, principal: str, chain: Chain) -> bool:
-        kind = chain.target.type
-        return any(self.ctx.can(principal, chain, p) for p in _SEES.get(kind, (Privilege.EXECUTE,)))
-
     async def _visible(self, conn: AsyncConnection, principal: str, node: LineageNode) -> bool:
         guarded, chain = await self._chain(conn, principal, node)
         if not guarded:
             return True
-        return chain is not None and self._sees(principal, chain)
+        return chain is not None and self.ctx.policy.sees(principal, chain)
 
     async def _check_node(self, conn: AsyncConnection, principal: str, node: LineageNode) -> None:
         """A guarded node must exist and be readable by the caller (service principals: exist)."""
@@ -109,7 +101,7 @@ class LineageService:
                     f"MODEL_VERSION node {node.name!r}: expected 'catalog.schema.model/<version>'", field="name"
                 )
             raise NotFound(f"{node.type.lower()} {node.name!r} does not exist")
-        if self.ctx.policy.may_link_lineage(principal) or self._sees(principal, chain):
+        if self.ctx.policy.may_link_lineage(principal) or self.ctx.policy.sees(principal, chain):
             return
         raise PermissionDenied(f"permission denied: {principal} may not read {node.type.lower()} {node.name}")
 
@@ -154,7 +146,7 @@ class LineageService:
             guarded, chain = await self._chain(conn, principal, node)
             if guarded and chain is None:
                 raise NotFound(f"{node.type.lower()} {node.name!r} does not exist")
-            if guarded and not self._sees(principal, chain):
+            if guarded and not self.ctx.policy.sees(principal, chain):
                 raise PermissionDenied(f"permission denied: {principal} may not read {node.type.lower()} {node.name}")
             visible: dict[LineageNode, bool] = {node: True}
             for downstream in (False, True):
