@@ -100,6 +100,12 @@ async def test_owner_holds_everything_grants_work_and_unregister_drops_them(regi
     assert await _code(s.Grant(grant, metadata=as_("bob"))) == grpc.StatusCode.PERMISSION_DENIED
     await s.Grant(grant, metadata=as_("alice"))
     assert (await _check(s, "serving-svc", "bob", ENDPOINT, name, pb.PRIVILEGE_EXECUTE)).allowed
+    revoke = pb.RevokeRequest(
+        securable_type=ENDPOINT, securable_full_name=name, principal="bob", privileges=[pb.PRIVILEGE_EXECUTE]
+    )
+    assert list((await s.Revoke(revoke, metadata=as_("alice"))).privileges) == []
+    assert not (await _check(s, "serving-svc", "bob", ENDPOINT, name, pb.PRIVILEGE_EXECUTE)).allowed
+    await s.Grant(grant, metadata=as_("alice"))
     assert (await _check(s, "bob", "bob", ENDPOINT, name, pb.PRIVILEGE_EXECUTE)).allowed
     assert not (await _check(s, "serving-svc", "bob", ENDPOINT, name, pb.PRIVILEGE_SELECT)).allowed
     listed = await s.ListGrants(
@@ -145,16 +151,18 @@ async def test_owner_holds_everything_grants_work_and_unregister_drops_them(regi
     assert not (await _check(s, "serving-svc", "bob", ENDPOINT, name, pb.PRIVILEGE_EXECUTE)).allowed
 
     # In a thread: the registry's publisher shares this event loop.
-    seen = await asyncio.to_thread(_events_for, kafka_bootstrap, registry.topic, name, 6)
+    seen = await asyncio.to_thread(_events_for, kafka_bootstrap, registry.topic, name, 8)
     assert [e.type for e in seen] == [
         T.SECURABLE_REGISTERED,
+        T.GRANT_CHANGED,
+        T.GRANT_CHANGED,
         T.GRANT_CHANGED,
         T.OWNER_CHANGED,
         T.SECURABLE_CHANGED,
         T.SECURABLE_UNREGISTERED,
         T.SECURABLE_REGISTERED,
     ]
-    assert len({e.event_id for e in seen}) == 6
+    assert len({e.event_id for e in seen}) == 8
     registered, *_, unregistered, again = seen
     assert (registered.grant.securable_type, registered.grant.principal, registered.actor) == (
         "ENDPOINT",
