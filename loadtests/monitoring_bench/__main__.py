@@ -37,8 +37,8 @@ from services.common.db import Database, migrate
 from services.common.kafka_producer import RECORD_ID, EventProducer
 from services.monitoring import drift
 from services.monitoring.app import MIGRATIONS, MonitoringApp
-from services.monitoring.config import MonitoringSettings
-from services.monitoring.models import build_monitor
+from services.monitoring.settings import MonitoringSettings
+from services.monitoring.entities import build_monitor
 from services.monitoring.profiles import CategoricalProfile, NumericProfile
 from services.monitoring.store import MonitoringStore
 

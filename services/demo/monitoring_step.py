@@ -93,7 +93,7 @@ async def inference_records_since(clients: Clients, endpoint: str, since: float)
 def render_png(monitor_id: str, schema: str, out: Path) -> Path:
     """The drift picture, drawn by monitoring's own plot module from its tables."""
     from services.monitoring import plot
-    from services.monitoring.config import MonitoringSettings
+    from services.monitoring.settings import MonitoringSettings
 
     settings = load(MonitoringSettings, monitoring_schema=schema)
     spec, metrics, events = asyncio.run(plot.load_monitor(settings, monitor_id))

@@ -12,7 +12,7 @@ from services.common import telemetry
 from services.common.db import Database, migrate
 from services.common.grpc_server import TesseraServer
 from services.common.kafka_producer import EventProducer
-from services.monitoring.config import MonitoringSettings
+from services.monitoring.settings import MonitoringSettings
 from services.monitoring.core import MonitoringCore
 from services.monitoring.grpc_api import SERVICE_NAME, MonitoringServicer
 from services.monitoring.kafka_api import DriftEventPublisher, payload_log_consumer

@@ -12,7 +12,7 @@ from tessera.events.v1.drift_pb2 import DriftEvent
 from tessera.monitoring.v1 import monitoring_pb2 as pb
 
 from services.common.errors import InvalidArgument
-from services.monitoring.models import BASELINE, DETECTED, MonitorSpec
+from services.monitoring.entities import BASELINE, DETECTED, MonitorSpec
 from services.monitoring.profiles import CATEGORICAL, NUMERIC, CategoricalProfile, NumericProfile, Profile
 
 _KINDS = {pb.NUMERIC: NUMERIC, pb.CATEGORICAL: CATEGORICAL, pb.FEATURE_KIND_AUTO: None}

@@ -19,9 +19,9 @@ import psycopg
 from tessera.events.v1.payload_log_pb2 import PayloadLog
 
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
-from services.monitoring.evaluation import Publisher, WindowEvaluator
+from services.monitoring.window_evaluation import Publisher, WindowEvaluator
 from services.monitoring.ingest import InferenceIngestor, LogRecord, profile_all
-from services.monitoring.models import MonitorSpec
+from services.monitoring.entities import MonitorSpec
 from services.monitoring.profiles import Profile, merge_all
 from services.monitoring.store import MonitoringStore, ts
 

@@ -10,7 +10,7 @@ from services.common.errors import InvalidArgument
 from services.monitoring import converters
 from services.monitoring.core import MonitoringCore
 from services.monitoring.ingest import reference_profiles
-from services.monitoring.models import (
+from services.monitoring.entities import (
     DEFAULT_MIN_WINDOW_COUNT,
     DEFAULT_RESOLVE_RATIO,
     DEFAULT_SIGNIFICANCE,

@@ -20,7 +20,7 @@ import numpy as np
 from services.common.errors import InvalidArgument
 from services.monitoring import metrics
 from services.monitoring.features import Feature, extract_categorical, extract_numeric
-from services.monitoring.models import MonitorSpec
+from services.monitoring.entities import MonitorSpec
 from services.monitoring.profiles import CATEGORICAL, CategoricalProfile, NumericProfile, Profile, merge_all
 from services.monitoring.store import MonitoringStore, RecordColumns, profile_row, ts
 

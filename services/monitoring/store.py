@@ -12,7 +12,7 @@ import numpy as np
 import psycopg
 
 from services.common.db import Database
-from services.monitoring.models import MonitorSpec
+from services.monitoring.entities import MonitorSpec
 from services.monitoring.profiles import CATEGORICAL, CategoricalProfile, NumericProfile, Profile
 
 UTC = dt.UTC

@@ -26,7 +26,7 @@ from tessera.serving.v1 import serving_pb2_grpc
 from services.common import kafka_admin
 from services.common.config import load
 from services.monitoring.app import MonitoringApp
-from services.monitoring.config import MonitoringSettings
+from services.monitoring.settings import MonitoringSettings
 from services.registry.app import RegistryApp
 from services.registry.settings import RegistrySettings
 from services.retrieval.app import RetrievalApp

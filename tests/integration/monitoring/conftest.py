@@ -19,7 +19,7 @@ from services.common.auth import bearer
 from services.common.config import load
 from services.common.kafka_producer import EventProducer
 from services.monitoring.app import MonitoringApp
-from services.monitoring.config import MonitoringSettings
+from services.monitoring.settings import MonitoringSettings
 
 TOKEN = "monitoring-test-token"
 METADATA = bearer(TOKEN)

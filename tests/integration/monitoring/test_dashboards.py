@@ -27,7 +27,7 @@ from services.common import kafka_admin
 from services.common.config import REPO_ROOT, load
 from services.common.kafka_producer import EventProducer
 from services.monitoring.app import MonitoringApp
-from services.monitoring.config import MonitoringSettings
+from services.monitoring.settings import MonitoringSettings
 from tests.integration.monitoring.conftest import METADATA, TOKEN, WINDOW, past_window_base, payload_log
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from services.monitoring import drift, metrics
-from services.monitoring.models import BASELINE, DETECTED, PREVIOUS_WINDOW, RESOLVED, MonitorSpec, Thresholds
+from services.monitoring.entities import BASELINE, DETECTED, PREVIOUS_WINDOW, RESOLVED, MonitorSpec, Thresholds
 from services.monitoring.profiles import Profile, merge_all
 from services.monitoring.store import MonitoringStore, ts
 
