@@ -12,7 +12,7 @@ from tessera.events.v1.drift_pb2 import DriftEvent
 from tessera.monitoring.v1 import monitoring_pb2 as pb
 
 from services.common.errors import InvalidArgument
-from services.monitoring.entities import BASELINE, DETECTED, MonitorSpec
+from services.monitoring.entities import BASELINE, DETECTED, MonitorRequest, MonitorSpec, WindowProfile
 from services.monitoring.profiles import CATEGORICAL, NUMERIC, CategoricalProfile, NumericProfile, Profile
 
 _KINDS = {pb.NUMERIC: NUMERIC, pb.CATEGORICAL: CATEGORICAL, pb.FEATURE_KIND_AUTO: None}
@@ -43,6 +43,32 @@ def baseline_range(monitor: pb.Monitor) -> tuple[float, float] | None:
     return time_range.start.ToNanoseconds() / 1e9, time_range.end.ToNanoseconds() / 1e9
 
 
+def monitor_request(monitor: pb.Monitor) -> MonitorRequest:
+    """A CreateMonitor request as the core takes it (defaults are the core's to fill in)."""
+    baseline = monitor.baseline
+    reference = baseline.WhichOneof("source") == "reference"
+    return MonitorRequest(
+        monitor_id=monitor.monitor_id,
+        endpoint=monitor.endpoint,
+        features=feature_requests(monitor),
+        window_seconds=monitor.window_seconds,
+        slices=list(monitor.slices),
+        baseline_range=baseline_range(monitor),
+        reference=reference,
+        reference_profiles={(p.slice, p.feature): profile_from_proto(p) for p in baseline.reference.profiles}
+        if reference
+        else {},
+        reference_values={v.feature: (list(v.numbers), list(v.categories)) for v in baseline.reference.values}
+        if reference
+        else {},
+        thresholds=dict(monitor.thresholds.values),
+        resolve_ratio=monitor.thresholds.resolve_ratio,
+        min_window_count=monitor.thresholds.min_window_count,
+        significance=monitor.thresholds.significance,
+        alert_on_previous_window=monitor.alert_on_previous_window,
+    )
+
+
 def profile_from_proto(message: pb.FeatureProfile) -> Profile:
     if message.kind == pb.CATEGORICAL or (message.kind == pb.FEATURE_KIND_AUTO and message.categories):
         counts = dict(message.categories)
@@ -66,15 +92,14 @@ def profile_from_proto(message: pb.FeatureProfile) -> Profile:
     )
 
 
-def profile_to_proto(
-    feature: str, slice_name: str, profile: Profile, window_start: float | None = None, window: int = 0
-) -> pb.FeatureProfile:
+def profile_to_proto(row: WindowProfile) -> pb.FeatureProfile:
+    profile = row.profile
     message = pb.FeatureProfile(
-        feature=feature, slice=slice_name, kind=_KIND_ENUM[profile.kind], count=profile.count, nulls=profile.nulls
+        feature=row.feature, slice=row.slice, kind=_KIND_ENUM[profile.kind], count=profile.count, nulls=profile.nulls
     )
-    if window_start is not None:
-        message.window_start.CopyFrom(timestamp(window_start))
-        message.window_end.CopyFrom(timestamp(window_start + window))
+    if row.window_start is not None:
+        message.window_start.CopyFrom(timestamp(row.window_start))
+        message.window_end.CopyFrom(timestamp(row.window_end))
     if isinstance(profile, CategoricalProfile):
         message.categories.update(profile.frequencies)
         return message

@@ -21,6 +21,9 @@ TOKENS = Counter("tessera_monitoring_tokens_total", "Tokens in the payload logs"
 DUPLICATES = Counter(
     "tessera_monitoring_duplicate_records_total", "Redelivered payload logs the inference table already had"
 )
+EXPIRED = Counter(
+    "tessera_monitoring_expired_records_total", "Payload logs older than the retention period, not stored"
+)
 DRIFT_VALUE = Gauge(
     "tessera_monitoring_drift_value",
     "Last drift statistic of a monitor's feature (whole stream and slices)",

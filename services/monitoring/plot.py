@@ -23,8 +23,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from services.common.config import load  # noqa: E402
 from services.common.db import Database  # noqa: E402
-from services.monitoring.settings import MonitoringSettings  # noqa: E402
 from services.monitoring.entities import BASELINE, DETECTED, MonitorSpec  # noqa: E402
+from services.monitoring.settings import MonitoringSettings  # noqa: E402
 from services.monitoring.store import MonitoringStore  # noqa: E402
 
 COLORS = {"psi": "tab:blue", "wasserstein": "tab:orange", "js_distance": "tab:green", "ks": "tab:purple"}

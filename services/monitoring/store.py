@@ -10,6 +10,9 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from google.protobuf import json_format
+from psycopg import sql
+from tessera.events.v1.payload_log_pb2 import PayloadLog
 
 from services.common.db import Database
 from services.monitoring.entities import MonitorSpec
@@ -30,21 +33,38 @@ RECORD_COLUMNS = (
     "completion_tokens",
     "trace_id",
     "record",
+    "principal",
+    "error_message",
+    "finish_reason",
+    "request",
+    "response",
+    "labels",
+    "retrieved_context",
 )
 # The batch travels as one array per column (parsed in C by psycopg), not one row at a time.
+# A request id is stored once: the first record with it wins, whatever its timestamp
+# (`inference_request_ids` is the unpartitioned key the partitioned table cannot have);
+# within a batch, the first occurrence wins too.
 _INSERT_RECORDS = (
-    f"INSERT INTO inference_records ({', '.join(RECORD_COLUMNS)})"
-    " SELECT r, to_timestamp(t), e, sm, mv, so, st, l, ft, pt, ct, tr, b FROM unnest("
+    "WITH u AS ("
+    " SELECT DISTINCT ON (r) * FROM unnest("
     " %b::text[], %b::float8[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],"
-    " %b::float8[], %b::float8[], %b::int8[], %b::int8[], %b::text[], %b::bytea[])"
-    " AS u(r, t, e, sm, mv, so, st, l, ft, pt, ct, tr, b)"
+    " %b::float8[], %b::float8[], %b::int8[], %b::int8[], %b::text[], %b::bytea[],"
+    " %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[])"
+    " WITH ORDINALITY AS u(r, t, e, sm, mv, so, st, l, ft, pt, ct, tr, b, pr, em, fr, rq, rs, lb, rc, n)"
+    " ORDER BY r, n),"
+    " fresh AS (INSERT INTO inference_request_ids (request_id, event_time)"
+    " SELECT r, to_timestamp(t) FROM u ON CONFLICT DO NOTHING RETURNING request_id)"
+    f" INSERT INTO inference_records ({', '.join(RECORD_COLUMNS)})"
+    " SELECT r, to_timestamp(t), e, sm, mv, so, st, l, ft, pt, ct, tr, b, pr, em, fr,"
+    " rq::jsonb, rs::jsonb, lb::jsonb, rc::jsonb FROM u JOIN fresh ON fresh.request_id = u.r"
     " ON CONFLICT DO NOTHING RETURNING request_id"
 )
 
 
 @dataclasses.dataclass
 class RecordColumns:
-    """A batch of inference-table rows, column by column."""
+    """A batch of inference-table rows, column by column (JSON columns as JSON text)."""
 
     request_id: list[str]
     event_time: list[float]
@@ -59,6 +79,13 @@ class RecordColumns:
     completion_tokens: list[int]
     trace_id: list[str]
     record: list[bytes]
+    principal: list[str]
+    error_message: list[str]
+    finish_reason: list[str]
+    request: list[str | None]
+    response: list[str | None]
+    labels: list[str | None]
+    retrieved_context: list[str | None]
 
     def as_params(self) -> list[list]:
         return [getattr(self, f.name) for f in dataclasses.fields(self)]
@@ -66,6 +93,14 @@ class RecordColumns:
 
 _PROFILE_COLUMNS = "kind, count, nulls, mean, m2, min, max, bucket_keys, bucket_counts, categories, category_counts"
 _DAY = 86400
+
+
+def payload_log(stored: bytes) -> PayloadLog:
+    """A row's `record` as a PayloadLog: protobuf, or JSON in rows written before migration 0003."""
+    stored = bytes(stored)
+    if stored[:1] == b"{":  # '{' never starts a serialized PayloadLog
+        return json_format.Parse(stored.decode("utf-8"), PayloadLog(), ignore_unknown_fields=True)
+    return PayloadLog.FromString(stored)
 
 
 def ts(seconds: float) -> dt.datetime:
@@ -134,6 +169,29 @@ class MonitoringStore:
                     await conn.rollback()  # a replica created it at the same moment
                 self._partitions.add(day)
 
+    async def drop_partitions_before(self, day: int) -> list[str]:
+        """Drop the daily partitions wholly before epoch day `day` and forget their request ids."""
+        cutoff = ts(day * _DAY)
+        async with self.db.transaction() as conn:
+            cur = await conn.execute(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                " JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace"
+                " WHERE p.relname = 'inference_records' AND n.nspname = current_schema()"
+            )
+            dropped = []
+            for (name,) in await cur.fetchall():
+                stamp = name.removeprefix("inference_records_")
+                try:
+                    start = dt.datetime.strptime(stamp, "%Y%m%d").replace(tzinfo=UTC)
+                except ValueError:
+                    continue  # not one of ours
+                if start + dt.timedelta(days=1) <= cutoff:
+                    await conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+                    self._partitions.discard(int(start.timestamp()) // _DAY)
+                    dropped.append(name)
+            await conn.execute("DELETE FROM inference_request_ids WHERE event_time < %s", (cutoff,))
+        return sorted(dropped)
+
     async def insert_records(self, conn: psycopg.AsyncConnection, columns: RecordColumns) -> list[str]:
         """One INSERT of the whole batch as column arrays; returns the request ids that were new."""
         cur = await conn.execute(_INSERT_RECORDS, columns.as_params())
@@ -147,7 +205,7 @@ class MonitoringStore:
         status: str,
         after: tuple[dt.datetime, str] | None,
         limit: int,
-    ) -> list[tuple[dt.datetime, str, bytes]]:
+    ) -> list[tuple[dt.datetime, str, PayloadLog]]:
         where, args = ["endpoint = %s"], [endpoint]
         if start is not None:
             where.append("event_time >= %s")
@@ -167,19 +225,22 @@ class MonitoringStore:
                 " ORDER BY event_time DESC, request_id DESC LIMIT %s",
                 [*args, limit],
             )
-            return await cur.fetchall()
+            return [(stamp, request_id, payload_log(record)) for stamp, request_id, record in await cur.fetchall()]
 
-    async def scan_records(self, endpoint: str, start: float, end: float, chunk: int = 10_000) -> AsyncIterator[list]:
-        """The raw records of a time range, in chunks (for time-range baselines)."""
+    async def scan_records(
+        self, endpoint: str, start: float, end: float, chunk: int = 10_000
+    ) -> AsyncIterator[list[tuple[PayloadLog, float]]]:
+        """The OK records of a time range with their event times, in chunks (for time-range baselines).
+        Refused and failed calls are not profiled."""
         async with self.db.connection() as conn:
             cur = conn.cursor(name="baseline_scan")
             await cur.execute(
                 "SELECT record, extract(epoch from event_time) FROM inference_records"
-                " WHERE endpoint = %s AND event_time >= %s AND event_time < %s",
+                " WHERE endpoint = %s AND event_time >= %s AND event_time < %s AND status = 'OK'",
                 (endpoint, ts(start), ts(end)),
             )
             while rows := await cur.fetchmany(chunk):
-                yield rows
+                yield [(payload_log(record), float(stamp)) for record, stamp in rows]
 
     # -- monitors ----------------------------------------------------------
 

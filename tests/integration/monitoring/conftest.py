@@ -46,6 +46,8 @@ async def monitoring(pg_dsn, kafka_bootstrap):
         monitoring_idle_watermark_s=1.0,
         monitoring_evaluate_every_s=0.2,
         auth_tokens=f"{TOKEN}=alice",
+        monitoring_authz="none",
+        monitoring_retention_days=0,
     )
     app = MonitoringApp(settings, serve_metrics=False)
     await app.start()

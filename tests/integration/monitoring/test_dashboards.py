@@ -143,7 +143,7 @@ async def test_every_dashboard_panel_returns_data_under_load(loaded_service):
         endpoint=endpoint,
         window_seconds=WINDOW,
         slices=["labels.region"],
-        features=[pb.FeatureSpec(path="latency_ms"), pb.FeatureSpec(path="status")],
+        features=[pb.FeatureSpec(path="latency_ms"), pb.FeatureSpec(path="finish_reason")],
     )
     monitor.baseline.time_range.start.FromSeconds(base)
     monitor.baseline.time_range.end.FromSeconds(base + 2 * WINDOW)
