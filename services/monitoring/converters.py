@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import math
-from typing import Any
 
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -12,7 +10,15 @@ from tessera.events.v1.drift_pb2 import DriftEvent
 from tessera.monitoring.v1 import monitoring_pb2 as pb
 
 from services.common.errors import InvalidArgument
-from services.monitoring.entities import BASELINE, DETECTED, MonitorRequest, MonitorSpec, WindowProfile
+from services.monitoring.entities import (
+    BASELINE,
+    DETECTED,
+    DriftEventRecord,
+    DriftMetric,
+    MonitorRequest,
+    MonitorSpec,
+    WindowProfile,
+)
 from services.monitoring.profiles import CATEGORICAL, NUMERIC, CategoricalProfile, NumericProfile, Profile
 
 _KINDS = {pb.NUMERIC: NUMERIC, pb.CATEGORICAL: CATEGORICAL, pb.FEATURE_KIND_AUTO: None}
@@ -136,40 +142,35 @@ def monitor_to_proto(spec: MonitorSpec) -> pb.Monitor:
     return message
 
 
-def drift_event(event: dict[str, Any]) -> DriftEvent:
+def drift_event(event: DriftEventRecord) -> DriftEvent:
     return DriftEvent(
-        event_id=event["event_id"],
-        kind=DriftEvent.DRIFT_DETECTED if event["kind"] == DETECTED else DriftEvent.DRIFT_RESOLVED,
-        monitor_id=event["monitor_id"],
-        endpoint=event["endpoint"],
-        feature=event["feature"],
-        slice=event["slice"],
-        statistic=event["statistic"],
-        value=event["value"],
-        threshold=event["threshold"],
-        window_start=timestamp(event["window_start"]),
-        window_end=timestamp(event["window_end"]),
-        comparison=DriftEvent.BASELINE if event["comparison"] == BASELINE else DriftEvent.PREVIOUS_WINDOW,
-        baseline=event["baseline"],
-        detected_at=timestamp(event["detected_at"]),
+        event_id=event.event_id,
+        kind=DriftEvent.DRIFT_DETECTED if event.kind == DETECTED else DriftEvent.DRIFT_RESOLVED,
+        monitor_id=event.monitor_id,
+        endpoint=event.endpoint,
+        feature=event.feature,
+        slice=event.slice,
+        statistic=event.statistic,
+        value=event.value,
+        threshold=event.threshold,
+        window_start=timestamp(event.window_start),
+        window_end=timestamp(event.window_end),
+        comparison=DriftEvent.BASELINE if event.comparison == BASELINE else DriftEvent.PREVIOUS_WINDOW,
+        baseline=event.baseline,
+        detected_at=timestamp(event.detected_at),
     )
 
 
-def drift_metric(row: tuple) -> pb.DriftMetric:
-    start, end, slice_name, feature, statistic, comparison, value, threshold, drifted, count = row
+def drift_metric(metric: DriftMetric) -> pb.DriftMetric:
     return pb.DriftMetric(
-        window_start=timestamp(start),
-        window_end=timestamp(end),
-        slice=slice_name,
-        feature=feature,
-        statistic=statistic,
-        value=value if math.isfinite(value) else 0.0,
-        comparison=DriftEvent.BASELINE if comparison == BASELINE else DriftEvent.PREVIOUS_WINDOW,
-        threshold=threshold,
-        drifted=drifted,
-        count=count,
+        window_start=timestamp(metric.window_start),
+        window_end=timestamp(metric.window_end),
+        slice=metric.slice,
+        feature=metric.feature,
+        statistic=metric.statistic,
+        value=metric.value if math.isfinite(metric.value) else 0.0,
+        comparison=DriftEvent.BASELINE if metric.comparison == BASELINE else DriftEvent.PREVIOUS_WINDOW,
+        threshold=metric.threshold,
+        drifted=metric.drifted,
+        count=metric.count,
     )
-
-
-def now() -> float:
-    return dt.datetime.now(dt.UTC).timestamp()

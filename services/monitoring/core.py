@@ -12,14 +12,12 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
-import psycopg
 from tessera.events.v1.payload_log_pb2 import PayloadLog
 
 from services.common.auth import Principal
-from services.common.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
+from services.common.errors import AlreadyExists, InvalidArgument, NotFound
 from services.monitoring.authorization import MANAGE, SELECT, MonitoringAuthorization
 from services.monitoring.entities import (
     DEFAULT_MIN_WINDOW_COUNT,
@@ -27,6 +25,8 @@ from services.monitoring.entities import (
     DEFAULT_SIGNIFICANCE,
     DEFAULT_WINDOW_SECONDS,
     MAX_ENDPOINT,
+    DriftEventRecord,
+    DriftMetric,
     MonitorRequest,
     MonitorSpec,
     WindowProfile,
@@ -35,7 +35,7 @@ from services.monitoring.entities import (
 )
 from services.monitoring.ingest import InferenceIngestor, LogRecord, profile_all, reference_profiles
 from services.monitoring.profiles import Profile, merge_all
-from services.monitoring.store import MonitoringStore, ts
+from services.monitoring.store import MonitorDeleted, MonitoringStore, ts
 from services.monitoring.window_evaluation import Publisher, WindowEvaluator
 
 _log = logging.getLogger(__name__)
@@ -179,11 +179,10 @@ class MonitoringCore:
     async def ingest(self, records: Sequence[LogRecord]) -> int:
         try:
             return await self.ingestor.ingest(records)
-        except psycopg.errors.ForeignKeyViolation as exc:
-            # A monitor was deleted (by this or another replica) after our last refresh: the
-            # batch rolled back; retry it with the monitors as they are now.
+        except MonitorDeleted:
+            # The batch rolled back; the consumer retries it with the monitors as they are now.
             await self.refresh_monitors()
-            raise Unavailable("a monitor was deleted while its windows were written; retrying") from exc
+            raise
 
     def watermark(self, now: float | None = None) -> float:
         """Event time up to which windows may close; the wall clock once the stream is idle."""
@@ -275,12 +274,12 @@ class MonitoringCore:
         spec = await self.read_monitor(principal, monitor_id)
         rows = await self.store.profiles_in_range(monitor_id, start, end)
         grouped: dict[tuple[float | None, str, str], list[Profile]] = defaultdict(list)
-        for window_start, slice_key, feature_name, profile in rows:
-            if feature and feature_name != feature:
+        for row in rows:
+            if feature and row.feature != feature:
                 continue
-            if slice_name != "*" and slice_key != slice_name:
+            if slice_name != "*" and row.slice != slice_name:
                 continue
-            grouped[(None if merge else window_start, slice_key, feature_name)].append(profile)
+            grouped[(None if merge else row.window_start, row.slice, row.feature)].append(row.profile)
         return [
             WindowProfile(w, None if w is None else w + spec.window_seconds, s, f, merge_all(p))
             for (w, s, f), p in sorted(grouped.items(), key=lambda kv: (kv[0][0] or 0, kv[0][1:]))
@@ -294,11 +293,11 @@ class MonitoringCore:
         end: float | None,
         feature: str,
         statistic: str,
-    ) -> list[tuple]:
+    ) -> list[DriftMetric]:
         await self.read_monitor(principal, monitor_id)
         return await self.store.list_drift_metrics(monitor_id, start, end, feature, statistic)
 
-    async def drift_events(self, principal: Principal, monitor_id: str) -> list[dict[str, Any]]:
+    async def drift_events(self, principal: Principal, monitor_id: str) -> list[DriftEventRecord]:
         await self.read_monitor(principal, monitor_id)
         return await self.store.list_events(monitor_id)
 

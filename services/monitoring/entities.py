@@ -106,6 +106,46 @@ class WindowProfile:
     profile: Profile
 
 
+@dataclasses.dataclass(frozen=True)
+class DriftMetric:
+    """One statistic of one feature and slice in one window, against the baseline or the previous window."""
+
+    window_start: float
+    window_end: float
+    slice: str
+    feature: str
+    statistic: str
+    comparison: str  # BASELINE or PREVIOUS_WINDOW
+    value: float
+    threshold: float
+    drifted: bool
+    count: int
+
+
+@dataclasses.dataclass(frozen=True)
+class DriftEventRecord:
+    """An alarm raised or resolved; stored in the drift-event outbox as JSON, published as a DriftEvent."""
+
+    event_id: str
+    kind: str  # DETECTED or RESOLVED
+    monitor_id: str
+    endpoint: str
+    feature: str
+    slice: str
+    statistic: str
+    value: float
+    threshold: float
+    window_start: float
+    window_end: float
+    comparison: str
+    baseline: str
+    detected_at: float
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DriftEventRecord:
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+
+
 def build_monitor(
     *,
     monitor_id: str,
@@ -198,4 +238,15 @@ def statistics_for(kind: str) -> tuple[str, ...]:
     return drift.CATEGORICAL_STATISTICS if kind == CATEGORICAL else drift.NUMERIC_STATISTICS
 
 
-__all__ = ["NUMERIC", "CATEGORICAL", "MonitorRequest", "MonitorSpec", "Thresholds", "build_monitor", "statistics_for"]
+__all__ = [
+    "NUMERIC",
+    "CATEGORICAL",
+    "DriftEventRecord",
+    "DriftMetric",
+    "MonitorRequest",
+    "MonitorSpec",
+    "WindowProfile",
+    "Thresholds",
+    "build_monitor",
+    "statistics_for",
+]

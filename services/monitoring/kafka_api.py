@@ -19,6 +19,7 @@ from services.common.kafka_producer import EventProducer
 from services.common.registry_privileges import RegistryPrivileges
 from services.monitoring import converters
 from services.monitoring.core import MonitoringCore
+from services.monitoring.entities import DriftEventRecord
 from services.monitoring.ingest import LogRecord, json_columns, validate
 
 
@@ -101,6 +102,9 @@ class DriftEventPublisher:
     async def __call__(self, events: list[dict[str, Any]]) -> None:
         for event in events:
             self.producer.produce(
-                self.topic, converters.drift_event(event), key=event["endpoint"], record_id=event["event_id"]
+                self.topic,
+                converters.drift_event(DriftEventRecord.from_json(event)),
+                key=event["endpoint"],
+                record_id=event["event_id"],
             )
         await self.producer.flush()

@@ -15,7 +15,8 @@ from psycopg import sql
 from tessera.events.v1.payload_log_pb2 import PayloadLog
 
 from services.common.db import Database
-from services.monitoring.entities import MonitorSpec
+from services.common.errors import Unavailable
+from services.monitoring.entities import DriftEventRecord, DriftMetric, MonitorSpec, WindowProfile
 from services.monitoring.profiles import CATEGORICAL, CategoricalProfile, NumericProfile, Profile
 
 UTC = dt.UTC
@@ -93,6 +94,10 @@ class RecordColumns:
 
 _PROFILE_COLUMNS = "kind, count, nulls, mean, m2, min, max, bucket_keys, bucket_counts, categories, category_counts"
 _DAY = 86400
+
+
+class MonitorDeleted(Unavailable):
+    """A monitor was deleted (here or by another replica) while its windows were written: retry."""
 
 
 def payload_log(stored: bytes) -> PayloadLog:
@@ -287,18 +292,24 @@ class MonitoringStore:
     async def append_partials(self, conn: psycopg.AsyncConnection, rows: list[tuple]) -> None:
         """rows: (monitor_id, window_start, slice, feature, *profile_row)."""
         columns = f"monitor_id, window_start, slice, feature, {_PROFILE_COLUMNS}"
-        async with conn.cursor().copy(f"COPY window_profiles ({columns}) FROM STDIN") as copy:
-            for row in rows:
-                await copy.write_row(row)
+        try:
+            async with conn.cursor().copy(f"COPY window_profiles ({columns}) FROM STDIN") as copy:
+                for row in rows:
+                    await copy.write_row(row)
+        except psycopg.errors.ForeignKeyViolation as exc:
+            raise MonitorDeleted("a monitor was deleted while its windows were written; retrying") from exc
 
     async def touch_windows(self, conn: psycopg.AsyncConnection, rows: list[tuple[str, float, float, int]]) -> None:
-        async with conn.cursor() as cur:
-            await cur.executemany(
-                "INSERT INTO windows (monitor_id, window_start, window_end, count) VALUES (%s, %s, %s, %s)"
-                " ON CONFLICT (monitor_id, window_start) DO UPDATE"
-                " SET count = windows.count + excluded.count, dirty = true, version = windows.version + 1",
-                [(m, ts(s), ts(e), n) for m, s, e, n in rows],
-            )
+        try:
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    "INSERT INTO windows (monitor_id, window_start, window_end, count) VALUES (%s, %s, %s, %s)"
+                    " ON CONFLICT (monitor_id, window_start) DO UPDATE"
+                    " SET count = windows.count + excluded.count, dirty = true, version = windows.version + 1",
+                    [(m, ts(s), ts(e), n) for m, s, e, n in rows],
+                )
+        except psycopg.errors.ForeignKeyViolation as exc:
+            raise MonitorDeleted("a monitor was deleted while its windows were written; retrying") from exc
 
     async def dirty_windows(self, watermark: float) -> list[tuple[str, float, float, int]]:
         """(monitor, start, end, version) of the windows to evaluate, oldest first."""
@@ -342,9 +353,8 @@ class MonitoringStore:
             conn, [(monitor_id, ts(window_start), s, f, *profile_row(p)) for (s, f), p in merged.items()]
         )
 
-    async def profiles_in_range(
-        self, monitor_id: str, start: float | None, end: float | None
-    ) -> list[tuple[float, str, str, Profile]]:
+    async def profiles_in_range(self, monitor_id: str, start: float | None, end: float | None) -> list[WindowProfile]:
+        """Every partial profile of the range, oldest first (window_end left to the caller)."""
         where, args = ["monitor_id = %s"], [monitor_id]
         if start is not None:
             where.append("window_start >= %s")
@@ -358,7 +368,7 @@ class MonitoringStore:
                 f" FROM window_profiles WHERE {' AND '.join(where)} ORDER BY window_start, seq",
                 args,
             )
-            return [(r[0], r[1], r[2], profile_of(r[3:])) for r in await cur.fetchall()]
+            return [WindowProfile(r[0], None, r[1], r[2], profile_of(r[3:])) for r in await cur.fetchall()]
 
     # -- drift ---------------------------------------------------------------
 
@@ -423,14 +433,14 @@ class MonitoringStore:
         async with self.db.transaction() as conn:
             await conn.execute("UPDATE drift_events SET published = true WHERE seq = ANY(%s)", (seqs,))
 
-    async def list_events(self, monitor_id: str) -> list[dict]:
+    async def list_events(self, monitor_id: str) -> list[DriftEventRecord]:
         async with self.db.connection() as conn:
             cur = await conn.execute("SELECT event FROM drift_events WHERE monitor_id = %s ORDER BY seq", (monitor_id,))
-            return [r[0] for r in await cur.fetchall()]
+            return [DriftEventRecord.from_json(r[0]) for r in await cur.fetchall()]
 
     async def list_drift_metrics(
         self, monitor_id: str, start: float | None, end: float | None, feature: str, statistic: str
-    ) -> list[tuple]:
+    ) -> list[DriftMetric]:
         where, args = ["monitor_id = %s"], [monitor_id]
         for clause, value in (
             ("window_start >= %s", ts(start) if start is not None else None),
@@ -448,4 +458,4 @@ class MonitoringStore:
                 f" WHERE {' AND '.join(where)} ORDER BY window_start, feature, slice, statistic, comparison",
                 args,
             )
-            return await cur.fetchall()
+            return [DriftMetric(*row) for row in await cur.fetchall()]

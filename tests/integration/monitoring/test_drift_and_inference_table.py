@@ -18,7 +18,14 @@ from tessera.monitoring.v1 import monitoring_pb2 as pb
 
 from services.common.kafka_consumer import ERROR_HEADER
 from services.monitoring import plot
-from tests.integration.monitoring.conftest import METADATA, WINDOW, past_window_base, payload_log, produce_windows
+from tests.integration.monitoring.conftest import (
+    METADATA,
+    TOKEN,
+    WINDOW,
+    past_window_base,
+    payload_log,
+    produce_windows,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -94,20 +101,19 @@ async def test_shifted_feature_raises_one_detected_and_one_resolved_event(
     assert detected.value > detected.threshold and detected.comparison == DriftEvent.BASELINE
     assert resolved.window_start.seconds == shift_start + 2 * WINDOW
     assert detected.baseline.startswith("inference table")
-    # Status never changed: no event on it.
+    # The finish reason never changed: no event on it.
     assert not [e for e in reply.events if e.feature == "finish_reason"]
     # The same events went to Kafka.
     published = drift_topic_events(kafka_bootstrap, monitoring.drift_topic, monitor.monitor_id)
     assert sorted(e.event_id for e in published) == sorted(e.event_id for e in reply.events)
 
-    # The picture of it: a PNG with one panel per feature and the window sizes.
-    spec, metrics, events = await plot.load_monitor(monitoring.settings, monitor.monitor_id)
-    out = tmp_path / "drift.png"
-    plot.render(spec, metrics, events, out)
+    # The picture of it, drawn from monitoring's gRPC API: one panel per feature and the window sizes.
+    out = await plot.draw(f"127.0.0.1:{monitoring.port}", TOKEN, monitor.monitor_id, tmp_path / "drift.png")
+    spec, metrics, events = await plot.load_monitor(stub, METADATA, monitor.monitor_id)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 20_000
     # An alarm still open at the end of the data is shaded to the right edge.
     still_open = tmp_path / "drift-open.png"
-    plot.render(spec, metrics, [e for e in events if e["kind"] == plot.DETECTED], still_open)
+    plot.render(spec, metrics, [e for e in events if e.kind == DriftEvent.DRIFT_DETECTED], still_open)
     assert still_open.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if os.environ.get("TESSERA_KEEP_DRIFT_PNG"):
         shutil.copy(out, os.environ["TESSERA_KEEP_DRIFT_PNG"])
