@@ -105,6 +105,8 @@ async def mesh(pg_dsn: str, kafka_bootstrap: str):
                 monitoring_window_grace_s=1.0,
                 monitoring_idle_watermark_s=1.0,
                 monitoring_evaluate_every_s=0.2,
+                registry_address=registry_address,
+                registry_events_topic=topics["registry"],
             ),
             serve_metrics=False,
         )
