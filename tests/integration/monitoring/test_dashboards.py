@@ -103,6 +103,7 @@ async def loaded_service(pg_dsn, kafka_bootstrap, tmp_path_factory):
         monitoring_payload_topic=payload_topic,
         monitoring_drift_topic=drift_topic,
         monitoring_consumer_group=f"test-dash-{suffix}",
+        monitoring_authz="none",
         monitoring_window_grace_s=1.0,
         monitoring_idle_watermark_s=1.0,
         monitoring_evaluate_every_s=0.2,
