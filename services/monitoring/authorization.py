@@ -2,8 +2,9 @@
 
 An endpoint's logged requests need SELECT on the endpoint. A monitor is a
 securable of its own, named by its id and owned by its creator: SELECT reads
-its profiles, drift metrics and events, MANAGE deletes it. With authorization
-off (`TESSERA_MONITORING_AUTHZ=none`) everything is allowed and monitors are not
+its profiles, drift metrics and events, MANAGE deletes it. An object the
+registry does not know is NOT_FOUND. With authorization off
+(`TESSERA_MONITORING_AUTHZ=none`) everything is allowed and monitors are not
 registered.
 """
 
@@ -13,7 +14,7 @@ import asyncio
 from collections.abc import Iterable
 
 from services.common.auth import Principal
-from services.common.errors import NotFound, PermissionDenied
+from services.common.errors import NotFound
 from services.common.registry_privileges import RegistryPrivileges
 
 ENDPOINT = "ENDPOINT"
@@ -59,8 +60,7 @@ class MonitoringAuthorization:
     async def _require(self, principal: Principal, kind: str, name: str, privilege: str) -> None:
         try:
             await self.privileges.require(principal, kind, name, privilege)
-        except NotFound as exc:
-            # An object the registry does not know grants nothing to anyone.
-            raise PermissionDenied(
-                f"permission denied: {principal.name} lacks {privilege} on {kind.lower()} {name}"
+        except NotFound as exc:  # the registry does not know it: say so in this service's words
+            raise NotFound(
+                f"no {kind.lower()} {name!r}", field="monitor_id" if kind == MONITOR else "endpoint"
             ) from exc

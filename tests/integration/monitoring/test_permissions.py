@@ -195,7 +195,9 @@ async def test_without_grants_every_rpc_on_anothers_objects_is_denied_and_select
 
     # The owner deletes it; the registry forgets it (and bob's grant with it).
     await stub.DeleteMonitor(pb.DeleteMonitorRequest(monitor_id=mid), metadata=ALICE)
-    await denied(stub.GetMonitor(pb.GetMonitorRequest(monitor_id=mid), metadata=BOB))
+    with pytest.raises(grpc.aio.AioRpcError) as gone:
+        await stub.GetMonitor(pb.GetMonitorRequest(monitor_id=mid), metadata=BOB)
+    assert gone.value.code() == grpc.StatusCode.NOT_FOUND
     # Its registry name is free again (registering it would fail with ALREADY_EXISTS otherwise).
     await registry.RegisterSecurable(
         reg.RegisterSecurableRequest(securable_type=reg.SECURABLE_TYPE_MONITOR, securable_full_name=mid, owner="carol"),
