@@ -63,6 +63,8 @@ MAX_LABEL_KEY = 128
 MAX_LABEL_VALUE = 1024
 # Inputs and outputs as JSON; Kafka's message size already caps them, this keeps one row sane.
 MAX_PAYLOAD_JSON = 4 * 1024 * 1024
+EARLIEST_EVENT_TIME = 946684800.0  # 2000-01-01
+MAX_CLOCK_SKEW_S = 3600.0
 # Where a retrieval-augmented request carries the passages it was given (inputs.<key>).
 RETRIEVED_CONTEXT_KEYS = ("retrieved_context", "context", "documents")
 
@@ -83,6 +85,12 @@ def validate(record: LogRecord) -> None:
         _check_text(f"labels[{key}]", value, MAX_LABEL_VALUE)
     if not math.isfinite(record.event_time) or record.event_time <= 0:
         raise InvalidArgument("payload log has no valid timestamp", field="timestamp")
+    # A far-future timestamp would push the watermark ahead and close every open window at once.
+    if not EARLIEST_EVENT_TIME <= record.event_time <= time.time() + MAX_CLOCK_SKEW_S:
+        raise InvalidArgument(
+            f"timestamp {record.event_time:.0f} is before 2000 or more than {MAX_CLOCK_SKEW_S:.0f}s in the future",
+            field="timestamp",
+        )
     for name in ("latency_ms", "time_to_first_token_ms"):
         value = getattr(log, name)
         if not math.isfinite(value) or value < 0:

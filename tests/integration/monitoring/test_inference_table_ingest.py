@@ -100,6 +100,15 @@ def test_every_string_field_has_a_bound(field):
         validate(LogRecord(log, b"", time.time()))
 
 
+@pytest.mark.parametrize("event_time", [time.time() + 86400 * 365 * 80, 1.0, float("nan")])
+def test_a_timestamp_far_in_the_future_or_past_is_refused(event_time):
+    from services.common.errors import InvalidArgument
+    from services.monitoring.ingest import LogRecord, validate
+
+    with pytest.raises(InvalidArgument, match="timestamp"):
+        validate(LogRecord(payload_log("ep", "id", time.time(), 1.0), b"", event_time))
+
+
 async def test_a_json_payload_log_is_stored_as_parsed_and_queryable_as_jsonb(monitoring, producer, pg_dsn):
     endpoint, now = endpoint_name(), time.time()
     log = payload_log(endpoint, f"{endpoint}-json", now, 25.0)
