@@ -12,12 +12,14 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from tessera.events.v1.payload_log_pb2 import PayloadLog
 
 from services.common.auth import Principal
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound
+from services.common.paging import Page, decode_token, page_of, page_size
 from services.monitoring.authorization import MANAGE, SELECT, MonitoringAuthorization
 from services.monitoring.entities import (
     DEFAULT_MIN_WINDOW_COUNT,
@@ -40,9 +42,8 @@ from services.monitoring.window_evaluation import Publisher, WindowEvaluator
 
 _log = logging.getLogger(__name__)
 
-MAX_PAGE = 1000
-DEFAULT_PAGE = 100
 MAX_MONITOR_ID = 128
+MAX_STATUS = 64
 
 
 class MonitoringCore:
@@ -238,27 +239,30 @@ class MonitoringCore:
         start: float | None,
         end: float | None,
         status: str,
-        page_size: int,
-        page_token: str,
-    ) -> tuple[list[PayloadLog], str]:
+        size: int,
+        token: str,
+    ) -> Page[PayloadLog]:
         """An endpoint's logged requests, newest first; SELECT on the endpoint needed."""
         if not endpoint:
             raise InvalidArgument("endpoint is required", field="endpoint")
-        if len(endpoint) > MAX_ENDPOINT or len(status) > 64 or len(page_token) > 1024:
-            raise InvalidArgument("endpoint, status or page_token is too long", field="endpoint")
-        if page_size < 0:
-            raise InvalidArgument("page_size must be >= 0", field="page.page_size")
+        if len(endpoint) > MAX_ENDPOINT:
+            raise InvalidArgument(f"endpoint: at most {MAX_ENDPOINT} characters", field="endpoint")
+        if len(status) > MAX_STATUS:
+            raise InvalidArgument(f"status: at most {MAX_STATUS} characters", field="status")
+        limit = page_size(size)
+        position = decode_token(token)
         await self.authorization.require_endpoint(principal, endpoint, SELECT)
-        limit = min(page_size or DEFAULT_PAGE, MAX_PAGE)
-        after = _decode_token(page_token) if page_token else None
+        after = _keyset(position) if position else None
         rows = await self.store.list_records(
-            endpoint, ts(start) if start else None, ts(end) if end else None, status, after, limit + 1
+            endpoint,
+            ts(start) if start is not None else None,
+            ts(end) if end is not None else None,
+            status,
+            after,
+            limit + 1,
         )
-        token = ""
-        if len(rows) > limit:
-            rows = rows[:limit]
-            token = f"{rows[-1][0].isoformat()}|{rows[-1][1]}"
-        return [r[2] for r in rows], token
+        page = page_of(rows, limit, lambda row: {"t": row[0].isoformat(), "id": row[1]})
+        return Page([row[2] for row in page.items], page.next_token)
 
     async def profiles(
         self,
@@ -302,9 +306,8 @@ class MonitoringCore:
         return await self.store.list_events(monitor_id)
 
 
-def _decode_token(token: str):
+def _keyset(position: dict[str, Any]) -> tuple[dt.datetime, str]:
     try:
-        stamp, request_id = token.split("|", 1)
-        return dt.datetime.fromisoformat(stamp), request_id
-    except ValueError as exc:
-        raise InvalidArgument("invalid page_token", field="page.page_token") from exc
+        return dt.datetime.fromisoformat(position["t"]), str(position["id"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidArgument("invalid page token", field="page_token") from exc

@@ -19,7 +19,7 @@ class MonitoringServicer(monitoring_pb2_grpc.MonitoringServiceServicer):
     async def ListInferenceRecords(
         self, request: pb.ListInferenceRecordsRequest, context
     ) -> pb.ListInferenceRecordsResponse:
-        records, token = await self.core.list_records(
+        page = await self.core.list_records(
             current_principal(),
             request.endpoint,
             converters.seconds(request.start_time, request.HasField("start_time")),
@@ -28,8 +28,8 @@ class MonitoringServicer(monitoring_pb2_grpc.MonitoringServiceServicer):
             request.page.page_size,
             request.page.page_token,
         )
-        response = pb.ListInferenceRecordsResponse(records=records)
-        response.page.next_page_token = token
+        response = pb.ListInferenceRecordsResponse(records=page.items)
+        response.page.next_page_token = page.next_token
         return response
 
     async def CreateMonitor(self, request: pb.CreateMonitorRequest, context) -> pb.Monitor:
