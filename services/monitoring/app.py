@@ -94,7 +94,10 @@ class MonitoringApp:
         if s.monitoring_retention_days > 0:
             self._tasks.append(asyncio.create_task(self._retain_forever(), name="monitoring-retention"))
         if self.registry_events is not None:
-            await self.registry_events.wait_assigned()
+            try:
+                await self.registry_events.wait_assigned()
+            except TimeoutError:  # cached answers still expire after monitoring_privilege_cache_s
+                _log.warning("registry events (%s) not assigned yet; continuing", s.registry_events_topic)
 
     async def _evaluate_forever(self) -> None:
         refresh_every, since_refresh = 5.0, 0.0
