@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import re
 import time
 import uuid
 from collections import defaultdict
@@ -128,7 +129,8 @@ class MonitoringCore:
 
     @staticmethod
     def new_monitor_id(endpoint: str) -> str:
-        return f"{endpoint[:80]}-{uuid.uuid4().hex[:8]}"
+        # Characters a monitor id may not hold (an endpoint may have ':') become '-'.
+        return f"{re.sub(r'[^A-Za-z0-9_.-]', '-', endpoint[:80])}-{uuid.uuid4().hex[:8]}"
 
     def get_monitor(self, monitor_id: str) -> MonitorSpec:
         spec = self._monitors.get(monitor_id)
