@@ -44,6 +44,7 @@ from services.monitoring.window_evaluation import Publisher, WindowEvaluator
 _log = logging.getLogger(__name__)
 
 MAX_MONITOR_ID = 128
+MAX_REFERENCE_VALUES = 2_000_000
 MAX_STATUS = 64
 
 
@@ -88,8 +89,14 @@ class MonitoringCore:
     async def create_monitor(self, principal: Principal, request: MonitorRequest) -> MonitorSpec:
         """Validate, fill in defaults, profile a reference baseline; SELECT on the endpoint needed.
         The monitor is registered (owned by its creator) before it exists: no registration, no monitor."""
+        # Who may watch the endpoint is settled before any work on the caller's baseline.
+        if not request.endpoint or len(request.endpoint) > MAX_ENDPOINT:
+            raise InvalidArgument(f"endpoint: 1-{MAX_ENDPOINT} characters", field="endpoint")
+        await self.authorization.require_endpoint(principal, request.endpoint, SELECT)
         reference = None
         if request.reference:
+            if sum(len(n) + len(c) for n, c in request.reference_values.values()) > MAX_REFERENCE_VALUES:
+                raise InvalidArgument(f"at most {MAX_REFERENCE_VALUES} reference values", field="baseline")
             reference = dict(request.reference_profiles)
             reference.update(reference_profiles(resolve_features(request.features), request.reference_values))
             if not reference:
@@ -109,16 +116,17 @@ class MonitoringCore:
             significance=request.significance or DEFAULT_SIGNIFICANCE,
             created_at=time.time(),
         )
-        await self.authorization.require_endpoint(principal, spec.endpoint, SELECT)
         if spec.monitor_id in self._monitors:
             raise AlreadyExists(f"monitor {spec.monitor_id!r} exists", field="monitor_id")
         await self.authorization.register_monitor(spec.monitor_id, principal)
+        created = False
         try:
             created = await self.store.create_monitor(spec)
             if created and reference:
                 await self.store.save_baseline(spec.monitor_id, reference)
         except BaseException:
-            await self.store.delete_monitor(spec.monitor_id)
+            if created:
+                await self.store.delete_monitor(spec.monitor_id)
             await self.authorization.unregister_monitor(spec.monitor_id, principal)
             raise
         if not created:  # another replica wrote this id first
