@@ -8,6 +8,7 @@ so the retry finds them already in the table and changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from tessera.events.v1.payload_log_pb2 import PayloadLog
@@ -42,6 +43,14 @@ class PayloadLogSink:
         self.core = core
 
     async def __call__(self, records: list[Record[PayloadLog]]) -> None:
+        # Checking and JSON-encoding a batch is CPU work: off the event loop that serves gRPC.
+        valid, problem = await asyncio.to_thread(self._prepare, records)
+        await self.core.ingest(valid)
+        if problem is not None:
+            raise problem
+
+    @staticmethod
+    def _prepare(records: list[Record[PayloadLog]]) -> tuple[list[LogRecord], InvalidArgument | None]:
         valid: list[LogRecord] = []
         problem: InvalidArgument | None = None
         for record in records:
@@ -53,9 +62,7 @@ class PayloadLogSink:
                 problem = exc
                 continue
             valid.append(candidate)
-        await self.core.ingest(valid)
-        if problem is not None:
-            raise problem
+        return valid, problem
 
 
 def payload_log_consumer(
