@@ -1,7 +1,9 @@
 """Payload logs -> the inference table and partial window profiles, in one transaction per batch.
 
 Only the rows the table did not have yet are profiled, and the partial
-profiles commit with them, so a redelivered batch changes nothing. All
+profiles commit with them, so a redelivered batch changes nothing. A request
+id is stored once: the first record with it wins, a later one (another
+timestamp too) is a duplicate. Only answered (OK) requests are profiled. All
 per-feature work is vectorised over the batch.
 """
 
@@ -272,7 +274,8 @@ class InferenceIngestor:
             if partials:
                 await self.store.append_partials(conn, partials)
                 await self.store.touch_windows(conn, windows)
-        self.max_event_time = max(self.max_event_time, max(r.event_time for r in records))
+        if fresh:  # a duplicate's timestamp moves nothing, the watermark included
+            self.max_event_time = max(self.max_event_time, max(r.event_time for r in fresh))
         self.last_ingest = time.time()
         metrics.DUPLICATES.inc(len(records) - len(fresh))
         metrics.WATERMARK_LAG.set(max(0.0, time.time() - self.max_event_time))
