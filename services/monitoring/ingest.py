@@ -340,12 +340,15 @@ class InferenceIngestor:
         statuses = np.array(columns.status, dtype=object)
         for endpoint in set(columns.endpoint):
             mask = endpoints == endpoint
-            for status, n in Counter(statuses[mask].tolist()).items():
-                metrics.REQUESTS.labels(endpoint, status).inc(n)
+            by_status = Counter(statuses[mask].tolist())
+            label = metrics.ENDPOINT_LABEL(endpoint, vouched="OK" in by_status)
+            for status, n in by_status.items():
+                status = metrics.status_label(status)
+                metrics.REQUESTS.labels(label, status).inc(n)
                 if status != "OK":
-                    metrics.ERRORS.labels(endpoint, status).inc(n)
-            metrics.LATENCY.observe_many(endpoint, latency[mask])
+                    metrics.ERRORS.labels(label, status).inc(n)
+            metrics.LATENCY.observe_many(label, latency[mask])
             first_token = ttft[mask]
-            metrics.TIME_TO_FIRST_TOKEN.observe_many(endpoint, first_token[first_token > 0])
-            metrics.TOKENS.labels(endpoint, "prompt").inc(int(prompt[mask].sum()))
-            metrics.TOKENS.labels(endpoint, "completion").inc(int(completion[mask].sum()))
+            metrics.TIME_TO_FIRST_TOKEN.observe_many(label, first_token[first_token > 0])
+            metrics.TOKENS.labels(label, "prompt").inc(int(prompt[mask].sum()))
+            metrics.TOKENS.labels(label, "completion").inc(int(completion[mask].sum()))
