@@ -46,14 +46,14 @@ class MonitoringApp:
 
     async def start(self) -> None:
         s = self.settings
+        if s.monitoring_authz not in ("registry", "none"):
+            raise ValueError(f"TESSERA_MONITORING_AUTHZ: 'registry' or 'none', not {s.monitoring_authz!r}")
         telemetry.setup_tracing(s.service_name, s.otlp_endpoint)
         if self.serve_metrics:
             self.metrics_port = telemetry.start_metrics_server(s.metrics_port, s.host)
         self.db = await Database(s.resolved_pg_dsn(), s.monitoring_schema).open()
         await migrate(self.db, MIGRATIONS)
         self.producer = EventProducer(s.kafka_bootstrap, client_id=s.service_name)
-        if s.monitoring_authz not in ("registry", "none"):
-            raise ValueError(f"TESSERA_MONITORING_AUTHZ: 'registry' or 'none', not {s.monitoring_authz!r}")
         if s.monitoring_authz == "registry":
             self.privileges = RegistryPrivileges(
                 s.registry_address, s.service_token, cache_s=s.monitoring_privilege_cache_s
