@@ -37,9 +37,9 @@ from services.common.db import Database, migrate
 from services.common.kafka_producer import RECORD_ID, EventProducer
 from services.monitoring import drift
 from services.monitoring.app import MIGRATIONS, MonitoringApp
-from services.monitoring.config import MonitoringSettings
-from services.monitoring.models import build_monitor
+from services.monitoring.entities import build_monitor
 from services.monitoring.profiles import CategoricalProfile, NumericProfile
+from services.monitoring.settings import MonitoringSettings
 from services.monitoring.store import MonitoringStore
 
 log = logging.getLogger("monitoring_bench")
@@ -155,7 +155,8 @@ async def phase_detection(args, settings: MonitoringSettings, producer: EventPro
     endpoint, window, rate = f"live-{uuid.uuid4().hex[:6]}", args.window, args.rate
     first_window = (int(time.time()) // window + 1) * window
     spec = monitor_spec("bench-live", endpoint, window, (first_window, first_window + 2 * window))
-    await app.core.create_monitor(spec, None)
+    await app.core.store.create_monitor(spec)  # a benchmark needs no registry: straight to the store
+    await app.core.refresh_monitors()
     watcher = DriftWatcher(settings.kafka_bootstrap, settings.monitoring_drift_topic)
     watcher.start()
     factory = PayloadLogFactory(endpoint, seed=5)
@@ -305,6 +306,7 @@ async def run(args) -> None:
         monitoring_window_grace_s=1.0,
         monitoring_idle_watermark_s=2.0,
         monitoring_evaluate_every_s=0.5,
+        monitoring_authz="none",
     )
     producer = EventProducer(common.kafka_bootstrap, client_id="monitoring-bench")
     try:

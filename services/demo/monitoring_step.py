@@ -10,7 +10,6 @@ import numpy as np
 from tessera.events.v1.drift_pb2 import DriftEvent
 from tessera.monitoring.v1 import monitoring_pb2 as mpb
 
-from services.common.config import load
 from services.demo.clients import Clients
 from services.demo.console import StepSkipped, progress, say
 from services.demo.serving_steps import score
@@ -90,15 +89,13 @@ async def inference_records_since(clients: Clients, endpoint: str, since: float)
         request.page.page_token = reply.page.next_page_token
 
 
-def render_png(monitor_id: str, schema: str, out: Path) -> Path:
-    """The drift picture, drawn by monitoring's own plot module from its tables."""
+async def render_png(clients: Clients, monitor_id: str, out: Path) -> Path:
+    """The drift picture, drawn by monitoring's own plot module from its gRPC API."""
     from services.monitoring import plot
-    from services.monitoring.config import MonitoringSettings
 
-    settings = load(MonitoringSettings, monitoring_schema=schema)
-    spec, metrics, events = asyncio.run(plot.load_monitor(settings, monitor_id))
+    monitor, metrics, events = await plot.load_monitor(clients.monitoring, clients.md, monitor_id)
     out.parent.mkdir(parents=True, exist_ok=True)
-    plot.render(spec, metrics, events, out)
+    await asyncio.to_thread(plot.render, monitor, metrics, events, out)
     return out
 
 
@@ -130,7 +127,7 @@ async def drift_act(clients: Clients, endpoint: str, reference: np.ndarray, scor
             f"(vs {DriftEvent.Comparison.Name(e.comparison).lower()})",
         )
     try:
-        png = await asyncio.to_thread(render_png, monitor.monitor_id, clients.settings.monitoring_schema, out)
+        png = await render_png(clients, monitor.monitor_id, out)
     except Exception as exc:  # noqa: BLE001 - the chart is monitoring's code; say what broke and go on
         raise StepSkipped(f"monitoring's plot could not draw the chart: {type(exc).__name__}: {exc}") from exc
     say("drift", f"drift chart written to {png}")

@@ -15,8 +15,6 @@ class DemoSettings(CommonSettings):
     retrieval_address: str = "127.0.0.1:50054"
     monitoring_address: str = "127.0.0.1:50056"
     mlflow_url: str = "http://127.0.0.1:5000"
-    # The monitoring service's schema, read directly to render the drift PNG.
-    monitoring_schema: str = "monitoring"
     # TESSERA_DEMO_LLM=0 skips the tiny Llama (its engine takes a minute or so to start on a CPU).
     demo_llm: bool = True
     # Catalog holding the demo's models ({catalog}.models) and retrieval indexes ({catalog}.docs).

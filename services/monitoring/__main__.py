@@ -3,7 +3,7 @@
 from services.common.config import load
 from services.common.lifecycle import run_service
 from services.monitoring.app import MonitoringApp
-from services.monitoring.config import MonitoringSettings
+from services.monitoring.settings import MonitoringSettings
 
 
 def main() -> None:

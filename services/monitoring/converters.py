@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import math
-from typing import Any
 
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -12,7 +10,15 @@ from tessera.events.v1.drift_pb2 import DriftEvent
 from tessera.monitoring.v1 import monitoring_pb2 as pb
 
 from services.common.errors import InvalidArgument
-from services.monitoring.models import BASELINE, DETECTED, MonitorSpec
+from services.monitoring.entities import (
+    BASELINE,
+    DETECTED,
+    DriftEventRecord,
+    DriftMetric,
+    MonitorRequest,
+    MonitorSpec,
+    WindowProfile,
+)
 from services.monitoring.profiles import CATEGORICAL, NUMERIC, CategoricalProfile, NumericProfile, Profile
 
 _KINDS = {pb.NUMERIC: NUMERIC, pb.CATEGORICAL: CATEGORICAL, pb.FEATURE_KIND_AUTO: None}
@@ -43,6 +49,32 @@ def baseline_range(monitor: pb.Monitor) -> tuple[float, float] | None:
     return time_range.start.ToNanoseconds() / 1e9, time_range.end.ToNanoseconds() / 1e9
 
 
+def monitor_request(monitor: pb.Monitor) -> MonitorRequest:
+    """A CreateMonitor request as the core takes it (defaults are the core's to fill in)."""
+    baseline = monitor.baseline
+    reference = baseline.WhichOneof("source") == "reference"
+    return MonitorRequest(
+        monitor_id=monitor.monitor_id,
+        endpoint=monitor.endpoint,
+        features=feature_requests(monitor),
+        window_seconds=monitor.window_seconds,
+        slices=list(monitor.slices),
+        baseline_range=baseline_range(monitor),
+        reference=reference,
+        reference_profiles={(p.slice, p.feature): profile_from_proto(p) for p in baseline.reference.profiles}
+        if reference
+        else {},
+        reference_values={v.feature: (list(v.numbers), list(v.categories)) for v in baseline.reference.values}
+        if reference
+        else {},
+        thresholds=dict(monitor.thresholds.values),
+        resolve_ratio=monitor.thresholds.resolve_ratio,
+        min_window_count=monitor.thresholds.min_window_count,
+        significance=monitor.thresholds.significance,
+        alert_on_previous_window=monitor.alert_on_previous_window,
+    )
+
+
 def profile_from_proto(message: pb.FeatureProfile) -> Profile:
     if message.kind == pb.CATEGORICAL or (message.kind == pb.FEATURE_KIND_AUTO and message.categories):
         counts = dict(message.categories)
@@ -66,15 +98,14 @@ def profile_from_proto(message: pb.FeatureProfile) -> Profile:
     )
 
 
-def profile_to_proto(
-    feature: str, slice_name: str, profile: Profile, window_start: float | None = None, window: int = 0
-) -> pb.FeatureProfile:
+def profile_to_proto(row: WindowProfile) -> pb.FeatureProfile:
+    profile = row.profile
     message = pb.FeatureProfile(
-        feature=feature, slice=slice_name, kind=_KIND_ENUM[profile.kind], count=profile.count, nulls=profile.nulls
+        feature=row.feature, slice=row.slice, kind=_KIND_ENUM[profile.kind], count=profile.count, nulls=profile.nulls
     )
-    if window_start is not None:
-        message.window_start.CopyFrom(timestamp(window_start))
-        message.window_end.CopyFrom(timestamp(window_start + window))
+    if row.window_start is not None:
+        message.window_start.CopyFrom(timestamp(row.window_start))
+        message.window_end.CopyFrom(timestamp(row.window_end))
     if isinstance(profile, CategoricalProfile):
         message.categories.update(profile.frequencies)
         return message
@@ -111,40 +142,35 @@ def monitor_to_proto(spec: MonitorSpec) -> pb.Monitor:
     return message
 
 
-def drift_event(event: dict[str, Any]) -> DriftEvent:
+def drift_event(event: DriftEventRecord) -> DriftEvent:
     return DriftEvent(
-        event_id=event["event_id"],
-        kind=DriftEvent.DRIFT_DETECTED if event["kind"] == DETECTED else DriftEvent.DRIFT_RESOLVED,
-        monitor_id=event["monitor_id"],
-        endpoint=event["endpoint"],
-        feature=event["feature"],
-        slice=event["slice"],
-        statistic=event["statistic"],
-        value=event["value"],
-        threshold=event["threshold"],
-        window_start=timestamp(event["window_start"]),
-        window_end=timestamp(event["window_end"]),
-        comparison=DriftEvent.BASELINE if event["comparison"] == BASELINE else DriftEvent.PREVIOUS_WINDOW,
-        baseline=event["baseline"],
-        detected_at=timestamp(event["detected_at"]),
+        event_id=event.event_id,
+        kind=DriftEvent.DRIFT_DETECTED if event.kind == DETECTED else DriftEvent.DRIFT_RESOLVED,
+        monitor_id=event.monitor_id,
+        endpoint=event.endpoint,
+        feature=event.feature,
+        slice=event.slice,
+        statistic=event.statistic,
+        value=event.value,
+        threshold=event.threshold,
+        window_start=timestamp(event.window_start),
+        window_end=timestamp(event.window_end),
+        comparison=DriftEvent.BASELINE if event.comparison == BASELINE else DriftEvent.PREVIOUS_WINDOW,
+        baseline=event.baseline,
+        detected_at=timestamp(event.detected_at),
     )
 
 
-def drift_metric(row: tuple) -> pb.DriftMetric:
-    start, end, slice_name, feature, statistic, comparison, value, threshold, drifted, count = row
+def drift_metric(metric: DriftMetric) -> pb.DriftMetric:
     return pb.DriftMetric(
-        window_start=timestamp(start),
-        window_end=timestamp(end),
-        slice=slice_name,
-        feature=feature,
-        statistic=statistic,
-        value=value if math.isfinite(value) else 0.0,
-        comparison=DriftEvent.BASELINE if comparison == BASELINE else DriftEvent.PREVIOUS_WINDOW,
-        threshold=threshold,
-        drifted=drifted,
-        count=count,
+        window_start=timestamp(metric.window_start),
+        window_end=timestamp(metric.window_end),
+        slice=metric.slice,
+        feature=metric.feature,
+        statistic=metric.statistic,
+        value=metric.value if math.isfinite(metric.value) else 0.0,
+        comparison=DriftEvent.BASELINE if metric.comparison == BASELINE else DriftEvent.PREVIOUS_WINDOW,
+        threshold=metric.threshold,
+        drifted=metric.drifted,
+        count=metric.count,
     )
-
-
-def now() -> float:
-    return dt.datetime.now(dt.UTC).timestamp()

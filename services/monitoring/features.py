@@ -36,8 +36,10 @@ DEFAULT_LLM_FEATURES = (
     "time_to_first_token_ms",
     "prompt_tokens",
     "completion_tokens",
-    "status",
 )
+# Only answered (status OK) requests are profiled, so a status feature would be constant:
+# error rates are Prometheus metrics (tessera_monitoring_errors_total), not drift features.
+UNPROFILED_FIELDS = ("status",)
 
 # Where LLM prompts and completions live in the inputs/outputs of the front ends.
 _PROMPT_KEYS = ("prompt", "text_input", "input", "messages")
@@ -61,7 +63,12 @@ def resolve_kind(path: str, requested: str | None) -> str:
     return NUMERIC
 
 
+MAX_PATH = 256
+
+
 def validate_path(path: str) -> None:
+    if len(path) > MAX_PATH:
+        raise InvalidArgument(f"feature path: at most {MAX_PATH} characters", field="features")
     if path in NUMERIC_FIELDS or path in CATEGORICAL_FIELDS or path in DERIVED:
         return
     root, _, rest = path.partition(".")

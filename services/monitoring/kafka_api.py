@@ -1,25 +1,27 @@
 """Kafka front end: `tessera.payload.logs` -> the core; drift events -> `tessera.drift.events`.
 
-Malformed records (undecodable, no request id, no endpoint) raise
-InvalidArgument: the shared consumer loop retries the batch record by record and
-dead-letters only the bad ones. The good ones of that batch are written first,
+Malformed records (undecodable, no request id or endpoint, a field past its
+bound) raise InvalidArgument: the shared consumer loop retries the batch record
+by record and dead-letters only the bad ones, with the reason. The good ones of that batch are written first,
 so the retry finds them already in the table and changes nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from tessera.events.v1.payload_log_pb2 import PayloadLog
+from tessera.events.v1.registry_pb2 import RegistryEvent
 
 from services.common.errors import InvalidArgument
 from services.common.kafka_consumer import ConsumerLoop, Record
 from services.common.kafka_producer import EventProducer
+from services.common.registry_privileges import RegistryPrivileges
 from services.monitoring import converters
 from services.monitoring.core import MonitoringCore
-from services.monitoring.ingest import LogRecord, validate
-
-_CREATE_TIME = 1  # confluent_kafka.TIMESTAMP_CREATE_TIME
+from services.monitoring.entities import DriftEventRecord
+from services.monitoring.ingest import LogRecord, json_columns, validate
 
 
 def log_record(record: Record[PayloadLog]) -> LogRecord:
@@ -30,7 +32,8 @@ def log_record(record: Record[PayloadLog]) -> LogRecord:
         # The broker's timestamp is stable across redeliveries, so the row key stays the same.
         kind, millis = record.raw.timestamp()
         event_time = millis / 1000.0 if kind else float("nan")
-    return LogRecord(log, record.raw.value(), event_time)
+    # What was parsed, as protobuf: a record sent as JSON must not land as JSON bytes.
+    return LogRecord(log, log.SerializeToString(), event_time)
 
 
 class PayloadLogSink:
@@ -40,19 +43,26 @@ class PayloadLogSink:
         self.core = core
 
     async def __call__(self, records: list[Record[PayloadLog]]) -> None:
+        # Checking and JSON-encoding a batch is CPU work: off the event loop that serves gRPC.
+        valid, problem = await asyncio.to_thread(self._prepare, records)
+        await self.core.ingest(valid)
+        if problem is not None:
+            raise problem
+
+    @staticmethod
+    def _prepare(records: list[Record[PayloadLog]]) -> tuple[list[LogRecord], InvalidArgument | None]:
         valid: list[LogRecord] = []
         problem: InvalidArgument | None = None
         for record in records:
             candidate = log_record(record)
             try:
                 validate(candidate)
+                json_columns(candidate)
             except InvalidArgument as exc:
                 problem = exc
                 continue
             valid.append(candidate)
-        await self.core.ingest(valid)
-        if problem is not None:
-            raise problem
+        return valid, problem
 
 
 def payload_log_consumer(
@@ -69,6 +79,26 @@ def payload_log_consumer(
     )
 
 
+def registry_event_consumer(
+    privileges: RegistryPrivileges, *, bootstrap: str, topic: str, group_id: str, dlq_producer: EventProducer
+) -> ConsumerLoop[RegistryEvent]:
+    """Grants, owners and securables changing in the registry drop the cached privilege answers."""
+
+    async def forget_changed(records: list[Record[RegistryEvent]]) -> None:
+        for record in records:
+            privileges.on_registry_event(record.value)
+
+    return ConsumerLoop(
+        bootstrap=bootstrap,
+        group_id=group_id,
+        topics=[topic],
+        message_type=RegistryEvent,
+        handler=forget_changed,
+        dlq_producer=dlq_producer,
+        **{"auto.offset.reset": "latest"},
+    )
+
+
 class DriftEventPublisher:
     """Publishes the core's drift events, keyed by endpoint so one endpoint's events stay ordered."""
 
@@ -79,6 +109,9 @@ class DriftEventPublisher:
     async def __call__(self, events: list[dict[str, Any]]) -> None:
         for event in events:
             self.producer.produce(
-                self.topic, converters.drift_event(event), key=event["endpoint"], record_id=event["event_id"]
+                self.topic,
+                converters.drift_event(DriftEventRecord.from_json(event)),
+                key=event["endpoint"],
+                record_id=event["event_id"],
             )
         await self.producer.flush()

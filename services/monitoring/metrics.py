@@ -13,6 +13,55 @@ import numpy as np
 from prometheus_client import REGISTRY, Counter, Gauge
 from prometheus_client.core import HistogramMetricFamily
 
+
+class BoundedLabels:
+    """Label values from client-chosen names, a bounded number of distinct ones.
+
+    Values vouched for (an endpoint that answered a call: it exists and the caller
+    was allowed) get a large budget; others (names only ever seen on refused or
+    failed calls, which anyone can send) a small one. Past its budget a value is
+    counted under `overflow`, so random names cannot grow every scrape without end.
+    """
+
+    def __init__(self, limit: int, unvouched_limit: int, overflow: str = "other") -> None:
+        self.limit = limit
+        self.unvouched_limit = unvouched_limit
+        self.overflow = overflow
+        self._vouched: set[str] = set()
+        self._unvouched: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, value: str, vouched: bool = True) -> str:
+        if value in self._vouched or value in self._unvouched and not vouched:
+            return value
+        with self._lock:
+            if vouched and len(self._vouched) < self.limit:
+                self._vouched.add(value)
+                return value
+            if value in self._unvouched:
+                return value
+            if not vouched and len(self._unvouched) < self.unvouched_limit:
+                self._unvouched.add(value)
+                return value
+        return self.overflow
+
+
+ENDPOINT_LABEL = BoundedLabels(2000, 100)
+SLICE_LABEL = BoundedLabels(2000, 0)
+# Serving writes gRPC status code names; anything else is counted as OTHER.
+STATUSES = frozenset(
+    {
+        "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+        "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+        "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+    }
+)  # fmt: skip
+
+
+def status_label(status: str) -> str:
+    return status if status in STATUSES else "OTHER"
+
+
 REQUESTS = Counter("tessera_monitoring_requests_total", "Requests seen in the payload logs", ["endpoint", "status"])
 ERRORS = Counter(
     "tessera_monitoring_errors_total", "Requests whose status is not OK, by status", ["endpoint", "status"]
@@ -20,6 +69,9 @@ ERRORS = Counter(
 TOKENS = Counter("tessera_monitoring_tokens_total", "Tokens in the payload logs", ["endpoint", "kind"])
 DUPLICATES = Counter(
     "tessera_monitoring_duplicate_records_total", "Redelivered payload logs the inference table already had"
+)
+EXPIRED = Counter(
+    "tessera_monitoring_expired_records_total", "Payload logs older than the retention period, not stored"
 )
 DRIFT_VALUE = Gauge(
     "tessera_monitoring_drift_value",

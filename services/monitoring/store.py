@@ -10,9 +10,13 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from google.protobuf import json_format
+from psycopg import sql
+from tessera.events.v1.payload_log_pb2 import PayloadLog
 
 from services.common.db import Database
-from services.monitoring.models import MonitorSpec
+from services.common.errors import Unavailable
+from services.monitoring.entities import DriftEventRecord, DriftMetric, MonitorSpec, WindowProfile
 from services.monitoring.profiles import CATEGORICAL, CategoricalProfile, NumericProfile, Profile
 
 UTC = dt.UTC
@@ -30,21 +34,38 @@ RECORD_COLUMNS = (
     "completion_tokens",
     "trace_id",
     "record",
+    "principal",
+    "error_message",
+    "finish_reason",
+    "request",
+    "response",
+    "labels",
+    "retrieved_context",
 )
 # The batch travels as one array per column (parsed in C by psycopg), not one row at a time.
+# A request id is stored once: the first record with it wins, whatever its timestamp
+# (`inference_request_ids` is the unpartitioned key the partitioned table cannot have);
+# within a batch, the first occurrence wins too.
 _INSERT_RECORDS = (
-    f"INSERT INTO inference_records ({', '.join(RECORD_COLUMNS)})"
-    " SELECT r, to_timestamp(t), e, sm, mv, so, st, l, ft, pt, ct, tr, b FROM unnest("
+    "WITH u AS ("
+    " SELECT DISTINCT ON (r) * FROM unnest("
     " %b::text[], %b::float8[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],"
-    " %b::float8[], %b::float8[], %b::int8[], %b::int8[], %b::text[], %b::bytea[])"
-    " AS u(r, t, e, sm, mv, so, st, l, ft, pt, ct, tr, b)"
+    " %b::float8[], %b::float8[], %b::int8[], %b::int8[], %b::text[], %b::bytea[],"
+    " %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[])"
+    " WITH ORDINALITY AS u(r, t, e, sm, mv, so, st, l, ft, pt, ct, tr, b, pr, em, fr, rq, rs, lb, rc, n)"
+    " ORDER BY r, n),"
+    " fresh AS (INSERT INTO inference_request_ids (request_id, event_time)"
+    " SELECT r, to_timestamp(t) FROM u ON CONFLICT DO NOTHING RETURNING request_id)"
+    f" INSERT INTO inference_records ({', '.join(RECORD_COLUMNS)})"
+    " SELECT r, to_timestamp(t), e, sm, mv, so, st, l, ft, pt, ct, tr, b, pr, em, fr,"
+    " rq::jsonb, rs::jsonb, lb::jsonb, rc::jsonb FROM u JOIN fresh ON fresh.request_id = u.r"
     " ON CONFLICT DO NOTHING RETURNING request_id"
 )
 
 
 @dataclasses.dataclass
 class RecordColumns:
-    """A batch of inference-table rows, column by column."""
+    """A batch of inference-table rows, column by column (JSON columns as JSON text)."""
 
     request_id: list[str]
     event_time: list[float]
@@ -59,6 +80,13 @@ class RecordColumns:
     completion_tokens: list[int]
     trace_id: list[str]
     record: list[bytes]
+    principal: list[str]
+    error_message: list[str]
+    finish_reason: list[str]
+    request: list[str | None]
+    response: list[str | None]
+    labels: list[str | None]
+    retrieved_context: list[str | None]
 
     def as_params(self) -> list[list]:
         return [getattr(self, f.name) for f in dataclasses.fields(self)]
@@ -66,6 +94,18 @@ class RecordColumns:
 
 _PROFILE_COLUMNS = "kind, count, nulls, mean, m2, min, max, bucket_keys, bucket_counts, categories, category_counts"
 _DAY = 86400
+
+
+class MonitorDeleted(Unavailable):
+    """A monitor was deleted (here or by another replica) while its windows were written: retry."""
+
+
+def payload_log(stored: bytes) -> PayloadLog:
+    """A row's `record` as a PayloadLog: protobuf, or JSON in rows written before migration 0003."""
+    stored = bytes(stored)
+    if stored[:1] == b"{":  # '{' never starts a serialized PayloadLog
+        return json_format.Parse(stored.decode("utf-8"), PayloadLog(), ignore_unknown_fields=True)
+    return PayloadLog.FromString(stored)
 
 
 def ts(seconds: float) -> dt.datetime:
@@ -134,6 +174,29 @@ class MonitoringStore:
                     await conn.rollback()  # a replica created it at the same moment
                 self._partitions.add(day)
 
+    async def drop_partitions_before(self, day: int) -> list[str]:
+        """Drop the daily partitions wholly before epoch day `day` and forget their request ids."""
+        cutoff = ts(day * _DAY)
+        async with self.db.transaction() as conn:
+            cur = await conn.execute(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                " JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace"
+                " WHERE p.relname = 'inference_records' AND n.nspname = current_schema()"
+            )
+            dropped = []
+            for (name,) in await cur.fetchall():
+                stamp = name.removeprefix("inference_records_")
+                try:
+                    start = dt.datetime.strptime(stamp, "%Y%m%d").replace(tzinfo=UTC)
+                except ValueError:
+                    continue  # not one of ours
+                if start + dt.timedelta(days=1) <= cutoff:
+                    await conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+                    self._partitions.discard(int(start.timestamp()) // _DAY)
+                    dropped.append(name)
+            await conn.execute("DELETE FROM inference_request_ids WHERE event_time < %s", (cutoff,))
+        return sorted(dropped)
+
     async def insert_records(self, conn: psycopg.AsyncConnection, columns: RecordColumns) -> list[str]:
         """One INSERT of the whole batch as column arrays; returns the request ids that were new."""
         cur = await conn.execute(_INSERT_RECORDS, columns.as_params())
@@ -147,7 +210,7 @@ class MonitoringStore:
         status: str,
         after: tuple[dt.datetime, str] | None,
         limit: int,
-    ) -> list[tuple[dt.datetime, str, bytes]]:
+    ) -> list[tuple[dt.datetime, str, PayloadLog]]:
         where, args = ["endpoint = %s"], [endpoint]
         if start is not None:
             where.append("event_time >= %s")
@@ -167,19 +230,22 @@ class MonitoringStore:
                 " ORDER BY event_time DESC, request_id DESC LIMIT %s",
                 [*args, limit],
             )
-            return await cur.fetchall()
+            return [(stamp, request_id, payload_log(record)) for stamp, request_id, record in await cur.fetchall()]
 
-    async def scan_records(self, endpoint: str, start: float, end: float, chunk: int = 10_000) -> AsyncIterator[list]:
-        """The raw records of a time range, in chunks (for time-range baselines)."""
+    async def scan_records(
+        self, endpoint: str, start: float, end: float, chunk: int = 10_000
+    ) -> AsyncIterator[list[tuple[PayloadLog, float]]]:
+        """The OK records of a time range with their event times, in chunks (for time-range baselines).
+        Refused and failed calls are not profiled."""
         async with self.db.connection() as conn:
             cur = conn.cursor(name="baseline_scan")
             await cur.execute(
                 "SELECT record, extract(epoch from event_time) FROM inference_records"
-                " WHERE endpoint = %s AND event_time >= %s AND event_time < %s",
+                " WHERE endpoint = %s AND event_time >= %s AND event_time < %s AND status = 'OK'",
                 (endpoint, ts(start), ts(end)),
             )
             while rows := await cur.fetchmany(chunk):
-                yield rows
+                yield [(payload_log(record), float(stamp)) for record, stamp in rows]
 
     # -- monitors ----------------------------------------------------------
 
@@ -226,18 +292,24 @@ class MonitoringStore:
     async def append_partials(self, conn: psycopg.AsyncConnection, rows: list[tuple]) -> None:
         """rows: (monitor_id, window_start, slice, feature, *profile_row)."""
         columns = f"monitor_id, window_start, slice, feature, {_PROFILE_COLUMNS}"
-        async with conn.cursor().copy(f"COPY window_profiles ({columns}) FROM STDIN") as copy:
-            for row in rows:
-                await copy.write_row(row)
+        try:
+            async with conn.cursor().copy(f"COPY window_profiles ({columns}) FROM STDIN") as copy:
+                for row in rows:
+                    await copy.write_row(row)
+        except psycopg.errors.ForeignKeyViolation as exc:
+            raise MonitorDeleted("a monitor was deleted while its windows were written; retrying") from exc
 
     async def touch_windows(self, conn: psycopg.AsyncConnection, rows: list[tuple[str, float, float, int]]) -> None:
-        async with conn.cursor() as cur:
-            await cur.executemany(
-                "INSERT INTO windows (monitor_id, window_start, window_end, count) VALUES (%s, %s, %s, %s)"
-                " ON CONFLICT (monitor_id, window_start) DO UPDATE"
-                " SET count = windows.count + excluded.count, dirty = true, version = windows.version + 1",
-                [(m, ts(s), ts(e), n) for m, s, e, n in rows],
-            )
+        try:
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    "INSERT INTO windows (monitor_id, window_start, window_end, count) VALUES (%s, %s, %s, %s)"
+                    " ON CONFLICT (monitor_id, window_start) DO UPDATE"
+                    " SET count = windows.count + excluded.count, dirty = true, version = windows.version + 1",
+                    [(m, ts(s), ts(e), n) for m, s, e, n in rows],
+                )
+        except psycopg.errors.ForeignKeyViolation as exc:
+            raise MonitorDeleted("a monitor was deleted while its windows were written; retrying") from exc
 
     async def dirty_windows(self, watermark: float) -> list[tuple[str, float, float, int]]:
         """(monitor, start, end, version) of the windows to evaluate, oldest first."""
@@ -281,9 +353,8 @@ class MonitoringStore:
             conn, [(monitor_id, ts(window_start), s, f, *profile_row(p)) for (s, f), p in merged.items()]
         )
 
-    async def profiles_in_range(
-        self, monitor_id: str, start: float | None, end: float | None
-    ) -> list[tuple[float, str, str, Profile]]:
+    async def profiles_in_range(self, monitor_id: str, start: float | None, end: float | None) -> list[WindowProfile]:
+        """Every partial profile of the range, oldest first (window_end left to the caller)."""
         where, args = ["monitor_id = %s"], [monitor_id]
         if start is not None:
             where.append("window_start >= %s")
@@ -297,7 +368,7 @@ class MonitoringStore:
                 f" FROM window_profiles WHERE {' AND '.join(where)} ORDER BY window_start, seq",
                 args,
             )
-            return [(r[0], r[1], r[2], profile_of(r[3:])) for r in await cur.fetchall()]
+            return [WindowProfile(r[0], None, r[1], r[2], profile_of(r[3:])) for r in await cur.fetchall()]
 
     # -- drift ---------------------------------------------------------------
 
@@ -362,14 +433,14 @@ class MonitoringStore:
         async with self.db.transaction() as conn:
             await conn.execute("UPDATE drift_events SET published = true WHERE seq = ANY(%s)", (seqs,))
 
-    async def list_events(self, monitor_id: str) -> list[dict]:
+    async def list_events(self, monitor_id: str) -> list[DriftEventRecord]:
         async with self.db.connection() as conn:
             cur = await conn.execute("SELECT event FROM drift_events WHERE monitor_id = %s ORDER BY seq", (monitor_id,))
-            return [r[0] for r in await cur.fetchall()]
+            return [DriftEventRecord.from_json(r[0]) for r in await cur.fetchall()]
 
     async def list_drift_metrics(
         self, monitor_id: str, start: float | None, end: float | None, feature: str, statistic: str
-    ) -> list[tuple]:
+    ) -> list[DriftMetric]:
         where, args = ["monitor_id = %s"], [monitor_id]
         for clause, value in (
             ("window_start >= %s", ts(start) if start is not None else None),
@@ -387,4 +458,4 @@ class MonitoringStore:
                 f" WHERE {' AND '.join(where)} ORDER BY window_start, feature, slice, statistic, comparison",
                 args,
             )
-            return await cur.fetchall()
+            return [DriftMetric(*row) for row in await cur.fetchall()]

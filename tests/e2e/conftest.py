@@ -26,7 +26,7 @@ from tessera.serving.v1 import serving_pb2_grpc
 from services.common import kafka_admin
 from services.common.config import load
 from services.monitoring.app import MonitoringApp
-from services.monitoring.config import MonitoringSettings
+from services.monitoring.settings import MonitoringSettings
 from services.registry.app import RegistryApp
 from services.registry.settings import RegistrySettings
 from services.retrieval.app import RetrievalApp
@@ -105,6 +105,8 @@ async def mesh(pg_dsn: str, kafka_bootstrap: str):
                 monitoring_window_grace_s=1.0,
                 monitoring_idle_watermark_s=1.0,
                 monitoring_evaluate_every_s=0.2,
+                registry_address=registry_address,
+                registry_events_topic=topics["registry"],
             ),
             serve_metrics=False,
         )

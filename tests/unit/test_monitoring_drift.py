@@ -7,9 +7,9 @@ import pytest
 from scipy.stats import ks_2samp, wasserstein_distance
 
 from services.monitoring.drift import compare
-from services.monitoring.evaluation import AlarmBook
-from services.monitoring.models import DETECTED, RESOLVED, Thresholds
+from services.monitoring.entities import DETECTED, RESOLVED, Thresholds
 from services.monitoring.profiles import CategoricalProfile, NumericProfile
+from services.monitoring.window_evaluation import AlarmBook
 
 pytestmark = pytest.mark.unit
 

@@ -19,7 +19,7 @@ from services.common.auth import bearer
 from services.common.config import load
 from services.common.kafka_producer import EventProducer
 from services.monitoring.app import MonitoringApp
-from services.monitoring.config import MonitoringSettings
+from services.monitoring.settings import MonitoringSettings
 
 TOKEN = "monitoring-test-token"
 METADATA = bearer(TOKEN)
@@ -46,6 +46,8 @@ async def monitoring(pg_dsn, kafka_bootstrap):
         monitoring_idle_watermark_s=1.0,
         monitoring_evaluate_every_s=0.2,
         auth_tokens=f"{TOKEN}=alice",
+        monitoring_authz="none",
+        monitoring_retention_days=0,
     )
     app = MonitoringApp(settings, serve_metrics=False)
     await app.start()

@@ -27,7 +27,7 @@ from services.common import kafka_admin
 from services.common.config import REPO_ROOT, load
 from services.common.kafka_producer import EventProducer
 from services.monitoring.app import MonitoringApp
-from services.monitoring.config import MonitoringSettings
+from services.monitoring.settings import MonitoringSettings
 from tests.integration.monitoring.conftest import METADATA, TOKEN, WINDOW, past_window_base, payload_log
 
 pytestmark = pytest.mark.integration
@@ -103,6 +103,7 @@ async def loaded_service(pg_dsn, kafka_bootstrap, tmp_path_factory):
         monitoring_payload_topic=payload_topic,
         monitoring_drift_topic=drift_topic,
         monitoring_consumer_group=f"test-dash-{suffix}",
+        monitoring_authz="none",
         monitoring_window_grace_s=1.0,
         monitoring_idle_watermark_s=1.0,
         monitoring_evaluate_every_s=0.2,
@@ -143,7 +144,7 @@ async def test_every_dashboard_panel_returns_data_under_load(loaded_service):
         endpoint=endpoint,
         window_seconds=WINDOW,
         slices=["labels.region"],
-        features=[pb.FeatureSpec(path="latency_ms"), pb.FeatureSpec(path="status")],
+        features=[pb.FeatureSpec(path="latency_ms"), pb.FeatureSpec(path="finish_reason")],
     )
     monitor.baseline.time_range.start.FromSeconds(base)
     monitor.baseline.time_range.end.FromSeconds(base + 2 * WINDOW)

@@ -18,7 +18,14 @@ from tessera.monitoring.v1 import monitoring_pb2 as pb
 
 from services.common.kafka_consumer import ERROR_HEADER
 from services.monitoring import plot
-from tests.integration.monitoring.conftest import METADATA, WINDOW, past_window_base, payload_log, produce_windows
+from tests.integration.monitoring.conftest import (
+    METADATA,
+    TOKEN,
+    WINDOW,
+    past_window_base,
+    payload_log,
+    produce_windows,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +46,7 @@ def endpoint_name() -> str:
 async def create_monitor(stub, endpoint: str, base: int, baseline_windows: int, **extra) -> pb.Monitor:
     monitor = pb.Monitor(
         endpoint=endpoint,
-        features=[pb.FeatureSpec(path="latency_ms"), pb.FeatureSpec(path="status")],
+        features=[pb.FeatureSpec(path="latency_ms"), pb.FeatureSpec(path="finish_reason")],
         window_seconds=WINDOW,
         **extra,
     )
@@ -94,20 +101,19 @@ async def test_shifted_feature_raises_one_detected_and_one_resolved_event(
     assert detected.value > detected.threshold and detected.comparison == DriftEvent.BASELINE
     assert resolved.window_start.seconds == shift_start + 2 * WINDOW
     assert detected.baseline.startswith("inference table")
-    # Status never changed: no event on it.
-    assert not [e for e in reply.events if e.feature == "status"]
+    # The finish reason never changed: no event on it.
+    assert not [e for e in reply.events if e.feature == "finish_reason"]
     # The same events went to Kafka.
     published = drift_topic_events(kafka_bootstrap, monitoring.drift_topic, monitor.monitor_id)
     assert sorted(e.event_id for e in published) == sorted(e.event_id for e in reply.events)
 
-    # The picture of it: a PNG with one panel per feature and the window sizes.
-    spec, metrics, events = await plot.load_monitor(monitoring.settings, monitor.monitor_id)
-    out = tmp_path / "drift.png"
-    plot.render(spec, metrics, events, out)
+    # The picture of it, drawn from monitoring's gRPC API: one panel per feature and the window sizes.
+    out = await plot.draw(f"127.0.0.1:{monitoring.port}", TOKEN, monitor.monitor_id, tmp_path / "drift.png")
+    spec, metrics, events = await plot.load_monitor(stub, METADATA, monitor.monitor_id)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 20_000
     # An alarm still open at the end of the data is shaded to the right edge.
     still_open = tmp_path / "drift-open.png"
-    plot.render(spec, metrics, [e for e in events if e["kind"] == plot.DETECTED], still_open)
+    plot.render(spec, metrics, [e for e in events if e.kind == DriftEvent.DRIFT_DETECTED], still_open)
     assert still_open.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if os.environ.get("TESSERA_KEEP_DRIFT_PNG"):
         shutil.copy(out, os.environ["TESSERA_KEEP_DRIFT_PNG"])
@@ -295,7 +301,7 @@ async def test_monitors_list_get_and_delete(monitoring, producer):
     created = await create_monitor(stub, endpoint, base, baseline_windows=1)
     fetched = await stub.GetMonitor(pb.GetMonitorRequest(monitor_id=created.monitor_id), metadata=METADATA)
     assert fetched == created and created.thresholds.values["wasserstein"] == pytest.approx(0.1)
-    assert [f.path for f in fetched.features] == ["latency_ms", "status"]
+    assert [f.path for f in fetched.features] == ["latency_ms", "finish_reason"]
     listed = await stub.ListMonitors(pb.ListMonitorsRequest(endpoint=endpoint), metadata=METADATA)
     assert [m.monitor_id for m in listed.monitors] == [created.monitor_id]
     await stub.DeleteMonitor(pb.DeleteMonitorRequest(monitor_id=created.monitor_id), metadata=METADATA)
@@ -312,22 +318,41 @@ async def test_monitors_list_get_and_delete(monitoring, producer):
     assert await eventually(rows)
 
 
-async def test_category_share_doubling_raises_and_resolves(monitoring, producer):
+async def test_category_share_doubling_raises_and_resolves_and_refused_calls_are_not_profiled(monitoring, producer):
     stub, endpoint, base = monitoring.stub, endpoint_name(), past_window_base(600)
     monitor = await create_monitor(stub, endpoint, base, baseline_windows=4)
     rng = np.random.default_rng(5)
-    error_share = [0.2] * 4 + [0.2] + [0.4] * 2 + [0.2] * 3  # the error share doubles for two windows
-    for w, share in enumerate(error_share):
+    length_share = [0.2] * 4 + [0.2] + [0.4] * 2 + [0.2] * 3  # "length" doubles for two windows
+    for w, share in enumerate(length_share):
         for i in range(1000):
-            status = "UNAVAILABLE" if rng.random() < share else "OK"
-            log = payload_log(endpoint, f"{endpoint}-{w}-{i}", base + w * WINDOW + i * 0.05, 100.0, status)
+            log = payload_log(endpoint, f"{endpoint}-{w}-{i}", base + w * WINDOW + i * 0.05, 100.0)
+            log.finish_reason = "length" if rng.random() < share else "stop"
             producer.produce(monitoring.payload_topic, log, key=endpoint, record_id=log.request_id)
+        if w >= 8:  # a flood of refused calls, slow and aborted: it must not move any profile
+            for i in range(1000):
+                log = payload_log(endpoint, f"{endpoint}-{w}-denied-{i}", base + w * WINDOW + i * 0.05, 9000.0)
+                log.status, log.finish_reason = "PERMISSION_DENIED", "abort"
+                producer.produce(monitoring.payload_topic, log, key=endpoint, record_id=log.request_id)
     producer.flush_sync()
     assert await eventually(lambda: windows_evaluated(stub, monitor.monitor_id, base + 9 * WINDOW))
     reply = await stub.ListDriftEvents(pb.ListDriftEventsRequest(monitor_id=monitor.monitor_id), metadata=METADATA)
-    status_events = [(e.statistic, e.kind, e.window_start.seconds) for e in reply.events if e.feature == "status"]
+    events = [(e.statistic, e.kind, e.window_start.seconds) for e in reply.events if e.feature == "finish_reason"]
     shift, back = base + 5 * WINDOW, base + 7 * WINDOW
-    assert ("js_distance", DriftEvent.DRIFT_DETECTED, shift) in status_events
-    assert ("js_distance", DriftEvent.DRIFT_RESOLVED, back) in status_events
-    assert len([e for e in status_events if e[0] == "js_distance"]) == 2
+    assert ("js_distance", DriftEvent.DRIFT_DETECTED, shift) in events
+    assert ("js_distance", DriftEvent.DRIFT_RESOLVED, back) in events
+    assert len([e for e in events if e[0] == "js_distance"]) == 2
     assert not [e for e in reply.events if e.feature == "latency_ms"]
+    profiles = await stub.GetProfiles(
+        pb.GetProfilesRequest(monitor_id=monitor.monitor_id, feature="latency_ms", slice=""), metadata=METADATA
+    )
+    last = [p for p in profiles.profiles if p.window_start.seconds == base + 9 * WINDOW]
+    assert last and last[0].count == 1000 and last[0].max < 1000
+
+
+async def test_status_is_not_a_drift_feature(monitoring):
+    monitor = pb.Monitor(endpoint=endpoint_name(), features=[pb.FeatureSpec(path="status")], window_seconds=WINDOW)
+    monitor.baseline.time_range.start.FromSeconds(1000)
+    monitor.baseline.time_range.end.FromSeconds(2000)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await monitoring.stub.CreateMonitor(pb.CreateMonitorRequest(monitor=monitor), metadata=METADATA)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

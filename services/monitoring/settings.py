@@ -26,3 +26,14 @@ class MonitoringSettings(CommonSettings):
     monitoring_idle_watermark_s: float = 5.0
     # How often the evaluator looks for windows to close.
     monitoring_evaluate_every_s: float = 1.0
+    # Days of the inference table kept: older daily partitions are dropped whole (0 keeps everything).
+    monitoring_retention_days: int = 30
+    # How often retention looks for partitions to drop.
+    monitoring_retention_every_s: float = 3600.0
+    # `registry`: reads and monitors follow the registry's grants; `none`: everyone may do everything.
+    monitoring_authz: str = "registry"
+    # Where the registry answers privilege questions and registers monitors.
+    registry_address: str = "127.0.0.1:50051"
+    # Seconds a privilege answer is reused (registry events drop the cache at once).
+    monitoring_privilege_cache_s: float = 30.0
+    registry_events_topic: str = topics.REGISTRY_EVENTS

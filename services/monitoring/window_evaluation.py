@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from services.monitoring import drift, metrics
-from services.monitoring.models import BASELINE, DETECTED, PREVIOUS_WINDOW, RESOLVED, MonitorSpec, Thresholds
+from services.monitoring.entities import BASELINE, DETECTED, PREVIOUS_WINDOW, RESOLVED, MonitorSpec, Thresholds
 from services.monitoring.profiles import Profile, merge_all
 from services.monitoring.store import MonitoringStore, ts
 
@@ -111,7 +111,14 @@ class WindowEvaluator:
                                 profile.count,
                             )
                         )
-                        labels = (spec.monitor_id, spec.endpoint, feature, slice_name, statistic, comparison)
+                        labels = (
+                            spec.monitor_id,
+                            spec.endpoint,
+                            feature,
+                            metrics.SLICE_LABEL(slice_name),
+                            statistic,
+                            comparison,
+                        )
                         metrics.DRIFT_VALUE.labels(*labels).set(value)
                         alarmed = comparison == BASELINE or spec.alert_on_previous_window
                         if threshold <= 0 or not alarmed or profile.count < spec.thresholds.min_window_count:

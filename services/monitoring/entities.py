@@ -8,7 +8,13 @@ from typing import Any
 
 from services.common.errors import InvalidArgument
 from services.monitoring import drift
-from services.monitoring.features import DEFAULT_LLM_FEATURES, Feature, resolve_kind, validate_path
+from services.monitoring.features import (
+    DEFAULT_LLM_FEATURES,
+    UNPROFILED_FIELDS,
+    Feature,
+    resolve_kind,
+    validate_path,
+)
 from services.monitoring.profiles import CATEGORICAL, NUMERIC, Profile
 
 BASELINE = "baseline"
@@ -20,6 +26,11 @@ RESOLVED = "resolved"
 DEFAULT_RESOLVE_RATIO = 0.8
 DEFAULT_MIN_WINDOW_COUNT = 200
 DEFAULT_SIGNIFICANCE = 0.001
+DEFAULT_WINDOW_SECONDS = 3600
+MAX_ENDPOINT = 256
+MAX_FEATURES = 64
+MAX_SLICES = 16
+MAX_REFERENCE_PROFILES = 4096
 _MONITOR_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 
@@ -29,6 +40,27 @@ class Thresholds:
     resolve_ratio: float = DEFAULT_RESOLVE_RATIO
     min_window_count: int = DEFAULT_MIN_WINDOW_COUNT
     significance: float = DEFAULT_SIGNIFICANCE
+
+
+@dataclasses.dataclass(frozen=True)
+class MonitorRequest:
+    """A monitor as a caller described it (zero values: defaults), before validation."""
+
+    monitor_id: str
+    endpoint: str
+    features: list[tuple[str, str | None]]
+    window_seconds: int
+    slices: list[str]
+    baseline_range: tuple[float, float] | None
+    # A reference baseline: ready profiles per (slice, feature) and raw values per feature.
+    reference: bool = False
+    reference_profiles: dict[tuple[str, str], Profile] = dataclasses.field(default_factory=dict)
+    reference_values: dict[str, tuple[list[float], list[str]]] = dataclasses.field(default_factory=dict)
+    thresholds: dict[str, float] = dataclasses.field(default_factory=dict)
+    resolve_ratio: float = 0.0
+    min_window_count: int = 0
+    significance: float = 0.0
+    alert_on_previous_window: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +95,57 @@ class MonitorSpec:
         return self.baseline_start is not None
 
 
+@dataclasses.dataclass(frozen=True)
+class WindowProfile:
+    """A feature's profile over one window of one slice; no window when merged over a range."""
+
+    window_start: float | None
+    window_end: float | None
+    slice: str
+    feature: str
+    profile: Profile
+
+
+@dataclasses.dataclass(frozen=True)
+class DriftMetric:
+    """One statistic of one feature and slice in one window, against the baseline or the previous window."""
+
+    window_start: float
+    window_end: float
+    slice: str
+    feature: str
+    statistic: str
+    comparison: str  # BASELINE or PREVIOUS_WINDOW
+    value: float
+    threshold: float
+    drifted: bool
+    count: int
+
+
+@dataclasses.dataclass(frozen=True)
+class DriftEventRecord:
+    """An alarm raised or resolved; stored in the drift-event outbox as JSON, published as a DriftEvent."""
+
+    event_id: str
+    kind: str  # DETECTED or RESOLVED
+    monitor_id: str
+    endpoint: str
+    feature: str
+    slice: str
+    statistic: str
+    value: float
+    threshold: float
+    window_start: float
+    window_end: float
+    comparison: str
+    baseline: str
+    detected_at: float
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DriftEventRecord:
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+
+
 def build_monitor(
     *,
     monitor_id: str,
@@ -84,9 +167,24 @@ def build_monitor(
         raise InvalidArgument("monitor_id: 1-128 letters, digits, '_', '.', '-'", field="monitor_id")
     if not endpoint:
         raise InvalidArgument("a monitor watches one endpoint; endpoint is empty", field="endpoint")
+    if len(endpoint) > MAX_ENDPOINT:
+        raise InvalidArgument(f"endpoint: at most {MAX_ENDPOINT} characters", field="endpoint")
+    if len(features) > MAX_FEATURES:
+        raise InvalidArgument(f"at most {MAX_FEATURES} features", field="features")
+    if len(slices) > MAX_SLICES:
+        raise InvalidArgument(f"at most {MAX_SLICES} slices", field="slices")
+    if reference and len(reference) > MAX_REFERENCE_PROFILES:
+        raise InvalidArgument(f"at most {MAX_REFERENCE_PROFILES} reference profiles", field="baseline")
     if window_seconds < 1:
         raise InvalidArgument("window_seconds must be >= 1 (e.g. 60, 300, 3600, 86400)", field="window_seconds")
     resolved = resolve_features(features)
+    for feature in resolved:
+        if feature.path in UNPROFILED_FIELDS:
+            raise InvalidArgument(
+                f"{feature.path!r} cannot be watched: only OK requests are profiled"
+                " (error rates are in tessera_monitoring_errors_total)",
+                field="features",
+            )
     if len({f.path for f in resolved}) != len(resolved):
         raise InvalidArgument("a feature is listed twice", field="features")
     for key in slices:
@@ -140,4 +238,15 @@ def statistics_for(kind: str) -> tuple[str, ...]:
     return drift.CATEGORICAL_STATISTICS if kind == CATEGORICAL else drift.NUMERIC_STATISTICS
 
 
-__all__ = ["NUMERIC", "CATEGORICAL", "MonitorSpec", "Thresholds", "build_monitor", "statistics_for"]
+__all__ = [
+    "NUMERIC",
+    "CATEGORICAL",
+    "DriftEventRecord",
+    "DriftMetric",
+    "MonitorRequest",
+    "MonitorSpec",
+    "WindowProfile",
+    "Thresholds",
+    "build_monitor",
+    "statistics_for",
+]
