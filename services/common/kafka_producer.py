@@ -37,7 +37,11 @@ DeliveryCallback = Callable[[KafkaError | None, Message], None]
 
 
 class DeliveryError(Exception):
-    """Kafka did not acknowledge a record."""
+    """Kafka did not acknowledge a record; `error` says why when one record is concerned."""
+
+    def __init__(self, message: str, error: KafkaError | None = None) -> None:
+        super().__init__(message)
+        self.error = error
 
 
 @dataclass(frozen=True)
@@ -196,7 +200,7 @@ class EventProducer:
             if err is None:
                 outcome: Delivered | DeliveryError = Delivered(msg.topic(), msg.partition(), msg.offset())
             else:
-                outcome = DeliveryError(f"{topic}: {err.str()}")
+                outcome = DeliveryError(f"{topic}: {err.str()}", err)
             loop.call_soon_threadsafe(_settle, future, outcome)
 
         self.produce_bytes(topic, value, key=key, headers=headers, on_delivery=resolve)
