@@ -336,7 +336,7 @@ class ConsumerLoop(Generic[M]):
         handled: dict[str, int] = {}
         for message in messages:
             if message.error():
-                if message.error().fatal():
+                if message.error().fatal() or message.error().code() == KafkaError._FATAL:
                     raise KafkaException(message.error())  # this consumer is unusable: restart with a new one
                 if message.error().code() != KafkaError._PARTITION_EOF:
                     _log.warning("%s: consume error: %s", self.group_id, message.error().str())
