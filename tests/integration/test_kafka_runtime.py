@@ -25,6 +25,7 @@ from services.common.grpc_server import TesseraServer
 from services.common.kafka_consumer import ERROR_CODE_HEADER, ERROR_HEADER, ConsumerLoop, Record
 from services.common.kafka_producer import EventProducer
 from services.common.lifecycle import Readiness
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -305,7 +306,7 @@ async def test_a_dlq_send_that_fails_is_retried_and_nothing_unsettled_is_committ
     failures = ("tessera_kafka_dlq_send_failures_total", {"topic": topic, "group": group})
     task = asyncio.create_task(loop.run())
     try:
-        await eventually(lambda: (REGISTRY.get_sample_value(*failures) or 0) >= 2)
+        assert await eventually(lambda: (REGISTRY.get_sample_value(*failures) or 0) >= 2)
         assert not task.done() and processed == []
         assert committed_offset(kafka_bootstrap, group, topic) < 1  # the poison record is not settled
         kafka_admin.ensure_topics(kafka_bootstrap, [topic + ".dlq"], partitions=1)
@@ -401,9 +402,9 @@ async def test_a_consumer_that_dies_restarts_and_health_is_not_serving_meanwhile
             fencer.subscribe([fresh_topic])
             while not readiness.down:
                 await asyncio.to_thread(fencer.consume, 1, 0.2)
-            await eventually(lambda: status_is(health_pb2.HealthCheckResponse.NOT_SERVING))
+            assert await eventually(lambda: status_is(health_pb2.HealthCheckResponse.NOT_SERVING))
             await asyncio.to_thread(fencer.close)
-            await eventually(lambda: status_is(health_pb2.HealthCheckResponse.SERVING))
+            assert await eventually(lambda: status_is(health_pb2.HealthCheckResponse.SERVING))
             await producer.send(fresh_topic, PayloadLog(request_id="after-restart", endpoint="chat"))
             await asyncio.wait_for(received.wait(), 60)
         finally:
@@ -428,18 +429,6 @@ def test_dead_letter_topics_keep_records_longer_and_replication_follows_the_sett
     with pytest.raises(KafkaException) as refused:
         kafka_admin.ensure_topics(kafka_bootstrap, [f"{name}.three"], partitions=1, replication_factor=3)
     assert refused.value.args[0].code() == KafkaError.INVALID_REPLICATION_FACTOR
-
-
-async def eventually(check, timeout: float = 60.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await _value_of(check()):
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.1)
-
-
-async def _value_of(result):
-    return await result if asyncio.iscoroutine(result) else result
 
 
 def committed_offset(bootstrap: str, group: str, topic: str) -> int:

@@ -3,7 +3,6 @@ events with hysteresis, quiet unshifted streams, idempotent redelivery, late rec
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import time
@@ -19,17 +18,9 @@ from tessera.monitoring.v1 import monitoring_pb2 as pb
 from services.common.kafka_consumer import ERROR_HEADER
 from services.monitoring import plot
 from tests.integration.monitoring.conftest import METADATA, WINDOW, past_window_base, payload_log, produce_windows
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
-
-
-async def eventually(check, timeout: float = 90.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result or time.monotonic() > deadline:
-            return result
-        await asyncio.sleep(0.3)
 
 
 def endpoint_name() -> str:
