@@ -216,6 +216,7 @@ class ConsumerLoop(Generic[M]):
         self._stopping = asyncio.Event()
         self._assigned = asyncio.Event()
         self._last_lag_update = 0.0
+        self._progressed = False  # whether the running consumer settled a batch yet
 
     # -- lifecycle -------------------------------------------------------
 
@@ -223,23 +224,30 @@ class ConsumerLoop(Generic[M]):
         """Consume until `stop()`. If the loop dies it is restarted with a fresh consumer after a
         backoff; it resumes from the last committed offsets, so nothing unsettled was committed."""
         pause, longest = self._restart_backoff
-        while True:
-            try:
-                await self._consume()
-                return
-            except Exception:  # noqa: BLE001 - a dead consumer restarts; it must not end the service
-                if self._stopping.is_set():
-                    raise
-                RESTARTS.labels(self.group_id).inc()
-                _log.exception("%s: consumer loop died; restarting in %.1fs", self.group_id, pause)
-                self._readiness.mark_down(self.worker_name)
-            if not await self._pause(pause):
-                return
-            pause = min(pause * 2, longest)
-            self._assigned.clear()
-            self._consumer = Consumer(self._config)
+        try:
+            while True:
+                try:
+                    await self._consume()
+                    return
+                except Exception:  # noqa: BLE001 - a dead consumer restarts; it must not end the service
+                    if self._stopping.is_set():
+                        raise
+                    if self._progressed:
+                        pause = self._restart_backoff[0]  # it worked for a while: not a crash loop
+                    RESTARTS.labels(self.group_id).inc()
+                    _log.exception("%s: consumer loop died; restarting in %.1fs", self.group_id, pause)
+                    self._readiness.mark_down(self.worker_name)
+                if not await self._pause(pause):
+                    return
+                pause = min(pause * 2, longest)
+                self._assigned.clear()
+                self._consumer = Consumer(self._config)
+        finally:
+            # A loop that is gone on purpose holds nobody's health down.
+            self._readiness.forget(self.worker_name)
 
     async def _consume(self) -> None:
+        self._progressed = False
         loop = asyncio.get_running_loop()
         self._consumer.subscribe(self.topics, on_assign=lambda *_: loop.call_soon_threadsafe(self._on_assigned))
         handled: Offsets = {}
@@ -261,7 +269,7 @@ class ConsumerLoop(Generic[M]):
                     # The batch is done: commit without waiting. A lost async commit only means
                     # redelivery, which idempotent sinks absorb; the last one is committed in sync.
                     self._commit(offsets, wait=False)
-                    handled = offsets
+                    handled, self._progressed = offsets, True
                 self._update_lag()
             if handled:
                 await asyncio.to_thread(self._commit, handled, True)

@@ -48,6 +48,12 @@ class Readiness:
             _log.info("%s is back", worker)
             self._notify()
 
+    def forget(self, worker: str) -> None:
+        """The worker is gone on purpose (stopped): it no longer counts either way."""
+        if worker in self._down:
+            self._down.discard(worker)
+            self._notify()
+
     def subscribe(self, listener: Callable[[bool], None]) -> Callable[[], None]:
         """Call `listener(ready)` on every change; returns the function that unsubscribes it."""
         self._listeners.append(listener)
