@@ -197,6 +197,7 @@ class TesseraServer:
         self._readiness = readiness
         self._unsubscribe: Callable[[], None] | None = None
         self._serving = False
+        self._health_updates: set[asyncio.Task] = set()
         self.port: int = 0
 
     def add(self, add_to_server: Callable[[Any, grpc.aio.Server], None], servicer: Any, service_name: str) -> None:
@@ -215,9 +216,7 @@ class TesseraServer:
         self._serving = True
         loop = asyncio.get_running_loop()
         # Readiness may change on any loop; health is set on this server's own.
-        self._unsubscribe = self._readiness.subscribe(
-            lambda _ready: loop.call_soon_threadsafe(lambda: loop.create_task(self._publish_health()))
-        )
+        self._unsubscribe = self._readiness.subscribe(lambda _ready: loop.call_soon_threadsafe(self._schedule_health))
         await self._publish_health()
         _log.info("%s: gRPC on %s:%d", self.settings.service_name, self.settings.host, self.port)
         return self.port
@@ -228,6 +227,11 @@ class TesseraServer:
             self._unsubscribe()
         await self._publish_health()
         await self._server.stop(self.settings.shutdown_grace_s if grace is None else grace)
+
+    def _schedule_health(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._publish_health())
+        self._health_updates.add(task)  # a task nobody references may be collected before it runs
+        task.add_done_callback(self._health_updates.discard)
 
     async def _publish_health(self) -> None:
         """SERVING while started and every background worker runs; NOT_SERVING otherwise."""

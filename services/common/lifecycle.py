@@ -61,7 +61,10 @@ class Readiness:
 
     def _notify(self) -> None:
         for listener in list(self._listeners):
-            listener(self.ready)
+            try:
+                listener(self.ready)
+            except Exception:  # noqa: BLE001 - a listener's failure must not take the reporting worker down
+                _log.exception("readiness listener failed")
 
 
 # The process's own: consumers report here and every TesseraServer in the process follows it.
