@@ -25,20 +25,19 @@
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
-import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as ProtoMessage
 from opentelemetry.context import Context
 from prometheus_client import Counter, Gauge
 
-from services.common import db, serialization, telemetry
+from services.common import serialization, telemetry
+from services.common.consumer_failures import Failure, RetriableError, classify, too_large
 from services.common.dead_letters import (
     DLQ_FALLBACK_BYTES,
     DLQ_MAX_BYTES,
@@ -46,8 +45,8 @@ from services.common.dead_letters import (
     ERROR_HEADER,
     dead_letter,
 )
-from services.common.errors import DeadlineExceeded, Unavailable
-from services.common.kafka_producer import RECORD_ID, DeliveryError, EventProducer
+from services.common.errors import Unavailable
+from services.common.kafka_producer import RECORD_ID, EventProducer
 from services.common.lifecycle import READINESS, Readiness
 
 _log = logging.getLogger(__name__)
@@ -71,42 +70,6 @@ __all__ = ["ERROR_CODE_HEADER", "ERROR_HEADER", "ConsumerLoop", "Failure", "Reco
 
 # A dead loop restarts after this pause, doubled on each death in a row.
 _RESTART_BACKOFF_S = (1.0, 30.0)
-
-
-class RetriableError(Exception):
-    """Raise from a handler to have the batch retried later (at most `max_attempts` times per record)."""
-
-
-class Failure(enum.Enum):
-    POISON = "poison"  # the record is at fault: dead-letter it now
-    TRANSIENT = "transient"  # may pass on a retry; dead-lettered after `max_attempts`
-    OUTAGE = "outage"  # something the handler needs is unreachable: wait as long as it lasts
-
-
-def classify(exc: BaseException) -> Failure:
-    """What to do about a handler's exception. A database error anywhere in its chain decides
-    by SQLSTATE, so a store that wraps a driver error keeps the driver's verdict."""
-    for cause in _chain(exc):
-        if isinstance(cause, psycopg.Error):
-            if db.is_outage(cause):
-                return Failure.OUTAGE
-            return Failure.TRANSIENT if db.is_transient(cause) else Failure.POISON
-    if isinstance(exc, Unavailable | ConnectionError):
-        return Failure.OUTAGE
-    if isinstance(exc, RetriableError | DeadlineExceeded | TimeoutError | DeliveryError):
-        return Failure.TRANSIENT
-    if isinstance(exc, KafkaException) and exc.args and exc.args[0].retriable():
-        return Failure.TRANSIENT
-    return Failure.POISON
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
 
 
 class Record(Generic[M]):
@@ -311,7 +274,7 @@ class ConsumerLoop(Generic[M]):
                 DEAD_LETTERED.labels(message.topic(), self.group_id).inc()
                 return
             DLQ_SEND_FAILURES.labels(message.topic(), self.group_id).inc()
-            if _too_large(failure):
+            if too_large(failure):
                 # The broker's limit is below ours: shrink the copy until it fits (headers always stay).
                 max_bytes = DLQ_FALLBACK_BYTES if max_bytes > DLQ_FALLBACK_BYTES else max_bytes // 4
             _log.warning(
@@ -457,9 +420,3 @@ class ConsumerLoop(Generic[M]):
                 LAG.labels(tp.topic, str(tp.partition), self.group_id).set(max(lag, 0))
         except Exception as exc:  # noqa: BLE001 - lag is best effort, never stops the loop
             _log.debug("lag update failed: %s", exc)
-
-
-def _too_large(exc: BaseException) -> bool:
-    """Kafka refused a record for its size (at produce time or in the delivery report)."""
-    error = exc.error if isinstance(exc, DeliveryError) else exc.args[0] if isinstance(exc, KafkaException) else None
-    return isinstance(error, KafkaError) and error.code() == KafkaError.MSG_SIZE_TOO_LARGE

@@ -14,6 +14,7 @@ from tessera.events.v1.payload_log_pb2 import PayloadLog
 
 from services.common import config, db, serialization
 from services.common.auth import Principal, TokenAuthenticator
+from services.common.consumer_failures import Failure, RetriableError, classify
 from services.common.dead_letters import (
     ERROR_CODE_HEADER,
     ERROR_HEADER,
@@ -23,7 +24,7 @@ from services.common.dead_letters import (
 )
 from services.common.errors import DeadlineExceeded, InvalidArgument, NotFound, Unauthenticated, Unavailable
 from services.common.grpc_server import TesseraServer
-from services.common.kafka_consumer import Failure, RetriableError, classify, consumer_config
+from services.common.kafka_consumer import consumer_config
 from services.common.kafka_producer import DeliveryError
 
 ROOT = Path(__file__).resolve().parents[2]
