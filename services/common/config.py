@@ -72,6 +72,8 @@ class CommonSettings:
     # and how long dead-letter topics keep records (longer than their source: someone has to look at them).
     kafka_replication_factor: int = -1
     kafka_dlq_retention_ms: int = 30 * 24 * 3600 * 1000
+    # Tries of a record that keeps failing transiently (a conflict, a timeout) before it is dead-lettered.
+    kafka_consumer_max_attempts: int = 5
 
     def resolved_pg_dsn(self) -> str:
         if self.pg_dsn:

@@ -37,6 +37,8 @@ from opentelemetry.context import Context
 from prometheus_client import Counter, Gauge
 
 from services.common import serialization, telemetry
+from services.common.config import CommonSettings
+from services.common.config import load as load_settings
 from services.common.consumer_failures import Failure, RetriableError, classify, too_large
 from services.common.dead_letters import (
     DLQ_FALLBACK_BYTES,
@@ -146,15 +148,18 @@ class ConsumerLoop(Generic[M]):
         batch_size: int = 500,
         poll_timeout_s: float = 0.25,
         max_backoff_s: float = 5.0,
-        max_attempts: int = 5,
+        max_attempts: int | None = None,
         dlq_max_bytes: int = DLQ_MAX_BYTES,
         on_dead_letter: Callable[[Message, BaseException], Awaitable[None]] | None = None,
         readiness: Readiness = READINESS,
         restart_backoff_s: tuple[float, float] = _RESTART_BACKOFF_S,
         **config: object,
     ) -> None:
-        """`max_attempts`: tries of one record that keeps failing transiently before it is dead-lettered.
-        `readiness`: where the loop reports itself down while it restarts (the process's by default)."""
+        """`max_attempts`: tries of one record that keeps failing transiently before it is dead-lettered
+        (default TESSERA_KAFKA_CONSUMER_MAX_ATTEMPTS). `readiness`: where the loop reports itself
+        down while it restarts (the process's by default)."""
+        if max_attempts is None:
+            max_attempts = load_settings(CommonSettings).kafka_consumer_max_attempts
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
         self.group_id = group_id

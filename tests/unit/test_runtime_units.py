@@ -24,7 +24,7 @@ from services.common.dead_letters import (
 )
 from services.common.errors import DeadlineExceeded, InvalidArgument, NotFound, Unauthenticated, Unavailable
 from services.common.grpc_server import TesseraServer
-from services.common.kafka_consumer import consumer_config
+from services.common.kafka_consumer import ConsumerLoop, consumer_config
 from services.common.kafka_producer import DeliveryError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -321,3 +321,21 @@ def test_production_code_never_imports_from_tests():
         if "from tests" in path.read_text() or "import tests" in path.read_text()
     ]
     assert offenders == []
+
+
+def test_consumer_max_attempts_comes_from_the_setting(monkeypatch):
+    monkeypatch.setenv("TESSERA_KAFKA_CONSUMER_MAX_ATTEMPTS", "7")
+    loop = ConsumerLoop(
+        bootstrap="127.0.0.1:1", group_id="g", topics=["t"], message_type=PayloadLog, handler=None, dlq_producer=None
+    )
+    assert loop._max_attempts == 7
+    monkeypatch.setenv("TESSERA_KAFKA_CONSUMER_MAX_ATTEMPTS", "0")
+    with pytest.raises(ValueError, match="max_attempts"):
+        ConsumerLoop(
+            bootstrap="127.0.0.1:1",
+            group_id="g",
+            topics=["t"],
+            message_type=PayloadLog,
+            handler=None,
+            dlq_producer=None,
+        )
