@@ -206,9 +206,7 @@ class RegistryPrivileges:
         """Announce a change of the object's definition to every replica (SECURABLE_CHANGED)."""
         await self._call(
             "TouchSecurable",
-            pb.TouchSecurableRequest(
-                securable_type=_securable_enum(securable_type), securable_full_name=name, actor=actor
-            ),
+            pb.TouchSecurableRequest(securable_type=_securable_enum(securable_type), securable_full_name=name, actor=actor),
             f"{securable_type.lower()} {name}",
         )
 
