@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import ConfigResource
+from confluent_kafka.admin import ConfigResource, NewTopic
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry import trace
 from prometheus_client import REGISTRY
@@ -355,6 +355,41 @@ async def test_a_record_near_the_size_limit_still_fits_the_dlq_truncated(
     assert f"of {len(value)} bytes".encode() in headers[TRUNCATED_HEADER]
     assert ORIGINAL_SHA256_HEADER in headers and 0 < len(dead.value()) < len(value)
     assert dead.key() == b"huge" and headers[ERROR_CODE_HEADER] == b"ValueError"
+
+
+async def test_a_dlq_with_a_smaller_size_limit_gets_a_smaller_copy(kafka_bootstrap, producer, unique):
+    """The DLQ topic accepts 1 MB records, the copy is 2 MB: the broker's refusal shrinks the copy."""
+    topic = f"test.small-dlq.{unique}"
+    kafka_admin.ensure_topics(kafka_bootstrap, [topic], partitions=1)
+    client = kafka_admin.admin(kafka_bootstrap)
+    created = client.create_topics(
+        [NewTopic(topic + ".dlq", num_partitions=1, config={"max.message.bytes": "1048588"})]
+    )
+    created[topic + ".dlq"].result()
+    value = os.urandom(2 * 1024 * 1024)  # random bytes do not compress below the limit
+    done = asyncio.Event()
+
+    async def handle(batch: list[Record[PayloadLog]]) -> None:
+        if any(r.value.request_id == "after" for r in batch):
+            done.set()
+
+    await producer.send_bytes(topic, value, key=b"big", headers=[("content-type", b"application/octet-stream")])
+    await producer.send(topic, PayloadLog(request_id="after", endpoint="chat"))
+    loop = ConsumerLoop(
+        bootstrap=kafka_bootstrap,
+        group_id=f"g-{unique}",
+        topics=[topic],
+        message_type=PayloadLog,
+        handler=handle,
+        dlq_producer=producer,
+        max_backoff_s=0.2,
+    )
+    await consume_until(loop, done)
+    [dead] = read_all(kafka_bootstrap, topic + ".dlq", expected=1)
+    headers = dict(dead.headers())
+    assert headers[ERROR_CODE_HEADER] == b"INVALID_ARGUMENT"
+    assert f"of {len(value)} bytes".encode() in headers[TRUNCATED_HEADER]
+    assert value.startswith(dead.value()) and len(dead.value()) < 1024 * 1024
 
 
 async def test_a_consumer_that_dies_restarts_and_health_is_not_serving_meanwhile(
