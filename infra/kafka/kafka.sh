@@ -8,6 +8,8 @@
 # Settings: TESSERA_KAFKA_PORT (9092), TESSERA_KAFKA_CONTROLLER_PORT (9093),
 # TESSERA_KAFKA_PARTITIONS (topic partitions, 3), TESSERA_DATA_DIR (.data),
 # TESSERA_CACHE_DIR (~/.cache/tessera, holds the jars outside git).
+# Topic auto-creation is off: `start` creates every topic (services.common.kafka_admin), and a
+# record for a misspelt topic fails instead of quietly creating one.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -60,7 +62,7 @@ transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
-auto.create.topics.enable=true
+auto.create.topics.enable=false
 message.max.bytes=16777216
 log.retention.hours=168
 PROPS

@@ -32,8 +32,8 @@ from loadtests.serving_bench.drivers import Sample, TesseraGrpc, TesseraKafka, V
 from loadtests.serving_bench.processes import Process, free_port, python_module, wait_grpc, wait_http
 from services.common import kafka_admin
 from services.common.auth import bearer
-from tests.fixtures.tiny_llama import build_tiny_llama
-from tests.integration.serving.models import RegistryClient
+from services.fixtures.registry_client import RegistryClient
+from services.fixtures.tiny_llama import build_tiny_llama
 
 TOKEN = "bench-token"
 CONCURRENCY = (1, 8, 32)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextvars
 import hmac
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from services.common.errors import Unauthenticated
 
@@ -28,8 +28,9 @@ PUBLIC_METHOD_PREFIXES = (
 @dataclass(frozen=True)
 class Principal:
     name: str
-    # The raw token, so a service can act on the caller's behalf when it calls another service.
-    token: str = ""
+    # The raw token, so a service can act on the caller's behalf when it calls another service;
+    # kept out of repr so a logged principal never leaks it.
+    token: str = field(default="", repr=False)
 
     @property
     def is_anonymous(self) -> bool:

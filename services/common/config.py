@@ -4,11 +4,15 @@ Each service declares one frozen dataclass that extends `CommonSettings` and
 reads it with `load(MySettings)`. A field `foo_bar` is read from
 `TESSERA_FOO_BAR`; a service may give its fields a prefix of its own
 (`TESSERA_REGISTRY_...`) by naming them so.
+
+The default tokens only work on loopback: a server whose host is anything
+else refuses to start while one of them is configured (`check_listen_safety`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import types
 import typing
@@ -18,6 +22,26 @@ from typing import Any, TypeVar
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 T = TypeVar("T", bound="CommonSettings")
+
+# The local defaults: the superuser `admin` and the services' own (not super) principal.
+DEV_ADMIN_TOKEN = "tessera-dev-token"
+DEV_SERVICE_TOKEN = "tessera-service-token"
+DEFAULT_TOKENS = frozenset({DEV_ADMIN_TOKEN, DEV_SERVICE_TOKEN})
+
+
+class UnsafeSettings(ValueError):
+    """The settings would expose a well-known credential beyond this machine."""
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and `localhost`; an empty host (every interface) is not."""
+    host = host.strip().strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,14 +57,23 @@ class CommonSettings:
     pg_dsn: str = ""
     data_dir: Path = REPO_ROOT / ".data"
     # Bearer tokens accepted by every service, as `token=principal` pairs separated by commas.
-    auth_tokens: str = "tessera-dev-token=admin"
+    # The defaults are public: they work on loopback only (see check_listen_safety).
+    auth_tokens: str = f"{DEV_ADMIN_TOKEN}=admin,{DEV_SERVICE_TOKEN}=tessera-services"
     # `tokens` (the default) or `none` to accept every caller as `anonymous`.
     auth_mode: str = "tokens"
     # The token this process presents when it calls another service.
-    service_token: str = "tessera-dev-token"
+    service_token: str = DEV_SERVICE_TOKEN
     otlp_endpoint: str = ""
     log_level: str = "INFO"
     shutdown_grace_s: float = 10.0
+    # Any statement running longer is cancelled by PostgreSQL (0: no limit).
+    pg_statement_timeout_ms: int = 30_000
+    # Topics created by `kafka_admin`: replicas per partition (-1: the broker's default.replication.factor)
+    # and how long dead-letter topics keep records (longer than their source: someone has to look at them).
+    kafka_replication_factor: int = -1
+    kafka_dlq_retention_ms: int = 30 * 24 * 3600 * 1000
+    # Tries of a record that keeps failing transiently (a conflict, a timeout) before it is dead-lettered.
+    kafka_consumer_max_attempts: int = 5
 
     def resolved_pg_dsn(self) -> str:
         if self.pg_dsn:
@@ -60,6 +93,19 @@ class CommonSettings:
                 raise ValueError(f"TESSERA_AUTH_TOKENS: expected token=principal, got {pair!r}")
             table[token.strip()] = principal.strip()
         return table
+
+    def check_listen_safety(self) -> None:
+        """Refuse a non-loopback host while a default token is configured (raises UnsafeSettings)."""
+        if is_loopback(self.host):
+            return
+        configured = set(self.token_table()) | {self.service_token}
+        for token in sorted(configured & DEFAULT_TOKENS):
+            where = "TESSERA_SERVICE_TOKEN" if token == self.service_token else "TESSERA_AUTH_TOKENS"
+            raise UnsafeSettings(
+                f"{self.service_name}: TESSERA_HOST={self.host!r} is not a loopback address, but {where} still"
+                f" holds the public default token {token!r}; set TESSERA_AUTH_TOKENS and TESSERA_SERVICE_TOKEN"
+                " to tokens of your own"
+            )
 
 
 def load(cls: type[T], environ: typing.Mapping[str, str] | None = None, **overrides: Any) -> T:

@@ -61,10 +61,6 @@ class DeadlineExceeded(TesseraError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
-class Aborted(TesseraError):
-    code = grpc.StatusCode.ABORTED
-
-
 def status_of(exc: BaseException) -> grpc.StatusCode:
     """The status code a caller sees for `exc` (INTERNAL for anything unexpected)."""
     if isinstance(exc, TesseraError):

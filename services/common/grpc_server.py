@@ -7,11 +7,17 @@
   an OpenTelemetry span, Prometheus metrics, and mapping of core exceptions
   (`services.common.errors`) to status codes with a clear message, never a
   stack trace;
+- health that follows the process's `Readiness`: NOT_SERVING while a
+  background worker (a Kafka consumer) is down;
 - graceful stop: health goes NOT_SERVING, in-flight calls get `grace` seconds.
+
+A server refuses to start on a non-loopback host while a default token is
+configured (`CommonSettings.check_listen_safety`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import time
@@ -28,6 +34,7 @@ from prometheus_client import Counter, Histogram
 from services.common.auth import TokenAuthenticator, reset_principal, set_principal
 from services.common.config import CommonSettings
 from services.common.errors import TesseraError
+from services.common.lifecycle import READINESS, Readiness
 
 _log = logging.getLogger(__name__)
 
@@ -169,7 +176,9 @@ class TesseraServer:
         *,
         authenticator: TokenAuthenticator | None = None,
         extra_interceptors: list[grpc.aio.ServerInterceptor] | None = None,
+        readiness: Readiness = READINESS,
     ) -> None:
+        settings.check_listen_safety()
         self.settings = settings
         self.authenticator = authenticator or TokenAuthenticator(
             settings.token_table(), enabled=settings.auth_mode != "none"
@@ -185,6 +194,10 @@ class TesseraServer:
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         self._service_names: list[str] = []
+        self._readiness = readiness
+        self._unsubscribe: Callable[[], None] | None = None
+        self._serving = False
+        self._health_updates: set[asyncio.Task] = set()
         self.port: int = 0
 
     def add(self, add_to_server: Callable[[Any, grpc.aio.Server], None], servicer: Any, service_name: str) -> None:
@@ -200,19 +213,29 @@ class TesseraServer:
         if self.port == 0:
             raise RuntimeError(f"cannot listen on {self.settings.host}:{self.settings.grpc_port}")
         await self._server.start()
-        for name in ["", *self._service_names]:
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._serving = True
+        loop = asyncio.get_running_loop()
+        # Readiness may change on any loop; health is set on this server's own.
+        self._unsubscribe = self._readiness.subscribe(lambda _ready: loop.call_soon_threadsafe(self._schedule_health))
+        await self._publish_health()
         _log.info("%s: gRPC on %s:%d", self.settings.service_name, self.settings.host, self.port)
         return self.port
 
     async def stop(self, grace: float | None = None) -> None:
-        for name in ["", *self._service_names]:
-            await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self._serving = False
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        await self._publish_health()
         await self._server.stop(self.settings.shutdown_grace_s if grace is None else grace)
 
-    async def wait_for_termination(self) -> None:
-        await self._server.wait_for_termination()
+    def _schedule_health(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._publish_health())
+        self._health_updates.add(task)  # a task nobody references may be collected before it runs
+        task.add_done_callback(self._health_updates.discard)
 
-    @property
-    def server(self) -> grpc.aio.Server:
-        return self._server
+    async def _publish_health(self) -> None:
+        """SERVING while started and every background worker runs; NOT_SERVING otherwise."""
+        serving = self._serving and self._readiness.ready
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ["", *self._service_names]:
+            await self._health.set(name, status)

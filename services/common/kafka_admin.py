@@ -1,7 +1,12 @@
 """Topic administration: `python -m services.common.kafka_admin ping|create-topics|list`.
 
 The broker scripts and the test fixtures use it, so the set of topics a fresh
-cluster gets is the one `topics.py` declares.
+cluster gets is the one `topics.py` declares. Brokers run with topic
+auto-creation off, so this is the only way a topic comes to exist.
+
+Settings (the command line reads them): TESSERA_KAFKA_REPLICATION_FACTOR
+(-1: the broker's `default.replication.factor`) and TESSERA_KAFKA_DLQ_RETENTION_MS
+(dead-letter topics keep records longer than their source topic).
 """
 
 from __future__ import annotations
@@ -12,7 +17,10 @@ import sys
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from services.common import config
 from services.common import topics as topic_names
+
+_DEFAULTS = config.CommonSettings()
 
 
 def admin(bootstrap: str) -> AdminClient:
@@ -25,15 +33,33 @@ def ping(bootstrap: str, timeout: float = 5.0) -> int:
     return len(metadata.brokers)
 
 
-def ensure_topics(bootstrap: str, names: list[str] | tuple[str, ...], partitions: int = 3) -> list[str]:
-    """Create the topics that do not exist yet; returns those created. Idempotent."""
+def ensure_topics(
+    bootstrap: str,
+    names: list[str] | tuple[str, ...],
+    partitions: int = 3,
+    *,
+    replication_factor: int = _DEFAULTS.kafka_replication_factor,
+    dlq_retention_ms: int = _DEFAULTS.kafka_dlq_retention_ms,
+) -> list[str]:
+    """Create the topics that do not exist yet; returns those created. Idempotent.
+
+    `replication_factor` -1 leaves it to the broker; `<topic>.dlq` topics keep records for `dlq_retention_ms`."""
     client = admin(bootstrap)
     existing = set(client.list_topics(timeout=10).topics)
     missing = [n for n in names if n not in existing]
     if not missing:
         return []
     futures = client.create_topics(
-        [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in missing], operation_timeout=30
+        [
+            NewTopic(
+                n,
+                num_partitions=partitions,
+                replication_factor=replication_factor,
+                config={"retention.ms": str(dlq_retention_ms)} if n.endswith(topic_names.DLQ_SUFFIX) else {},
+            )
+            for n in missing
+        ],
+        operation_timeout=30,
     )
     created = []
     for name, future in futures.items():
@@ -52,10 +78,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap", default="127.0.0.1:9092")
     parser.add_argument("--partitions", type=int, default=3)
     args = parser.parse_args(argv)
+    settings = config.load(config.CommonSettings)
     if args.command == "ping":
         print(f"{ping(args.bootstrap)} broker(s) answer at {args.bootstrap}")
     elif args.command == "create-topics":
-        created = ensure_topics(args.bootstrap, topic_names.all_topics(), args.partitions)
+        created = ensure_topics(
+            args.bootstrap,
+            topic_names.all_topics(),
+            args.partitions,
+            replication_factor=settings.kafka_replication_factor,
+            dlq_retention_ms=settings.kafka_dlq_retention_ms,
+        )
         print(f"topics: {len(created)} created, {len(topic_names.all_topics()) - len(created)} already there")
     else:
         for name in sorted(admin(args.bootstrap).list_topics(timeout=10).topics):

@@ -1,14 +1,24 @@
 """The consumer loop every Tessera service runs.
 
 - Offsets are committed only after the handler finished the batch, so a crash
-  between processing and commit redelivers (sinks are idempotent, see
-  `processed_records.py`): at-least-once, never lost.
-- A record that cannot be decoded, or that the handler rejects, goes to
-  `<topic>.dlq` with the reason in headers; the loop moves on.
+  between processing and commit redelivers (sinks are idempotent on the
+  record's id): at-least-once, never lost.
+- Every handler failure is classified (`classify`), psycopg errors by SQLSTATE:
+  - POISON (the record is at fault: bad data, a constraint, a statement timeout,
+    any unexpected exception): the record goes to `<topic>.dlq` with the reason
+    in headers (`dead_letters.py`) and the loop moves on;
+  - TRANSIENT (a conflict, a timeout): retried with backoff, at most
+    `max_attempts` times per record, then dead-lettered with the reason;
+  - OUTAGE (the database or a service it needs is unreachable): retried with
+    backoff for as long as it lasts; the record is not at fault, so the outage
+    never empties the backlog into the DLQ.
 - A failing batch is retried record by record, so one poison record does not
   take its neighbours to the DLQ.
-- Transient failures (database or broker unavailable) are retried with backoff
-  and never dead-lettered.
+- A DLQ send that fails is retried like an outage (never committed before the
+  copy is acknowledged); an oversize copy is truncated to fit.
+- The loop supervises itself: if it dies, it restarts with a new consumer after
+  a backoff, and the process's `Readiness` (so gRPC health) says NOT_SERVING
+  until the new consumer has its partitions.
 - `stop()` finishes the batch in hand, commits it and leaves the group.
 """
 
@@ -26,9 +36,20 @@ from google.protobuf.message import Message as ProtoMessage
 from opentelemetry.context import Context
 from prometheus_client import Counter, Gauge
 
-from services.common import serialization, telemetry, topics
-from services.common.errors import DeadlineExceeded, InvalidArgument, TesseraError, Unavailable
+from services.common import serialization, telemetry
+from services.common.config import CommonSettings
+from services.common.config import load as load_settings
+from services.common.consumer_failures import Failure, RetriableError, classify, too_large
+from services.common.dead_letters import (
+    DLQ_FALLBACK_BYTES,
+    DLQ_MAX_BYTES,
+    ERROR_CODE_HEADER,
+    ERROR_HEADER,
+    dead_letter,
+)
+from services.common.errors import Unavailable
 from services.common.kafka_producer import RECORD_ID, EventProducer
+from services.common.lifecycle import READINESS, Readiness
 
 _log = logging.getLogger(__name__)
 
@@ -39,27 +60,18 @@ CONSUMED = Counter(
 )
 DEAD_LETTERED = Counter("tessera_kafka_dlq_records_total", "Records sent to a dead-letter topic", ["topic", "group"])
 RETRIES = Counter("tessera_kafka_batch_retries_total", "Batches retried after a transient failure", ["group"])
+DLQ_SEND_FAILURES = Counter(
+    "tessera_kafka_dlq_send_failures_total", "Dead-letter sends Kafka refused (retried)", ["topic", "group"]
+)
+RESTARTS = Counter("tessera_kafka_consumer_restarts_total", "Consumer loops restarted after they died", ["group"])
 LAG = Gauge("tessera_kafka_consumer_lag", "Records behind the end of the partition", ["topic", "partition", "group"])
 
 _PROTOBUF = serialization.PROTOBUF.encode()
-ERROR_HEADER = "tessera-error"
-ERROR_CODE_HEADER = "tessera-error-code"
 
+__all__ = ["ERROR_CODE_HEADER", "ERROR_HEADER", "ConsumerLoop", "Failure", "Record", "RetriableError", "classify"]
 
-class RetriableError(Exception):
-    """Raise from a handler to have the batch retried later instead of dead-lettered."""
-
-
-def is_retriable(exc: BaseException) -> bool:
-    if isinstance(exc, RetriableError | Unavailable | DeadlineExceeded | ConnectionError | TimeoutError):
-        return True
-    try:
-        import psycopg
-    except ImportError:  # pragma: no cover - psycopg is a core dependency
-        return False
-    return isinstance(
-        exc, psycopg.OperationalError | psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected
-    )
+# A dead loop restarts after this pause, doubled on each death in a row.
+_RESTART_BACKOFF_S = (1.0, 30.0)
 
 
 class Record(Generic[M]):
@@ -108,6 +120,8 @@ def consumer_config(bootstrap: str, group_id: str, **overrides: object) -> dict[
     config: dict[str, object] = {
         "bootstrap.servers": bootstrap,
         "group.id": group_id,
+        # Topics are created on purpose (kafka_admin), never by subscribing to a typo.
+        "allow.auto.create.topics": False,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
         "enable.partition.eof": False,
@@ -134,9 +148,20 @@ class ConsumerLoop(Generic[M]):
         batch_size: int = 500,
         poll_timeout_s: float = 0.25,
         max_backoff_s: float = 5.0,
+        max_attempts: int | None = None,
+        dlq_max_bytes: int = DLQ_MAX_BYTES,
         on_dead_letter: Callable[[Message, BaseException], Awaitable[None]] | None = None,
+        readiness: Readiness = READINESS,
+        restart_backoff_s: tuple[float, float] = _RESTART_BACKOFF_S,
         **config: object,
     ) -> None:
+        """`max_attempts`: tries of one record that keeps failing transiently before it is dead-lettered
+        (default TESSERA_KAFKA_CONSUMER_MAX_ATTEMPTS). `readiness`: where the loop reports itself
+        down while it restarts (the process's by default)."""
+        if max_attempts is None:
+            max_attempts = load_settings(CommonSettings).kafka_consumer_max_attempts
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
         self.group_id = group_id
         self.topics = list(topics)
         self.message_type = message_type
@@ -145,19 +170,54 @@ class ConsumerLoop(Generic[M]):
         self._batch_size = batch_size
         self._poll_timeout = poll_timeout_s
         self._max_backoff = max_backoff_s
+        self._max_attempts = max_attempts
+        self._dlq_max_bytes = dlq_max_bytes
         # Called after a record went to the DLQ (e.g. to answer a requester who waits for a reply).
         self._on_dead_letter = on_dead_letter
-        self._consumer = Consumer(consumer_config(bootstrap, group_id, **config))
+        self._readiness = readiness
+        self._restart_backoff = restart_backoff_s
+        # Unique per loop: two replicas in one process may share a group.
+        self.worker_name = f"kafka consumer {group_id} ({id(self):x})"
+        self._config = consumer_config(bootstrap, group_id, **config)
+        self._consumer = Consumer(self._config)
         self._schema = message_type.DESCRIPTOR.full_name.encode()
         self._stopping = asyncio.Event()
         self._assigned = asyncio.Event()
         self._last_lag_update = 0.0
+        self._progressed = False  # whether the running consumer settled a batch yet
 
     # -- lifecycle -------------------------------------------------------
 
     async def run(self) -> None:
+        """Consume until `stop()`. If the loop dies it is restarted with a fresh consumer after a
+        backoff; it resumes from the last committed offsets, so nothing unsettled was committed."""
+        pause, longest = self._restart_backoff
+        try:
+            while True:
+                try:
+                    await self._consume()
+                    return
+                except Exception:  # noqa: BLE001 - a dead consumer restarts; it must not end the service
+                    if self._stopping.is_set():
+                        raise
+                    if self._progressed:
+                        pause = self._restart_backoff[0]  # it worked for a while: not a crash loop
+                    RESTARTS.labels(self.group_id).inc()
+                    _log.exception("%s: consumer loop died; restarting in %.1fs", self.group_id, pause)
+                    self._readiness.mark_down(self.worker_name)
+                if not await self._pause(pause):
+                    return
+                pause = min(pause * 2, longest)
+                self._assigned.clear()
+                self._consumer = Consumer(self._config)
+        finally:
+            # A loop that is gone on purpose holds nobody's health down.
+            self._readiness.forget(self.worker_name)
+
+    async def _consume(self) -> None:
+        self._progressed = False
         loop = asyncio.get_running_loop()
-        self._consumer.subscribe(self.topics, on_assign=lambda *_: loop.call_soon_threadsafe(self._assigned.set))
+        self._consumer.subscribe(self.topics, on_assign=lambda *_: loop.call_soon_threadsafe(self._on_assigned))
         handled: Offsets = {}
         try:
             while not self._stopping.is_set():
@@ -173,16 +233,20 @@ class ConsumerLoop(Generic[M]):
                 if messages:
                     offsets = await self._handle(messages)
                     if offsets is None:
-                        break  # stopping while a transient failure persisted: leave the batch uncommitted
+                        break  # stopped while a failure persisted: leave the batch uncommitted
                     # The batch is done: commit without waiting. A lost async commit only means
                     # redelivery, which idempotent sinks absorb; the last one is committed in sync.
                     self._commit(offsets, wait=False)
-                    handled = offsets
+                    handled, self._progressed = offsets, True
                 self._update_lag()
             if handled:
                 await asyncio.to_thread(self._commit, handled, True)
         finally:
             await asyncio.to_thread(self._consumer.close)
+
+    def _on_assigned(self) -> None:
+        self._assigned.set()
+        self._readiness.mark_up(self.worker_name)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -190,6 +254,54 @@ class ConsumerLoop(Generic[M]):
     async def wait_assigned(self, timeout: float = 30.0) -> None:
         """Wait until the group gave this consumer its partitions (useful in tests and at start-up)."""
         await asyncio.wait_for(self._assigned.wait(), timeout)
+
+    async def dead_letter(self, message: Message, exc: BaseException, *, attempts: int = 1) -> None:
+        """Copy `message` to its DLQ with `exc` as the reason; returns once Kafka acknowledged it.
+
+        A refused send is retried with backoff (a copy too large for the broker shrinks), never
+        skipped: the record's offset may only be committed after this returns. Raises
+        `Unavailable` if the loop is stopped first, which leaves the batch uncommitted."""
+        pause, max_bytes = 0.1, self._dlq_max_bytes
+        while True:
+            send = asyncio.ensure_future(
+                dead_letter(self._dlq, message, exc, group_id=self.group_id, attempts=attempts, max_bytes=max_bytes)
+            )
+            stopping = asyncio.ensure_future(self._stopping.wait())
+            try:
+                await asyncio.wait({send, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+            if not send.done():
+                send.cancel()  # the copy may still arrive: a duplicate in the DLQ, never a loss
+                raise Unavailable("stopped before the dead-letter topic acknowledged the record")
+            failure = send.exception()
+            if failure is None:
+                DEAD_LETTERED.labels(message.topic(), self.group_id).inc()
+                return
+            DLQ_SEND_FAILURES.labels(message.topic(), self.group_id).inc()
+            if too_large(failure):
+                # The broker's limit is below ours: shrink the copy until it fits (headers always stay).
+                max_bytes = DLQ_FALLBACK_BYTES if max_bytes > DLQ_FALLBACK_BYTES else max_bytes // 4
+            _log.warning(
+                "%s: dead-letter send of %s[%d]@%d failed, retrying in %.1fs: %s",
+                self.group_id,
+                message.topic(),
+                message.partition(),
+                message.offset(),
+                pause,
+                failure,
+            )
+            if not await self._pause(pause):
+                raise Unavailable("stopped before the dead-letter topic acknowledged the record")
+            pause = min(pause * 2, self._max_backoff)
+
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep, unless stopped first; False when stopped."""
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+            return False
+        except TimeoutError:
+            return True
 
     # -- one batch -------------------------------------------------------
 
@@ -200,6 +312,8 @@ class ConsumerLoop(Generic[M]):
         handled: dict[str, int] = {}
         for message in messages:
             if message.error():
+                if message.error().fatal() or message.error().code() == KafkaError._FATAL:
+                    raise KafkaException(message.error())  # this consumer is unusable: restart with a new one
                 if message.error().code() != KafkaError._PARTITION_EOF:
                     _log.warning("%s: consume error: %s", self.group_id, message.error().str())
                 continue
@@ -209,8 +323,9 @@ class ConsumerLoop(Generic[M]):
             handled[topic] = handled.get(topic, 0) + 1
             try:
                 records.append(self._decode(message, topic, partition, offset))
-            except InvalidArgument as exc:
-                await self._dead_letter(message, exc)
+            except Exception as exc:  # noqa: BLE001 - undecodable input of any kind is the record's fault
+                if not await self._dead_letter(message, exc):
+                    return None
         if records and not await self._process(records):
             return None
         for topic, count in handled.items():
@@ -218,25 +333,28 @@ class ConsumerLoop(Generic[M]):
         return offsets
 
     async def _process(self, records: list[Record[M]]) -> bool:
-        """Run the handler until it succeeds; isolate poison records. False if stopped mid-retry."""
-        backoff = 0.1
+        """Run the handler until the records are settled (handled or dead-lettered); isolate poison
+        records. False if stopped before that."""
+        backoff, attempts = 0.1, 0
         while True:
             try:
                 await self._handler(records)
                 return True
             except Exception as exc:  # noqa: BLE001 - every failure is either retried or dead-lettered
-                if is_retriable(exc):
+                failure = classify(exc)
+                if failure is not Failure.POISON and self._stopping.is_set():
+                    return False
+                if failure is Failure.TRANSIENT:
+                    attempts += 1
+                if failure is Failure.OUTAGE or (failure is Failure.TRANSIENT and attempts < self._max_attempts):
                     RETRIES.labels(self.group_id).inc()
-                    _log.warning("%s: transient failure, retrying in %.1fs: %s", self.group_id, backoff, exc)
-                    try:
-                        await asyncio.wait_for(self._stopping.wait(), backoff)
+                    _log.warning("%s: %s failure, retrying in %.1fs: %s", self.group_id, failure.value, backoff, exc)
+                    if not await self._pause(backoff):
                         return False
-                    except TimeoutError:
-                        backoff = min(backoff * 2, self._max_backoff)
-                        continue
+                    backoff = min(backoff * 2, self._max_backoff)
+                    continue
                 if len(records) == 1:
-                    await self._dead_letter(records[0].raw, exc)
-                    return True
+                    return await self._dead_letter(records[0].raw, exc, attempts=max(attempts, 1))
                 _log.info("%s: batch of %d failed (%s); retrying record by record", self.group_id, len(records), exc)
                 for record in records:
                     if not await self._process([record]):
@@ -269,35 +387,18 @@ class ConsumerLoop(Generic[M]):
             message,
         )
 
-    async def _dead_letter(self, message: Message, exc: BaseException) -> None:
-        code = exc.code_name if isinstance(exc, TesseraError) else type(exc).__name__
-        reason = str(exc) or type(exc).__name__
-        _log.warning(
-            "%s: %s[%d]@%d to DLQ: %s: %s",
-            self.group_id,
-            message.topic(),
-            message.partition(),
-            message.offset(),
-            code,
-            reason,
-        )
-        headers = list(message.headers() or [])
-        headers += [
-            (ERROR_HEADER, reason[:4000].encode()),
-            (ERROR_CODE_HEADER, code.encode()),
-            ("tessera-original-topic", message.topic().encode()),
-            ("tessera-original-partition", str(message.partition()).encode()),
-            ("tessera-original-offset", str(message.offset()).encode()),
-            ("tessera-consumer-group", self.group_id.encode()),
-        ]
-        # Wait for the DLQ's acknowledgement: the offset is committed right after.
-        await self._dlq.send_bytes(topics.dlq(message.topic()), message.value(), key=message.key(), headers=headers)
-        DEAD_LETTERED.labels(message.topic(), self.group_id).inc()
+    async def _dead_letter(self, message: Message, exc: BaseException, *, attempts: int = 1) -> bool:
+        """Dead-letter a record the loop gave up on, then run the follow-up; False if stopped first."""
+        try:
+            await self.dead_letter(message, exc, attempts=attempts)
+        except Unavailable:
+            return False
         if self._on_dead_letter is not None:
             try:
                 await self._on_dead_letter(message, exc)
             except Exception:  # noqa: BLE001 - the record is safe in the DLQ; a failed follow-up is only logged
                 _log.exception("%s: dead-letter follow-up failed", self.group_id)
+        return True
 
     def _commit(self, offsets: Offsets, wait: bool) -> None:
         """Commit a handled batch's offsets; with `wait`, block until the broker confirmed them."""

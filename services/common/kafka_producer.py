@@ -37,7 +37,11 @@ DeliveryCallback = Callable[[KafkaError | None, Message], None]
 
 
 class DeliveryError(Exception):
-    """Kafka did not acknowledge a record."""
+    """Kafka did not acknowledge a record; `error` says why when one record is concerned."""
+
+    def __init__(self, message: str, error: KafkaError | None = None) -> None:
+        super().__init__(message)
+        self.error = error
 
 
 @dataclass(frozen=True)
@@ -90,12 +94,14 @@ class EventProducer:
             self._publish_counts()
         self._publish_counts()
 
-    def _on_report(self, err: KafkaError | None, msg: Message) -> None:
+    def _on_report(self, err: KafkaError | None, msg: Message, *, awaited: bool = False) -> None:
         if err is None:
             self._acked[msg.topic()] += 1
         else:
             self._failed[msg.topic()] += 1
-            self._failures.append(f"{msg.topic()}: {err.str()}")
+            # A failed `send` is raised to the caller awaiting it; only queued records surface in `flush`.
+            if not awaited:
+                self._failures.append(f"{msg.topic()}: {err.str()}")
 
     def _publish_counts(self) -> None:
         # Prometheus counters lock per update: add the tallies in bulk, off the hot path.
@@ -151,12 +157,13 @@ class EventProducer:
         key: str | bytes | None = None,
         headers: list[tuple[str, bytes]] | None = None,
         on_delivery: DeliveryCallback | None = None,
+        _awaited: bool = False,
     ) -> None:
         extra: dict[str, DeliveryCallback] = {}
         if on_delivery is not None:
 
             def report(err: KafkaError | None, msg: Message) -> None:
-                self._on_report(err, msg)
+                self._on_report(err, msg, awaited=_awaited)
                 on_delivery(err, msg)
 
             extra["on_delivery"] = report
@@ -196,10 +203,10 @@ class EventProducer:
             if err is None:
                 outcome: Delivered | DeliveryError = Delivered(msg.topic(), msg.partition(), msg.offset())
             else:
-                outcome = DeliveryError(f"{topic}: {err.str()}")
+                outcome = DeliveryError(f"{topic}: {err.str()}", err)
             loop.call_soon_threadsafe(_settle, future, outcome)
 
-        self.produce_bytes(topic, value, key=key, headers=headers, on_delivery=resolve)
+        self.produce_bytes(topic, value, key=key, headers=headers, on_delivery=resolve, _awaited=True)
         return await future
 
     # -- flushing -------------------------------------------------------------

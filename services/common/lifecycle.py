@@ -4,6 +4,10 @@ A service describes how to start and how to stop; `run_service` starts it,
 waits for SIGTERM or SIGINT, and stops it: the gRPC server stops taking calls
 and drains, consumers finish and commit the batch in hand, producers flush,
 pools close. Nothing acknowledged is dropped on the way down.
+
+`Readiness` is what the gRPC health check reports beside the server itself: a
+background worker (a Kafka consumer) that died marks itself down until it runs
+again, and health says NOT_SERVING meanwhile.
 """
 
 from __future__ import annotations
@@ -11,7 +15,60 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from typing import Protocol
+
+_log = logging.getLogger(__name__)
+
+
+class Readiness:
+    """Which of a process's background workers are down right now. Call it from the event loop."""
+
+    def __init__(self) -> None:
+        self._down: set[str] = set()
+        self._listeners: list[Callable[[bool], None]] = []
+
+    @property
+    def ready(self) -> bool:
+        return not self._down
+
+    @property
+    def down(self) -> frozenset[str]:
+        return frozenset(self._down)
+
+    def mark_down(self, worker: str) -> None:
+        if worker not in self._down:
+            self._down.add(worker)
+            _log.warning("%s is down; health reports NOT_SERVING until it is back", worker)
+            self._notify()
+
+    def mark_up(self, worker: str) -> None:
+        if worker in self._down:
+            self._down.discard(worker)
+            _log.info("%s is back", worker)
+            self._notify()
+
+    def forget(self, worker: str) -> None:
+        """The worker is gone on purpose (stopped): it no longer counts either way."""
+        if worker in self._down:
+            self._down.discard(worker)
+            self._notify()
+
+    def subscribe(self, listener: Callable[[bool], None]) -> Callable[[], None]:
+        """Call `listener(ready)` on every change; returns the function that unsubscribes it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def _notify(self) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(self.ready)
+            except Exception:  # noqa: BLE001 - a listener's failure must not take the reporting worker down
+                _log.exception("readiness listener failed")
+
+
+# The process's own: consumers report here and every TesseraServer in the process follows it.
+READINESS = Readiness()
 
 
 class Service(Protocol):

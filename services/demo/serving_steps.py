@@ -138,7 +138,7 @@ async def upload_model(clients: Clients, model_name: str, folder: Path) -> int:
 
 async def tiny_llama(clients: Clients, schema: str) -> None:
     """Register the tiny Llama once (alias `demo`), serve it on `demo-llm`, stream a few tokens."""
-    from tests.fixtures.tiny_llama import build_tiny_llama
+    from services.fixtures.tiny_llama import build_tiny_llama
 
     model = f"{schema}.tiny_llama"
     try:

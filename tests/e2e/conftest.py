@@ -25,6 +25,7 @@ from tessera.serving.v1 import serving_pb2_grpc
 
 from services.common import kafka_admin
 from services.common.config import load
+from services.fixtures.registry_client import RegistryClient
 from services.monitoring.app import MonitoringApp
 from services.monitoring.settings import MonitoringSettings
 from services.registry.app import RegistryApp
@@ -33,7 +34,6 @@ from services.retrieval.app import RetrievalApp
 from services.retrieval.config import RetrievalSettings
 from services.serving.app import ServingApp
 from services.serving.settings import ServingSettings
-from tests.integration.serving.models import RegistryClient
 
 # admin is the registry's superuser and the token the services call each other with;
 # alice, bob and carol are plain users whose rights come from grants made in the tests.

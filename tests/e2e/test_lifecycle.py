@@ -9,7 +9,6 @@ service process answers health and stops cleanly on SIGTERM.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import socket
@@ -18,7 +17,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
@@ -34,8 +32,9 @@ from tessera.retrieval.v1 import retrieval_pb2 as qpb
 from tessera.serving.v1 import serving_pb2 as spb
 
 from services.common.auth import bearer
+from services.fixtures.tabular import build_tabular_model
 from tests.e2e.conftest import TOKENS, Mesh
-from tests.integration.serving.models import build_tabular_model
+from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -44,16 +43,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def as_(who: str):
     return bearer(TOKENS[who])
-
-
-async def eventually(check: Callable[[], Awaitable], timeout: float = 60.0, every: float = 0.3):
-    """The check's last result once it is truthy or the time is up (the caller asserts on it)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result or time.monotonic() > deadline:
-            return result
-        await asyncio.sleep(every)
 
 
 def tabular_request(endpoint: str, request_id: str, features: list[float], category: int) -> oip.ModelInferRequest:
@@ -247,7 +236,7 @@ def test_registry_process_answers_health_and_exits_cleanly_on_sigterm(pg_dsn, ka
 
 async def test_tiny_llama_from_the_registry_streams_tokens_and_logs_them(mesh: Mesh) -> None:
     pytest.importorskip("vllm", reason="vLLM is not installed: run `bash infra/vllm/install.sh`")
-    from tests.fixtures.tiny_llama import build_tiny_llama
+    from services.fixtures.tiny_llama import build_tiny_llama
 
     schema = await new_schema(mesh, "llm")
     model = f"{schema}.tiny_llama"

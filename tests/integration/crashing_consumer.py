@@ -15,25 +15,25 @@ from tessera.events.v1.payload_log_pb2 import PayloadLog
 from services.common.db import Database
 from services.common.kafka_consumer import ConsumerLoop, Record
 from services.common.kafka_producer import EventProducer
-from services.common.processed_records import claim_new
 
 
-def idempotent_sink(db: Database, schema: str):
+def idempotent_sink(db: Database):
+    """Rows keyed by request id: a redelivered record changes nothing."""
+
     async def write(batch: list[Record[PayloadLog]]) -> None:
         async with db.transaction() as conn:
-            new = await claim_new(conn, schema, "rows-sink", [r.record_id for r in batch])
             for record in batch:
-                if record.record_id in new:
-                    await conn.execute(
-                        "INSERT INTO rows VALUES (%s, %s)", (record.value.request_id, record.value.endpoint)
-                    )
+                await conn.execute(
+                    "INSERT INTO rows VALUES (%s, %s) ON CONFLICT (request_id) DO NOTHING",
+                    (record.value.request_id, record.value.endpoint),
+                )
 
     return write
 
 
 async def main(bootstrap: str, dsn: str, schema: str, group: str, topic: str) -> None:
     db = await Database(dsn, schema).open()
-    sink = idempotent_sink(db, schema)
+    sink = idempotent_sink(db)
     producer = EventProducer(bootstrap)
 
     async def handle_then_crash(batch: list[Record[PayloadLog]]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -13,6 +15,7 @@ from services.common import config
 from services.common.auth import bearer, current_principal
 from services.common.errors import NotFound
 from services.common.grpc_server import TesseraServer
+from services.common.lifecycle import Readiness
 
 pytestmark = pytest.mark.integration
 
@@ -79,3 +82,32 @@ async def test_core_errors_map_to_status_codes_and_bugs_leak_nothing(channel):
     # ...and the server keeps serving.
     reply = await stub.GetEvalRun(evaluation_pb2.GetEvalRunRequest(eval_run_id="ok"), metadata=bearer("good-token"))
     assert reply.request.eval_run_id == "ok"
+
+
+async def test_health_is_not_serving_while_a_background_worker_is_down():
+    readiness = Readiness()
+    settings = config.load(config.CommonSettings, service_name="sample", grpc_port=0, auth_tokens="good-token=alice")
+    server = TesseraServer(settings, readiness=readiness)
+    server.add(evaluation_pb2_grpc.add_EvaluationServiceServicer_to_server, SampleServicer(), SERVICE)
+    port = await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as chan:
+            health = health_pb2_grpc.HealthStub(chan)
+
+            async def statuses() -> set[int]:
+                return {
+                    (await health.Check(health_pb2.HealthCheckRequest(service=name))).status for name in ("", SERVICE)
+                }
+
+            readiness.mark_down("consumer-a")
+            readiness.mark_down("consumer-b")
+            await asyncio.sleep(0)  # health is updated by a task on the server's loop
+            assert await statuses() == {health_pb2.HealthCheckResponse.NOT_SERVING}
+            readiness.mark_up("consumer-a")
+            await asyncio.sleep(0)
+            assert await statuses() == {health_pb2.HealthCheckResponse.NOT_SERVING}
+            readiness.mark_up("consumer-b")
+            await asyncio.sleep(0)
+            assert await statuses() == {health_pb2.HealthCheckResponse.SERVING}
+    finally:
+        await server.stop(0)

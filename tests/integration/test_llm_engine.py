@@ -8,8 +8,8 @@ import importlib.util
 import pytest
 import pytest_asyncio
 
+from services.fixtures.tiny_llama import build_tiny_llama
 from services.serving.llm_engine import EngineSettings, GenerationChunk, InvalidRequest, Sampling, VllmEngine
-from tests.fixtures.tiny_llama import build_tiny_llama
 
 # Looked up, not imported: importing vLLM costs seconds on every collection.
 if importlib.util.find_spec("vllm") is None:

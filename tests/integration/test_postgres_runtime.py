@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from services.common.db import Database, migrate
+from services.common.errors import DeadlineExceeded
 
 pytestmark = pytest.mark.integration
 
@@ -54,3 +55,37 @@ async def test_a_failing_migration_leaves_nothing_behind(db, tmp_path):
     async with db.connection() as conn:
         cur = await conn.execute("SELECT to_regclass('b') IS NULL, to_regclass('a') IS NOT NULL")
         assert await cur.fetchone() == (True, True)
+
+
+async def test_a_statement_past_the_timeout_is_cancelled_with_a_clear_core_error(pg_dsn, unique):
+    database = await Database(pg_dsn, f"t_{unique}", statement_timeout_ms=100).open()
+    try:
+        with pytest.raises(DeadlineExceeded, match="100 ms statement timeout"):
+            async with database.connection() as conn:
+                await conn.execute("SELECT pg_sleep(60)")
+        # The pool's connection is still good for the next query.
+        async with database.connection() as conn:
+            assert await (await conn.execute("SELECT 1")).fetchone() == (1,)
+    finally:
+        async with database.connection() as conn:
+            await conn.execute(f"DROP SCHEMA t_{unique} CASCADE")
+        await database.close()
+
+
+async def test_migrations_run_without_the_statement_timeout_and_leave_it_in_place(pg_dsn, unique, tmp_path):
+    database = await Database(pg_dsn, f"t_{unique}", statement_timeout_ms=100).open()
+    (tmp_path / "0001_slow.sql").write_text("CREATE TABLE slow (id int); SELECT pg_sleep(0.5);")
+    try:
+        assert await migrate(database, tmp_path) == ["0001_slow.sql"]
+        async with database.connection() as conn:
+            assert await (await conn.execute("SHOW statement_timeout")).fetchone() == ("100ms",)
+            # Nothing beyond the service's own migrations lives in its schema.
+            cur = await conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s ORDER BY 1",
+                (f"t_{unique}",),
+            )
+            assert [r[0] for r in await cur.fetchall()] == ["schema_migrations", "slow"]
+    finally:
+        async with database.connection() as conn:
+            await conn.execute(f"DROP SCHEMA t_{unique} CASCADE")
+        await database.close()

@@ -3,7 +3,6 @@ events with hysteresis, quiet unshifted streams, idempotent redelivery, late rec
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import time
@@ -26,17 +25,9 @@ from tests.integration.monitoring.conftest import (
     payload_log,
     produce_windows,
 )
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
-
-
-async def eventually(check, timeout: float = 90.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result or time.monotonic() > deadline:
-            return result
-        await asyncio.sleep(0.3)
 
 
 def endpoint_name() -> str:

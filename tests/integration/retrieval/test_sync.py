@@ -19,18 +19,9 @@ from services.common.kafka_producer import EventProducer
 from services.retrieval import metrics
 from services.retrieval.connector import ConnectorSpec, SourceTableConnector
 from tests.integration.retrieval.conftest import METADATA, field, index_name
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
-
-
-async def eventually(check, timeout: float = 60.0):
-    """Poll `check()` until it returns a truthy value (the consumer works asynchronously)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result or time.monotonic() > deadline:
-            return result
-        await asyncio.sleep(0.2)
 
 
 async def stored(stub, name: str, dim: int) -> dict[str, tuple[int, str]]:

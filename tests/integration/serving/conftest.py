@@ -22,16 +22,17 @@ from services.common import kafka_admin
 from services.common.auth import bearer
 from services.common.config import load
 from services.common.kafka_producer import EventProducer
-from tests.integration.serving.models import RegistryClient, build_tabular_model
+from services.fixtures.registry_client import RegistryClient
+from services.fixtures.tabular import build_tabular_model
 from tests.integration.serving.topic_reader import TopicReader
 
 pytest.importorskip("vllm", reason="vLLM is not installed: run `bash infra/vllm/install.sh`")
 
+from services.fixtures.tiny_llama import build_tiny_llama  # noqa: E402
 from services.registry.app import RegistryApp  # noqa: E402
 from services.registry.settings import RegistrySettings  # noqa: E402
 from services.serving.app import ServingApp  # noqa: E402
 from services.serving.settings import ServingSettings  # noqa: E402
-from tests.fixtures.tiny_llama import build_tiny_llama  # noqa: E402
 
 ADMIN, ALICE, BOB = "admin-token", "alice-token", "bob-token"
 TOKENS = f"{ADMIN}=admin,{ALICE}=alice,{BOB}=bob"
