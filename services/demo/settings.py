@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from services.common.config import CommonSettings
+from services.common.config import DEV_ADMIN_TOKEN, CommonSettings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,7 +19,9 @@ class DemoSettings(CommonSettings):
     demo_llm: bool = True
     # Catalog holding the demo's models ({catalog}.models) and retrieval indexes ({catalog}.docs).
     demo_catalog: str = "demo"
+    # The demo acts as a user who creates catalogs: the local superuser (TESSERA_DEMO_TOKEN elsewhere).
+    demo_token: str = DEV_ADMIN_TOKEN
 
     @property
     def token(self) -> str:
-        return self.service_token
+        return self.demo_token

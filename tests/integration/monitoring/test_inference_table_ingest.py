@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 import uuid
@@ -16,17 +15,9 @@ from tessera.monitoring.v1 import monitoring_pb2 as pb
 
 from services.common.kafka_consumer import ERROR_HEADER
 from tests.integration.monitoring.conftest import METADATA, payload_log
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
-
-
-async def eventually(check, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result or time.monotonic() > deadline:
-            return result
-        await asyncio.sleep(0.3)
 
 
 def endpoint_name() -> str:

@@ -113,7 +113,8 @@ async def grant(registry, kind, name: str, principal: str, *privileges) -> None:
     )
 
 
-async def eventually(check, timeout: float = 60.0):
+async def until_allowed(check, timeout: float = 60.0):
+    """Poll `check` until it is truthy, reading PERMISSION_DENIED as 'not yet' (grants reach caches by events)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -158,7 +159,7 @@ async def test_without_grants_every_rpc_on_anothers_objects_is_denied_and_select
         reply = await stub.ListInferenceRecords(records_request(endpoint), metadata=ALICE)
         return len(reply.records) == 500 and reply.page.next_page_token
 
-    assert await eventually(all_logged)
+    assert await until_allowed(all_logged)
     monitor = await stub.CreateMonitor(pb.CreateMonitorRequest(monitor=monitor_for(endpoint, base)), metadata=ALICE)
     mid = monitor.monitor_id
 
@@ -186,7 +187,7 @@ async def test_without_grants_every_rpc_on_anothers_objects_is_denied_and_select
         fetched = await stub.GetMonitor(pb.GetMonitorRequest(monitor_id=mid), metadata=BOB)
         return len(records.records) == 500 and fetched.monitor_id == mid
 
-    assert await eventually(bob_reads)
+    assert await until_allowed(bob_reads)
     await stub.ListDriftEvents(pb.ListDriftEventsRequest(monitor_id=mid), metadata=BOB)
     await stub.ListDriftMetrics(pb.ListDriftMetricsRequest(monitor_id=mid), metadata=BOB)
     listed = await stub.ListMonitors(pb.ListMonitorsRequest(endpoint=endpoint), metadata=BOB)
