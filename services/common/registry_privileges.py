@@ -130,7 +130,9 @@ class RegistryPrivileges:
         cached = self._answers.get(key)
         if cached is not None and cached.expires_at < time.monotonic():
             if cached.decision.allowed:
-                self._ask(key)  # refresh in the background; the caller is still allowed meanwhile
+                # Refresh in the background; the caller is still allowed meanwhile. A failed
+                # refresh already dropped the entry, so its error is read here and not re-raised.
+                self._ask(key).add_done_callback(lambda t: t.cancelled() or t.exception())
             else:
                 cached = None
         if cached is None:
@@ -206,7 +208,9 @@ class RegistryPrivileges:
         """Announce a change of the object's definition to every replica (SECURABLE_CHANGED)."""
         await self._call(
             "TouchSecurable",
-            pb.TouchSecurableRequest(securable_type=_securable_enum(securable_type), securable_full_name=name, actor=actor),
+            pb.TouchSecurableRequest(
+                securable_type=_securable_enum(securable_type), securable_full_name=name, actor=actor
+            ),
             f"{securable_type.lower()} {name}",
         )
 
