@@ -14,7 +14,10 @@ import asyncio
 import contextlib
 import shutil
 import struct
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -265,3 +268,69 @@ async def health_check(channel: grpc.aio.Channel, timeout_s: float = 1.0) -> hea
     """grpc.health.v1 Check on the server as a whole, with a deadline."""
     stub = health_pb2_grpc.HealthStub(channel)
     return await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
+
+
+@dataclass
+class ProbeFailure:
+    at: float
+    address: str
+    what: str
+    during: str = ""
+
+
+class HealthWatch:
+    """Runs tests/integration/health_prober.py against the mesh and attributes its failures to tests."""
+
+    def __init__(self, addresses: dict[str, str]) -> None:
+        self._names = {address: name for name, address in addresses.items()}
+        repo = Path(__file__).resolve().parents[2]
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "tests.integration.health_prober", *addresses.values()],
+            cwd=repo,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self._lines: list[str] = []
+        self._ready = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self._marks: list[tuple[float, str]] = []
+        self.probes = 0
+
+    def _read(self) -> None:
+        for line in self._process.stdout:
+            if line.startswith("READY"):
+                self._ready.set()
+            self._lines.append(line.rstrip("\n"))
+        self._ready.set()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        if not self._ready.wait(timeout) or self._process.poll() is not None:
+            raise RuntimeError(f"the health prober did not start: {self._lines}")
+
+    def mark(self, what: str) -> None:
+        """From now on, failures are attributed to `what` (a test's name)."""
+        self._marks.append((time.time(), what))
+
+    def failures(self) -> list[ProbeFailure]:
+        found = []
+        for line in list(self._lines):
+            if not line.startswith("FAIL "):
+                continue
+            _, at, address, what = line.split(" ", 3)
+            during = ""
+            for since, name in self._marks:
+                if since <= float(at):
+                    during = name
+            found.append(ProbeFailure(float(at), self._names.get(address, address), what, during))
+        return found
+
+    def stop(self) -> None:
+        if self._process.poll() is None:
+            self._process.stdin.close()
+            self._process.wait(timeout=15)
+        self._reader.join(timeout=5)
+        for line in self._lines:
+            if line.startswith("PROBES "):
+                self.probes = int(line.split()[1])
