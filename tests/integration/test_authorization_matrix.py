@@ -20,6 +20,8 @@ services, the protobuf descriptors list their methods), so an RPC added to a
 service without a row here fails `test_every_rpc_has_a_row`.
 
 The MLflow REST routes get a smaller table of their own (`REST_ROWS`).
+One attack needs mallory to hold something: re-pointing admin's endpoint to
+a model she owns (`test_an_endpoint_cannot_be_repointed_to_the_callers_own_model`).
 
 The authorization model is the one decided for the hardening work: endpoints
 and monitors are securables of their own (EXECUTE calls an endpoint, MANAGE
@@ -31,6 +33,7 @@ principals, and GetLineage hides nodes the caller may not read.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import urllib.error
 import urllib.parse
@@ -51,8 +54,8 @@ from tessera.registry.v1 import registry_pb2 as rpb
 from tessera.retrieval.v1 import retrieval_pb2 as qpb
 from tessera.serving.v1 import serving_pb2 as spb
 
-from tests.integration.mesh_support import Mesh, as_, eventually, running_mesh, tabular_request
-from tests.integration.serving.models import build_tabular_model
+from tests.integration.mesh_support import TOKENS, Mesh, as_, eventually, running_mesh, tabular_request
+from tests.integration.serving.models import RegistryClient, build_tabular_model
 
 pytestmark = pytest.mark.integration
 
@@ -533,6 +536,9 @@ async def _served_services(channel: grpc.aio.Channel) -> list[str]:
     return names
 
 
+REFUSAL_WORDS = ("permission", "denied", "may not", "lacks", "not allowed")
+
+
 def _stream_refusals(responses: list) -> list[str]:
     """ModelStreamInfer reports a request's failure in the stream (Triton's error_message)."""
     return [r.error_message for r in responses if getattr(r, "error_message", "")]
@@ -579,11 +585,11 @@ async def test_ungranted_principal(world: World, full_name: str) -> None:
             pytest.fail(f"{full_name} should answer mallory, got {code.name}: {details}")
         return
     if outcome is DENIED:
+        # Only ModelStreamInfer may answer a refusal in-band: every response an error, none with a result.
         refusals = _stream_refusals(responses)
-        assert refusals and all(("permission" in r.lower() or "may not" in r) for r in refusals), (
-            f"{full_name} answered mallory: {[str(r)[:200] for r in responses]}"
-        )
-        assert not admin_objects(world, [r for r in responses if not getattr(r, "error_message", "")])
+        assert len(refusals) == len(responses) > 0, f"{full_name} answered mallory: {[str(r)[:200] for r in responses]}"
+        assert all(any(word in r.lower() for word in REFUSAL_WORDS) for r in refusals), refusals
+        assert not any(r.infer_response.raw_output_contents or r.infer_response.outputs for r in responses)
     elif outcome.kind == "filtered":
         assert outcome.leaks(world, responses) == [], f"{full_name} shows mallory admin's objects"
     elif outcome is UNIMPLEMENTED:
@@ -591,6 +597,40 @@ async def test_ungranted_principal(world: World, full_name: str) -> None:
     else:
         assert outcome in (OPEN, PUBLIC)
         assert admin_objects(world, responses) == []
+
+
+async def test_an_endpoint_cannot_be_repointed_to_the_callers_own_model(world: World, tmp_path_factory) -> None:
+    """The hijack: mallory may execute a model of her own, which is not a right over admin's endpoint."""
+    mesh, md, u = world.mesh, as_("admin"), uuid.uuid4().hex[:6]
+    catalog = f"mallory{u}"
+    await mesh.admin.ensure_schema(catalog, "s")
+    await mesh.admin.grant(rpb.SECURABLE_TYPE_CATALOG, catalog, "mallory", [rpb.PRIVILEGE_USE_CATALOG])
+    await mesh.admin.grant(
+        rpb.SECURABLE_TYPE_SCHEMA, f"{catalog}.s", "mallory", [rpb.PRIVILEGE_USE_SCHEMA, rpb.PRIVILEGE_CREATE_MODEL]
+    )
+    mallory = RegistryClient(mesh.addresses["registry"], TOKENS["mallory"])
+    try:
+        own = f"{catalog}.s.bait"
+        await mallory.register(own, build_tabular_model(tmp_path_factory.mktemp("bait"), 100.0))
+    finally:
+        await mallory.channel.close()
+    await mesh.grant_service_reads(catalog, f"{catalog}.s", own)
+    victim = f"victim-{u}"
+    await mesh.serving_stub().CreateEndpoint(
+        spb.CreateEndpointRequest(name=victim, served_models=_served(world), wait=True), metadata=md
+    )
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await mesh.serving_stub().UpdateEndpoint(
+                spb.UpdateEndpointRequest(name=victim, served_models=[spb.ServedModel(model_name=own, version=1)]),
+                metadata=as_("mallory"),
+            )
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED, refused.value.details()
+        still = await mesh.serving_stub().GetEndpoint(spb.GetEndpointRequest(name=victim), metadata=md)
+        assert [m.model_name for m in still.served_models] == [world.model]
+    finally:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await mesh.serving_stub().DeleteEndpoint(spb.DeleteEndpointRequest(name=victim), metadata=md)
 
 
 @pytest.mark.parametrize("service", ["registry", "serving", "retrieval", "monitoring"])
