@@ -37,6 +37,8 @@ from services.common.errors import TesseraError
 from services.common.lifecycle import READINESS, Readiness
 
 _log = logging.getLogger(__name__)
+# Longest status message sent to a caller (gRPC trailers are capped at 8 KiB).
+MAX_STATUS_MESSAGE = 1024
 
 REQUESTS = Counter("tessera_grpc_requests_total", "gRPC calls handled", ["service", "method", "code"])
 ERRORS = Counter("tessera_grpc_errors_total", "gRPC calls that ended in an error status", ["service", "method", "code"])
@@ -94,6 +96,14 @@ class RpcPipeline(grpc.aio.ServerInterceptor):
         if isinstance(exc, TesseraError):
             outcome.code = exc.code
             message = exc.message if not exc.field else f"{exc.field}: {exc.message}"
+            if len(message) > MAX_STATUS_MESSAGE:
+                # Messages travel in trailers (8 KiB per call); a message quoting a huge
+                # client value must not turn a clear refusal into a transport error.
+                message = message[: MAX_STATUS_MESSAGE - 1] + "…"
+        elif isinstance(exc, NotImplementedError):
+            # Generated servicer stubs raise it for RPCs a service does not offer.
+            outcome.code = grpc.StatusCode.UNIMPLEMENTED
+            message = f"{method} is not implemented by this service"
         else:
             outcome.code = grpc.StatusCode.INTERNAL
             message = "internal error; see the service log"
