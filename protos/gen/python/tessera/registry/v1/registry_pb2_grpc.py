@@ -601,7 +601,11 @@ class RegistryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetLineage(self, request, context):
-        """Everything upstream and/or downstream of a node, to max_depth hops.
+        """Everything upstream and/or downstream of a node, to max_depth hops, that the
+        caller may see: a run, experiment, model, version, registered endpoint or
+        monitor the caller may not read is left out with its edges, and the walk
+        does not pass through it. At most TESSERA_REGISTRY_LINEAGE_MAX_NODES nodes
+        and _MAX_EDGES edges (default 1000 / 5000): past them the walk stops.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -638,7 +642,7 @@ class RegistryServiceServicer:
         """May `principal` exercise `privilege` on the securable (owners, MANAGE, inheritance
         and superusers considered)? A caller may always ask about itself. Asking about
         another principal is reserved to service principals (TESSERA_REGISTRY_SERVICE_PRINCIPALS,
-        default `admin`) and superusers, so that e.g. serving can check EXECUTE on a model for
+        default `tessera-services`; not superusers) and superusers, so that e.g. serving can check EXECUTE on a model for
         the user behind a request; anyone else gets PERMISSION_DENIED. An unknown securable
         answers NOT_FOUND.
         """
