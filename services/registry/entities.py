@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 RUN_STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
-VERSION_STATUSES = ("PENDING_REGISTRATION", "READY", "FAILED_REGISTRATION")
 ACTIVE, DELETED = "active", "deleted"
 
 
