@@ -1,11 +1,11 @@
 """The whole mesh in one process, for the cross-service suites (authorization matrix, hostile inputs).
 
-`running_mesh(...)` starts registry, monitoring, retrieval and serving the way
-tests/e2e/conftest.py does (port 0, a PostgreSQL schema each, unique Kafka
-topics and consumer groups for the run) and stops them in reverse order. The
-principals are the deployment's: `admin` (superuser), `tessera-services` (the
-service principal the services call each other with, not a superuser) and
-`mallory`, an ordinary principal who is granted nothing.
+`running_mesh(...)` starts registry, monitoring, retrieval and serving (port 0,
+a PostgreSQL schema each, unique Kafka topics and consumer groups for the run)
+and stops them in reverse order; tests/e2e uses it too. The principals are the
+deployment's: `admin` (superuser), `tessera-services` (the service principal
+the services call each other with, not a superuser) and `mallory`, an ordinary
+principal who is granted nothing; a suite may add principals of its own.
 """
 
 from __future__ import annotations
@@ -39,13 +39,13 @@ from tessera.serving.v1 import serving_pb2_grpc
 from services.common import kafka_admin
 from services.common.auth import bearer
 from services.common.config import load
+from services.fixtures.registry_client import RegistryClient
 from services.monitoring.app import MonitoringApp
 from services.registry.app import RegistryApp
 from services.registry.settings import RegistrySettings
 from services.retrieval.app import RetrievalApp
 from services.serving.app import ServingApp
 from services.serving.settings import ServingSettings
-from tests.integration.serving.models import RegistryClient
 
 # The house shape names a service's settings module settings.py; older services still call it config.py.
 try:
@@ -120,7 +120,9 @@ async def running_mesh(
     registry_http: bool = False,
     retrieval_sync: bool = False,
     serving_max_request_bytes: int | None = None,
+    more_tokens: dict[str, str] | None = None,
 ) -> AsyncIterator[Mesh]:
+    """more_tokens: further principal -> token pairs the services accept (plain users of a suite)."""
     u = uuid.uuid4().hex[:8]
     work = Path(tempfile.mkdtemp(prefix="tessera-mesh-"))
     topics = {role: f"test.mesh.{role}.{u}" for role in TOPIC_ROLES}
@@ -135,7 +137,7 @@ async def running_mesh(
         "pg_dsn": pg_dsn,
         "kafka_bootstrap": kafka_bootstrap,
         "grpc_port": 0,
-        "auth_tokens": ",".join(f"{token}={who}" for who, token in TOKENS.items()),
+        "auth_tokens": ",".join(f"{token}={who}" for who, token in {**TOKENS, **(more_tokens or {})}.items()),
         "service_token": TOKENS[SERVICE_PRINCIPAL],
     }
     started: list = []

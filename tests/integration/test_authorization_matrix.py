@@ -54,8 +54,9 @@ from tessera.registry.v1 import registry_pb2 as rpb
 from tessera.retrieval.v1 import retrieval_pb2 as qpb
 from tessera.serving.v1 import serving_pb2 as spb
 
+from services.fixtures.registry_client import RegistryClient
+from services.fixtures.tabular import build_tabular_model
 from tests.integration.mesh_support import TOKENS, Mesh, as_, eventually, running_mesh, tabular_request
-from tests.integration.serving.models import RegistryClient, build_tabular_model
 
 pytestmark = pytest.mark.integration
 

@@ -53,6 +53,7 @@ from tessera.serving.v1 import serving_pb2 as spb
 
 from services.common.kafka_consumer import ERROR_HEADER
 from services.common.kafka_producer import EventProducer
+from services.fixtures.tabular import build_tabular_model
 from tests.integration.mesh_support import (
     TOKENS,
     HealthWatch,
@@ -62,7 +63,6 @@ from tests.integration.mesh_support import (
     running_mesh,
     tabular_request,
 )
-from tests.integration.serving.models import build_tabular_model
 
 pytestmark = pytest.mark.integration
 
