@@ -1,4 +1,4 @@
-"""Wiring: settings -> database, core, gRPC server, payload-log consumer, evaluator loop."""
+"""Wiring: settings -> database, core, gRPC server, payload-log consumer, evaluator loop, outbox publisher."""
 
 from __future__ import annotations
 
@@ -13,13 +13,15 @@ from services.common import telemetry
 from services.common.db import Database, migrate
 from services.common.grpc_server import TesseraServer
 from services.common.kafka_producer import EventProducer
+from services.common.outbox import OutboxPublisher
 from services.common.registry_privileges import RegistryPrivileges
 from services.monitoring.authorization import MonitoringAuthorization
 from services.monitoring.core import MonitoringCore
 from services.monitoring.grpc_api import SERVICE_NAME, MonitoringServicer
-from services.monitoring.kafka_api import DriftEventPublisher, payload_log_consumer, registry_event_consumer
+from services.monitoring.kafka_api import payload_log_consumer, registry_event_consumer
 from services.monitoring.settings import MonitoringSettings
 from services.monitoring.store import MonitoringStore
+from services.monitoring.window_evaluation import OUTBOX
 
 _log = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ class MonitoringApp:
         self.core: MonitoringCore | None = None
         self.server: TesseraServer | None = None
         self.producer: EventProducer | None = None
+        self.publisher: OutboxPublisher | None = None
         self.consumer = None
         self.registry_events = None
         self.privileges: RegistryPrivileges | None = None
@@ -54,6 +57,11 @@ class MonitoringApp:
         self.db = await Database(s.resolved_pg_dsn(), s.monitoring_schema).open()
         await migrate(self.db, MIGRATIONS)
         self.producer = EventProducer(s.kafka_bootstrap, client_id=s.service_name)
+        # One publisher at a time across replicas (the outbox's advisory lock) keeps each endpoint's order.
+        self.publisher = OutboxPublisher(
+            self.db, self.producer, OUTBOX, s.monitoring_outbox_poll_s, s.monitoring_outbox_retention_h
+        )
+        self.publisher.start()
         if s.monitoring_authz == "registry":
             self.privileges = RegistryPrivileges(
                 s.registry_address, s.service_token, cache_s=s.monitoring_privilege_cache_s
@@ -69,7 +77,8 @@ class MonitoringApp:
             self._tasks.append(asyncio.create_task(self.registry_events.run(), name="monitoring-registry-events"))
         self.core = MonitoringCore(
             MonitoringStore(self.db),
-            DriftEventPublisher(self.producer, s.monitoring_drift_topic),
+            s.monitoring_drift_topic,
+            on_events_committed=self.publisher.notify,
             window_grace_s=s.monitoring_window_grace_s,
             idle_watermark_s=s.monitoring_idle_watermark_s,
             retention_days=s.monitoring_retention_days,
@@ -135,6 +144,8 @@ class MonitoringApp:
                 consumer.stop()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.publisher is not None:
+            await self.publisher.stop()
         if self.producer is not None:
             await asyncio.to_thread(self.producer.close)
         if self.privileges is not None:

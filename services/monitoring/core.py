@@ -12,7 +12,7 @@ import re
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -39,7 +39,7 @@ from services.monitoring.entities import (
 from services.monitoring.ingest import InferenceIngestor, LogRecord, profile_all, reference_profiles
 from services.monitoring.profiles import Profile, merge_all
 from services.monitoring.store import MonitorDeleted, MonitoringStore, ts
-from services.monitoring.window_evaluation import Publisher, WindowEvaluator
+from services.monitoring.window_evaluation import WindowEvaluator
 
 _log = logging.getLogger(__name__)
 
@@ -52,8 +52,9 @@ class MonitoringCore:
     def __init__(
         self,
         store: MonitoringStore,
-        publisher: Publisher,
+        drift_topic: str,
         *,
+        on_events_committed: Callable[[], None] = lambda: None,
         window_grace_s: float = 2.0,
         idle_watermark_s: float = 5.0,
         retention_days: int = 0,
@@ -70,7 +71,7 @@ class MonitoringCore:
         self.ingestor = InferenceIngestor(
             store, lambda endpoint: self._by_endpoint.get(endpoint, []), retention_days=retention_days
         )
-        self.evaluator = WindowEvaluator(store, publisher)
+        self.evaluator = WindowEvaluator(store, drift_topic, on_events_committed)
         self._evaluation_lock = asyncio.Lock()
 
     # -- monitors ------------------------------------------------------------
@@ -204,16 +205,19 @@ class MonitoringCore:
         return mark
 
     async def evaluate_due(self, now: float | None = None) -> int:
-        """Evaluate every dirty window the watermark has passed; publish the events. Returns events sent."""
+        """Evaluate every dirty window the watermark has passed. Returns the events raised (the outbox
+        publisher sends them)."""
         async with self._evaluation_lock:
+            await self.evaluator.hand_over_unsent()
+            raised = 0
             due = await self.store.dirty_windows(self.watermark(now) - self.window_grace_s)
             for monitor_id, start, end, version in due:
                 spec = self._monitors.get(monitor_id)
                 if spec is None:
                     continue
                 baseline = await self._baseline(spec)
-                await self.evaluator.evaluate(spec, start, end, version, baseline)
-            return await self.evaluator.publish_pending()
+                raised += await self.evaluator.evaluate(spec, start, end, version, baseline)
+            return raised
 
     async def _baseline(self, spec: MonitorSpec) -> dict[tuple[str, str], Profile] | None:
         cached = self._baselines.get(spec.monitor_id)

@@ -1,4 +1,6 @@
-"""Kafka front end: `tessera.payload.logs` -> the core; drift events -> `tessera.drift.events`.
+"""Kafka front end: `tessera.payload.logs` -> the core; registry events -> the privilege cache.
+
+(Drift events leave through the shared outbox: see window_evaluation.py.)
 
 Malformed records (undecodable, no request id or endpoint, a field past its
 bound) raise InvalidArgument: the shared consumer loop retries the batch record
@@ -9,7 +11,6 @@ so the retry finds them already in the table and changes nothing.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from tessera.events.v1.payload_log_pb2 import PayloadLog
 from tessera.events.v1.registry_pb2 import RegistryEvent
@@ -18,9 +19,7 @@ from services.common.errors import InvalidArgument
 from services.common.kafka_consumer import ConsumerLoop, Record
 from services.common.kafka_producer import EventProducer
 from services.common.registry_privileges import RegistryPrivileges
-from services.monitoring import converters
 from services.monitoring.core import MonitoringCore
-from services.monitoring.entities import DriftEventRecord
 from services.monitoring.ingest import LogRecord, json_columns, validate
 
 
@@ -97,21 +96,3 @@ def registry_event_consumer(
         dlq_producer=dlq_producer,
         **{"auto.offset.reset": "latest"},
     )
-
-
-class DriftEventPublisher:
-    """Publishes the core's drift events, keyed by endpoint so one endpoint's events stay ordered."""
-
-    def __init__(self, producer: EventProducer, topic: str) -> None:
-        self.producer = producer
-        self.topic = topic
-
-    async def __call__(self, events: list[dict[str, Any]]) -> None:
-        for event in events:
-            self.producer.produce(
-                self.topic,
-                converters.drift_event(DriftEventRecord.from_json(event)),
-                key=event["endpoint"],
-                record_id=event["event_id"],
-            )
-        await self.producer.flush()

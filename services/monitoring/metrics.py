@@ -83,7 +83,11 @@ DRIFT_ACTIVE = Gauge(
     "1 while a drift alarm is raised",
     ["monitor", "endpoint", "feature", "slice", "statistic", "comparison"],
 )
-DRIFT_EVENTS = Counter("tessera_monitoring_drift_events_total", "Drift events published", ["endpoint", "kind"])
+DRIFT_EVENTS = Counter(
+    "tessera_monitoring_drift_events_total",
+    "Drift events raised (committed with their outbox rows)",
+    ["endpoint", "kind"],
+)
 WINDOWS_EVALUATED = Counter("tessera_monitoring_windows_evaluated_total", "Windows profiled and compared", ["monitor"])
 WATERMARK_LAG = Gauge("tessera_monitoring_event_time_lag_seconds", "Wall clock minus the newest event time ingested")
 

@@ -24,6 +24,10 @@ class MonitoringSettings(CommonSettings):
     monitoring_window_grace_s: float = 2.0
     # With no record for this long, the wall clock advances the watermark (closes the last window).
     monitoring_idle_watermark_s: float = 5.0
+    # How often the drift-event outbox publisher looks for events written by other replicas.
+    monitoring_outbox_poll_s: float = 0.5
+    # Sent outbox rows are kept this long (hours), then deleted (drift_events keeps every event).
+    monitoring_outbox_retention_h: float = 168.0
     # How often the evaluator looks for windows to close.
     monitoring_evaluate_every_s: float = 1.0
     # Days of the inference table kept: older daily partitions are dropped whole (0 keeps everything).

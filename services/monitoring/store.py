@@ -403,9 +403,10 @@ class MonitoringStore:
             )
 
     async def add_events(self, conn: psycopg.AsyncConnection, events: list[dict]) -> None:
+        """The queryable record; the caller puts the events into the outbox in the same transaction."""
         async with conn.cursor() as cur:
             await cur.executemany(
-                "INSERT INTO drift_events (event_id, monitor_id, event) VALUES (%s, %s, %s)",
+                "INSERT INTO drift_events (event_id, monitor_id, event, published) VALUES (%s, %s, %s, true)",
                 [(e["event_id"], e["monitor_id"], json.dumps(e)) for e in events],
             )
 
@@ -422,16 +423,16 @@ class MonitoringStore:
             (monitor_id, ts(window_start), version),
         )
 
-    async def unpublished_events(self, limit: int = 500) -> list[tuple[int, dict]]:
-        async with self.db.connection() as conn:
-            cur = await conn.execute(
-                "SELECT seq, event FROM drift_events WHERE NOT published ORDER BY seq LIMIT %s", (limit,)
-            )
-            return await cur.fetchall()
-
-    async def mark_published(self, seqs: list[int]) -> None:
-        async with self.db.transaction() as conn:
-            await conn.execute("UPDATE drift_events SET published = true WHERE seq = ANY(%s)", (seqs,))
+    async def take_unpublished_events(self, conn: psycopg.AsyncConnection, limit: int = 500) -> list[dict]:
+        """Rows of the publisher before the shared outbox (migration 0004) never sent: marked sent and
+        returned, for the caller to put into the outbox in this transaction; other replicas skip them."""
+        cur = await conn.execute(
+            "UPDATE drift_events SET published = true WHERE seq IN"
+            " (SELECT seq FROM drift_events WHERE NOT published ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED)"
+            " RETURNING seq, event",
+            (limit,),
+        )
+        return [event for _seq, event in sorted(await cur.fetchall())]
 
     async def list_events(self, monitor_id: str) -> list[DriftEventRecord]:
         async with self.db.connection() as conn:

@@ -1,4 +1,8 @@
-"""Closed windows -> merged profiles, drift metrics, alarms with hysteresis, drift events (outbox).
+"""Closed windows -> merged profiles, drift metrics, alarms with hysteresis, drift events.
+
+A window's drift events are written in the transaction that records its alarms:
+into `drift_events` (what ListDriftEvents reads) and into the shared outbox
+(services/common/outbox.py), whose publisher sends each committed event once.
 
 A window is evaluated once the watermark (the newest event time, or the wall
 clock when the stream has been idle) passes its end plus a grace period. A late
@@ -12,17 +16,30 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
-from services.monitoring import drift, metrics
-from services.monitoring.entities import BASELINE, DETECTED, PREVIOUS_WINDOW, RESOLVED, MonitorSpec, Thresholds
+from tessera.events.v1.drift_pb2 import DriftEvent
+
+from services.common.outbox import Outbox, OutboxEncoding, OutboxEvent
+from services.monitoring import converters, drift, metrics
+from services.monitoring.entities import (
+    BASELINE,
+    DETECTED,
+    PREVIOUS_WINDOW,
+    RESOLVED,
+    DriftEventRecord,
+    MonitorSpec,
+    Thresholds,
+)
 from services.monitoring.profiles import Profile, merge_all
 from services.monitoring.store import MonitoringStore, ts
 
 _log = logging.getLogger(__name__)
 
-Publisher = Callable[[list[dict[str, Any]]], Awaitable[None]]
+# Table `outbox` in the monitoring schema (migration 0004). A payload keeps the event id it was
+# given with its `drift_events` row, so Kafka and ListDriftEvents name an event alike.
+OUTBOX = Outbox("outbox", OutboxEncoding(DriftEvent))
 
 
 def describe_baseline(spec: MonitorSpec) -> str:
@@ -55,10 +72,22 @@ class AlarmBook:
         return transition
 
 
+def outbox_events(events: list[dict[str, Any]]) -> list[OutboxEvent]:
+    """Keyed by endpoint, so one endpoint's events stay in order."""
+    return [
+        OutboxEvent(e["endpoint"], converters.drift_event(DriftEventRecord.from_json(e)).SerializeToString())
+        for e in events
+    ]
+
+
 class WindowEvaluator:
-    def __init__(self, store: MonitoringStore, publisher: Publisher) -> None:
+    def __init__(
+        self, store: MonitoringStore, drift_topic: str, on_events_committed: Callable[[], None] = lambda: None
+    ) -> None:
         self.store = store
-        self.publisher = publisher
+        self.drift_topic = drift_topic
+        # Wakes the outbox publisher, so an event goes out now rather than at its next poll.
+        self.on_events_committed = on_events_committed
 
     async def evaluate(
         self,
@@ -134,8 +163,13 @@ class WindowEvaluator:
             )
             if events:
                 await self.store.add_events(conn, events)
+                await OUTBOX.add(conn, self.drift_topic, outbox_events(events))
             await self.store.mark_evaluated(conn, spec.monitor_id, start, version)
         metrics.WINDOWS_EVALUATED.labels(spec.monitor_id).inc()
+        if events:
+            for event in events:
+                metrics.DRIFT_EVENTS.labels(event["endpoint"], event["kind"]).inc()
+            self.on_events_committed()
         return len(events)
 
     @staticmethod
@@ -170,13 +204,11 @@ class WindowEvaluator:
             "detected_at": time.time(),
         }
 
-    async def publish_pending(self) -> int:
-        """Send the outbox to Kafka; a crash before `mark_published` re-sends (events carry ids)."""
-        sent = 0
-        while pending := await self.store.unpublished_events():
-            await self.publisher([event for _seq, event in pending])
-            await self.store.mark_published([seq for seq, _event in pending])
-            for _seq, event in pending:
-                metrics.DRIFT_EVENTS.labels(event["endpoint"], event["kind"]).inc()
-            sent += len(pending)
-        return sent
+    async def hand_over_unsent(self) -> int:
+        """Events the per-service publisher (before migration 0004) had not sent yet go to the outbox."""
+        async with self.store.db.transaction() as conn:
+            events = await self.store.take_unpublished_events(conn)
+            await OUTBOX.add(conn, self.drift_topic, outbox_events(events))
+        if events:
+            self.on_events_committed()
+        return len(events)

@@ -3,6 +3,7 @@ events with hysteresis, quiet unshifted streams, idempotent redelivery, late rec
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -10,8 +11,10 @@ import uuid
 
 import grpc
 import numpy as np
+import psycopg
 import pytest
 from confluent_kafka import Consumer
+from psycopg import sql
 from tessera.events.v1.drift_pb2 import DriftEvent
 from tessera.monitoring.v1 import monitoring_pb2 as pb
 
@@ -347,3 +350,36 @@ async def test_status_is_not_a_drift_feature(monitoring):
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await monitoring.stub.CreateMonitor(pb.CreateMonitorRequest(monitor=monitor), metadata=METADATA)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_an_event_the_old_publisher_left_unsent_goes_out_once_through_the_outbox(
+    monitoring, pg_dsn, kafka_bootstrap
+):
+    # A row as the publisher before the shared outbox wrote it: `published` left false.
+    monitor_id, event_id = f"legacy-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    event = {
+        "event_id": event_id,
+        "kind": "detected",
+        "monitor_id": monitor_id,
+        "endpoint": endpoint_name(),
+        "feature": "latency_ms",
+        "slice": "",
+        "statistic": "psi",
+        "value": 0.5,
+        "threshold": 0.2,
+        "window_start": 1000.0,
+        "window_end": 1060.0,
+        "comparison": "baseline",
+        "baseline": "reference profiles",
+        "detected_at": 1100.0,
+    }
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("INSERT INTO {}.drift_events (event_id, monitor_id, event) VALUES (%s, %s, %s)").format(
+                sql.Identifier(monitoring.schema)
+            ),
+            (event_id, monitor_id, json.dumps(event)),
+        )
+    assert await eventually(lambda: drift_topic_events(kafka_bootstrap, monitoring.drift_topic, monitor_id))
+    (published,) = drift_topic_events(kafka_bootstrap, monitoring.drift_topic, monitor_id)
+    assert published.event_id == event_id and published.kind == DriftEvent.DRIFT_DETECTED
