@@ -246,7 +246,7 @@ class TorchScriptRuntime:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             cwd=self._folder,
-            env=_worker_environment(self._limits.threads),
+            env=worker_environment(),
             start_new_session=True,
             limit=tensor_wire.MAX_HEADER_BYTES,
         )
@@ -334,13 +334,17 @@ async def _relay_stderr(stream: asyncio.StreamReader, label: str) -> None:
             _log.info("worker %s: more output not logged", label)
 
 
-def _worker_environment(threads: int) -> dict[str, str]:
-    """Nothing of serving's environment: no TESSERA_* settings, tokens or DSN reach model code."""
+def worker_environment() -> dict[str, str]:
+    """Nothing of serving's environment: no TESSERA_* settings, tokens or DSN reach model code.
+
+    One thread at start (the worker confines itself then; it sets torch's threads after).
+    """
     return {
         "PATH": "/usr/bin:/bin",
         "LANG": "C.UTF-8",
-        "OMP_NUM_THREADS": str(max(1, threads)),
-        "MKL_NUM_THREADS": str(max(1, threads)),
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
         "MALLOC_ARENA_MAX": "2",
         "CUDA_VISIBLE_DEVICES": "",
         "PYTHONDONTWRITEBYTECODE": "1",

@@ -37,9 +37,9 @@ def main() -> None:
 
     from services.serving.runtimes.torchscript_policy import outward_aten_operators, refused_operators
 
-    torch.set_num_threads(max(1, int(config["threads"])))
     outward = outward_aten_operators()
     filesystem = confine(folder, int(config["memory_bytes"]))
+    torch.set_num_threads(max(1, int(config["threads"])))  # starts threads: after confinement, which they inherit
     if os.getppid() == 1:
         return  # serving went away before we could ask to die with it
     source = open(0, "rb", buffering=0, closefd=False)  # noqa: SIM115
