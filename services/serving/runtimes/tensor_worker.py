@@ -88,7 +88,7 @@ def _infer(torch, model, header: dict[str, Any], body: bytearray):
         return {"ok": True}, outputs
     except MemoryError as exc:
         return {"error": "memory", "detail": _detail(exc)}, None
-    except RuntimeError as exc:  # the model's own failures (torch.jit.Error included)
+    except (RuntimeError, torch.jit.Error) as exc:  # the model refused the inputs, or raised itself
         kind = "memory" if "allocate" in str(exc) else "invalid_argument"
         return {"error": kind, "detail": _detail(exc)}, None
     except Exception as exc:  # noqa: BLE001 - reported to serving, which answers INTERNAL
