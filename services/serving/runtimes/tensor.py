@@ -147,10 +147,10 @@ class TorchScriptRuntime:
         if self._restarting is not None:
             self._restarting.cancel()
             await asyncio.gather(self._restarting, return_exceptions=True)
-        async with self._lock:
-            if self._worker is not None:
-                await self._worker.stop()
-                self._worker = None
+        # Not under the lock: a call still running ends with the worker (pipe closed, then killed).
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            await worker.stop()
 
     def inputs(self) -> Sequence[TensorSpec]:
         return self._inputs

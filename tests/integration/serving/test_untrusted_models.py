@@ -39,6 +39,7 @@ pytestmark = pytest.mark.integration
 ADMIN, ALICE, BOB = "admin-token", "alice-token", "bob-token"
 SECRET = b"postgresql://tessera:hunter2@db/tessera"
 CALL_TIMEOUT_S = 5.0
+MEMORY_MIB = 512
 
 
 class ReadsAFile(torch.nn.Module):
@@ -67,6 +68,13 @@ class Loops(torch.nn.Module):
         for _ in range(int(x[0, 0].item())):
             y = y + 1.0
         return y
+
+
+class Allocates(torch.nn.Module):
+    """Allocates x[0, 0] MiB of floats."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ones(int(x[0, 0].item()), 256, 1024).sum().reshape(1, 1) + x
 
 
 @dataclass
@@ -121,6 +129,7 @@ async def served(kafka_bootstrap: str, pg_dsn: str):
         "reads": _script(ReadsAFile(str(secret_file), len(SECRET)), work / "reads"),
         "raises": _script(Raises(), work / "raises"),
         "loops": _script(Loops(), work / "loops"),
+        "allocates": _script(Allocates(), work / "allocates"),
     }
     for kind, folder in folders.items():
         model = f"{catalog}.{schema}.{kind}"
@@ -149,6 +158,7 @@ async def served(kafka_bootstrap: str, pg_dsn: str):
             serving_run_request_consumer=False,
             serving_tensor_threads=1,
             serving_tensor_call_timeout_s=CALL_TIMEOUT_S,
+            serving_tensor_memory_mib=MEMORY_MIB,
         ),
         serve_metrics=False,
     )
@@ -260,6 +270,17 @@ async def test_a_call_over_its_deadline_is_deadline_exceeded_and_the_worker_rest
     reply = await served.oip().ModelInfer(_matrix(served.endpoints["loops"], [[1.0]]), metadata=bearer(ALICE))
     assert struct.unpack("<f", reply.raw_output_contents[0]) == (2.0,)
     assert runtime.worker_pid != pid
+
+
+async def test_a_model_over_its_memory_budget_is_resource_exhausted_and_lives_on(served: Served) -> None:
+    name = served.endpoints["allocates"]
+
+    error = await _error(served.oip().ModelInfer(_matrix(name, [[8.0 * MEMORY_MIB]]), metadata=bearer(ALICE)))
+
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert error.details() == "the model ran out of memory on these inputs"
+    reply = await served.oip().ModelInfer(_matrix(name, [[1.0]]), metadata=bearer(ALICE))
+    assert struct.unpack("<f", reply.raw_output_contents[0]) == (1.0 + 256 * 1024,)
 
 
 async def test_the_repository_index_lists_what_the_caller_may_call_with_states(served: Served) -> None:
