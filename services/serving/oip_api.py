@@ -52,6 +52,9 @@ _CONFIG_TYPES = {
 }
 # Triton's model states for ours.
 _INDEX_STATES = {READY: "READY", LOADING: "LOADING", FAILED: "UNAVAILABLE"}
+# Requests of one ModelStreamInfer stream running at once, and responses waiting for the client.
+MAX_STREAM_IN_FLIGHT = 16
+MAX_STREAM_BACKLOG = 64
 # RepositoryIndex and ModelStatistics without a name look at no more endpoints than this (by name).
 MAX_INDEXED_ENDPOINTS = 1000
 
@@ -123,10 +126,15 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         return response
 
     async def ModelStreamInfer(self, request_iterator, context):
-        """Each request streams its responses; requests on one stream run concurrently."""
-        responses: asyncio.Queue = asyncio.Queue()
+        """Each request streams its responses; up to MAX_STREAM_IN_FLIGHT requests of a stream run at once.
+
+        A client that stops reading stops the stream: its responses wait in a bounded queue,
+        which holds back the requests producing them, which holds back reading more requests.
+        """
+        responses: asyncio.Queue = asyncio.Queue(MAX_STREAM_BACKLOG)
         principal = current_principal()
         running: set[asyncio.Task] = set()
+        slots = asyncio.Semaphore(MAX_STREAM_IN_FLIGHT)
 
         async def serve(request: oip.ModelInferRequest) -> None:
             request_id = request.id or str(uuid.uuid4())
@@ -148,9 +156,11 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
 
         async def read() -> None:
             async for request in request_iterator:
+                await slots.acquire()
                 task = asyncio.create_task(serve(request))
                 running.add(task)
                 task.add_done_callback(running.discard)
+                task.add_done_callback(lambda _t: slots.release())
             await asyncio.gather(*list(running))
             await responses.put(None)
 

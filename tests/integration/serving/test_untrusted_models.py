@@ -7,6 +7,7 @@ those workers' models. One registry and one serving process without an LLM.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import shutil
 import struct
@@ -31,6 +32,7 @@ from services.common.config import load
 from services.registry.app import RegistryApp
 from services.registry.settings import RegistrySettings
 from services.serving.app import ServingApp
+from services.serving.oip_api import MAX_STREAM_IN_FLIGHT
 from services.serving.settings import ServingSettings
 from tests.integration.serving.models import RegistryClient, build_tabular_model
 
@@ -281,6 +283,26 @@ async def test_a_model_over_its_memory_budget_is_resource_exhausted_and_lives_on
     assert error.details() == "the model ran out of memory on these inputs"
     reply = await served.oip().ModelInfer(_matrix(name, [[1.0]]), metadata=bearer(ALICE))
     assert struct.unpack("<f", reply.raw_output_contents[0]) == (1.0 + 256 * 1024,)
+
+
+async def test_one_stream_runs_a_bounded_number_of_requests_at_once(served: Served) -> None:
+    name = served.endpoints["loops"]
+    model = served.serving.endpoints.deployment(name).routes[0].model
+    requests = [_matrix(name, [[20000.0]]) for _ in range(3 * MAX_STREAM_IN_FLIGHT)]
+    peak = 0
+
+    async def watch() -> None:
+        nonlocal peak
+        for _ in itertools.count():
+            peak = max(peak, model.in_flight)
+            await asyncio.sleep(0.01)
+
+    watcher = asyncio.create_task(watch())
+    replies = [reply async for reply in served.oip().ModelStreamInfer(iter(requests), metadata=bearer(ALICE))]
+    watcher.cancel()
+
+    assert len(replies) == len(requests) and not [r.error_message for r in replies if r.error_message]
+    assert 1 < peak <= MAX_STREAM_IN_FLIGHT
 
 
 async def test_the_repository_index_lists_what_the_caller_may_call_with_states(served: Served) -> None:
