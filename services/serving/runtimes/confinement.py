@@ -4,10 +4,12 @@
   starts afterwards may read only the model's folder, the Python installation
   and system libraries; it may write, create or delete no file anywhere, and
   (ABI >= 4) bind or connect no TCP socket; (ABI >= 6) it may not signal other
-  processes or reach abstract Unix sockets. Applied while the worker still runs
-  one thread (after the imports, which start none), so no thread escapes it. When the kernel refuses (no Landlock, seccomp-filtered
-  syscall), the worker runs without it and says so (`Confinement.filesystem`);
-  the operator allowlist and the limits below still hold.
+  processes or reach abstract Unix sockets. UDP and Unix sockets by path are
+  not covered (no allowed operator opens a socket). Applied while the worker
+  still runs one thread (after the imports, which start none), so no thread
+  escapes it. When the kernel refuses (no Landlock, a seccomp-filtered syscall),
+  the worker runs without it and says so (`confine` returns why; serving logs
+  it); the operator allowlist and the limits below still hold.
 - rlimits: no core dumps, no file writes (RLIMIT_FSIZE 0), few descriptors
   (RLIMIT_NOFILE), and an address-space cap (RLIMIT_AS): what the imports
   mapped plus the model's memory budget.
@@ -29,7 +31,7 @@ _RULE_PATH_BENEATH = 1
 _PR_SET_NO_NEW_PRIVS = 38
 _PR_SET_PDEATHSIG = 1
 
-_EXECUTE, _WRITE_FILE, _READ_FILE, _READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
+_EXECUTE, _READ_FILE, _READ_DIR = 1 << 0, 1 << 2, 1 << 3
 _FS_RIGHTS_BY_ABI = {1: (1 << 13) - 1, 2: (1 << 14) - 1, 3: (1 << 15) - 1, 5: (1 << 16) - 1}
 _NET_BIND_TCP, _NET_CONNECT_TCP = 1 << 0, 1 << 1
 _SCOPE_ABSTRACT_UNIX_SOCKET, _SCOPE_SIGNAL = 1 << 0, 1 << 1

@@ -132,6 +132,10 @@ class TorchScriptRuntime:
         self.statistics = RuntimeStatistics()
 
     @property
+    def folder(self) -> Path:
+        return self._folder
+
+    @property
     def worker_pid(self) -> int | None:
         return self._worker.process.pid if self._worker is not None and self._worker.alive else None
 

@@ -234,7 +234,7 @@ async def test_tensor_workers_run_without_serving_secrets_in_their_model_folder(
 
     environ = Path(f"/proc/{pid}/environ").read_bytes()
     assert b"TESSERA" not in environ and b"PG_DSN" not in environ
-    assert Path(os.readlink(f"/proc/{pid}/cwd")) == runtime._folder
+    assert Path(os.readlink(f"/proc/{pid}/cwd")) == runtime.folder
 
     reply = await served.oip().ModelInfer(_tabular(served.endpoints["tabular"]), metadata=bearer(ALICE))
     assert struct.unpack("<f", reply.raw_output_contents[0]) == (15.0,)  # 1+2+3+4 + 5
