@@ -87,6 +87,10 @@ class _Worker:
         except (ConnectionError, RuntimeError) as exc:
             raise _WorkerGone(f"pipe closed: {exc}") from exc
 
+    async def exchange(self, arrays: Mapping[str, np.ndarray]) -> tuple[dict, dict[str, np.ndarray]]:
+        await self.send({"op": "infer"}, arrays)
+        return await self.receive()
+
     async def receive(self) -> tuple[dict, dict[str, np.ndarray]]:
         try:
             prefix = await self.process.stdout.readexactly(tensor_wire.PREFIX.size)
@@ -201,8 +205,7 @@ class TorchScriptRuntime:
             except FailedPrecondition:
                 raise Unavailable("the model's worker is not running; retry later") from None
         try:
-            await worker.send({"op": "infer"}, arrays)
-            header, outputs = await asyncio.wait_for(worker.receive(), self._limits.call_timeout_s)
+            header, outputs = await asyncio.wait_for(worker.exchange(arrays), self._limits.call_timeout_s)
         except TimeoutError:
             _log.warning("%s: no answer in %.0fs; restarting its worker", self._folder, self._limits.call_timeout_s)
             self._lose(worker)
@@ -239,21 +242,11 @@ class TorchScriptRuntime:
             "threads": self._limits.threads,
             "memory_bytes": self._limits.memory_bytes,
         }
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-I",  # no PYTHONPATH, no user site, and not the model's folder on sys.path
-            "-c",
-            _BOOT,
-            str(_SOURCES),
-            json.dumps(config),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            cwd=self._folder,
-            env=worker_environment(),
-            start_new_session=True,
-            limit=tensor_wire.MAX_HEADER_BYTES,
-        )
+        try:
+            process = await self._start_process(config)
+        except OSError as exc:
+            _log.warning("%s: the worker could not be started: %s", self._folder, exc)
+            raise FailedPrecondition("the model's worker could not be started (see the serving log)") from None
         worker = _Worker(process, self._folder.name)
         try:
             header, _ = await asyncio.wait_for(worker.receive(), self._limits.start_timeout_s)
@@ -283,6 +276,23 @@ class TorchScriptRuntime:
             )
         _log.warning("%s: the model did not load: %s", self._folder, str(header.get("detail"))[:2000])
         raise FailedPrecondition("the TorchScript file could not be loaded (see the serving log)")
+
+    async def _start_process(self, config: dict) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-I",  # no PYTHONPATH, no user site, and not the model's folder on sys.path
+            "-c",
+            _BOOT,
+            str(_SOURCES),
+            json.dumps(config),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=self._folder,
+            env=worker_environment(),
+            start_new_session=True,
+            limit=tensor_wire.MAX_HEADER_BYTES,
+        )
 
     # -- inputs ----------------------------------------------------------------------------
 
