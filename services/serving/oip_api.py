@@ -4,6 +4,11 @@ The OIP model name is the endpoint name. LLM endpoints take a BYTES `text_input`
 and answer a BYTES `text_output`; `ModelStreamInfer` streams text deltas
 (Triton's decoupled mode: the last response carries `triton_final_response`).
 Tensor endpoints take and return named FP32/INT64 tensors.
+
+Of Triton's extensions, `RepositoryIndex` lists the endpoints the caller may
+call with the state of each served version, `ModelConfig` describes one from its
+model's signature, and `ModelStatistics` reports what each loaded version did
+since it loaded (shared by every endpoint serving that version).
 """
 
 from __future__ import annotations
@@ -13,19 +18,45 @@ import uuid
 
 import numpy as np
 from inference import grpc_service_pb2 as oip
-from inference import grpc_service_pb2_grpc
+from inference import grpc_service_pb2_grpc, model_config_pb2
 
-from services.common.auth import current_principal
-from services.common.errors import NotFound, TesseraError, Unavailable
+from services.common.auth import Principal, current_principal
+from services.common.errors import NotFound, PermissionDenied, TesseraError, Unavailable
 from services.serving import oip_codec
+from services.serving.deployment import Route
 from services.serving.endpoints import EndpointControl
-from services.serving.entities import LLM, READY, GenerateCall, TensorCall
+from services.serving.entities import (
+    FAILED,
+    LLM,
+    LOADING,
+    READY,
+    EndpointSpec,
+    EndpointView,
+    GenerateCall,
+    TensorCall,
+)
 from services.serving.inference import InferenceCore
 
 SERVICE_NAME = "inference.GRPCInferenceService"
 SERVER_NAME = "tessera-serving"
 SERVER_VERSION = "0.1.0"
 _PLATFORMS = {"llm": "vllm", "tensor": "pytorch_libtorch"}
+_BACKENDS = {"llm": "vllm", "tensor": "pytorch"}
+_CONFIG_TYPES = {
+    "FP32": model_config_pb2.TYPE_FP32,
+    "FP64": model_config_pb2.TYPE_FP64,
+    "INT64": model_config_pb2.TYPE_INT64,
+    "INT32": model_config_pb2.TYPE_INT32,
+    "BOOL": model_config_pb2.TYPE_BOOL,
+    "BYTES": model_config_pb2.TYPE_STRING,
+}
+# Triton's model states for ours.
+_INDEX_STATES = {READY: "READY", LOADING: "LOADING", FAILED: "UNAVAILABLE"}
+# Requests of one ModelStreamInfer stream running at once, and responses waiting for the client.
+MAX_STREAM_IN_FLIGHT = 16
+MAX_STREAM_BACKLOG = 64
+# RepositoryIndex and ModelStatistics without a name look at no more endpoints than this (by name).
+MAX_INDEXED_ENDPOINTS = 1000
 
 
 class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
@@ -95,10 +126,15 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         return response
 
     async def ModelStreamInfer(self, request_iterator, context):
-        """Each request streams its responses; requests on one stream run concurrently."""
-        responses: asyncio.Queue = asyncio.Queue()
+        """Each request streams its responses; up to MAX_STREAM_IN_FLIGHT requests of a stream run at once.
+
+        A client that stops reading stops the stream: its responses wait in a bounded queue,
+        which holds back the requests producing them, which holds back reading more requests.
+        """
+        responses: asyncio.Queue = asyncio.Queue(MAX_STREAM_BACKLOG)
         principal = current_principal()
         running: set[asyncio.Task] = set()
+        slots = asyncio.Semaphore(MAX_STREAM_IN_FLIGHT)
 
         async def serve(request: oip.ModelInferRequest) -> None:
             request_id = request.id or str(uuid.uuid4())
@@ -120,9 +156,11 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
 
         async def read() -> None:
             async for request in request_iterator:
+                await slots.acquire()
                 task = asyncio.create_task(serve(request))
                 running.add(task)
                 task.add_done_callback(running.discard)
+                task.add_done_callback(lambda _t: slots.release())
             await asyncio.gather(*list(running))
             await responses.put(None)
 
@@ -134,6 +172,68 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             reader.cancel()
             for task in list(running):
                 task.cancel()
+
+    async def RepositoryIndex(self, request: oip.RepositoryIndexRequest, context) -> oip.RepositoryIndexResponse:
+        """The endpoints the caller may call: one entry per served version, with its state."""
+        response = oip.RepositoryIndexResponse()
+        for view in await self._callable_views(current_principal()):
+            name = view.stored.spec.name
+            if not view.served and not request.ready:  # stored, not deployed in this replica yet
+                response.models.add(name=name, state="LOADING", reason=view.reason)
+            for served in view.served:
+                state = _INDEX_STATES.get(served.state, "UNAVAILABLE")
+                if request.ready and state != "READY":
+                    continue
+                version = str(served.version) if served.version else ""
+                response.models.add(name=name, version=version, state=state, reason=served.reason)
+        return response
+
+    async def ModelConfig(self, request: oip.ModelConfigRequest, context) -> oip.ModelConfigResponse:
+        """The endpoint's configuration, from the signature of the model it serves."""
+        await self._require_callable(request.name, current_principal())
+        runtime = self._ready_routes(request.name, request.version)[0].model.runtime
+        config = model_config_pb2.ModelConfig(
+            name=request.name,
+            platform=_PLATFORMS.get(runtime.kind, runtime.kind),
+            backend=_BACKENDS.get(runtime.kind, runtime.kind),
+            max_batch_size=0,  # shapes name their batch dimension themselves
+        )
+        for spec in runtime.inputs():
+            config.input.add(name=spec.name, data_type=_CONFIG_TYPES.get(spec.datatype, 0), dims=list(spec.shape))
+        for spec in runtime.outputs():
+            config.output.add(name=spec.name, data_type=_CONFIG_TYPES.get(spec.datatype, 0), dims=list(spec.shape))
+        return oip.ModelConfigResponse(config=config)
+
+    async def ModelStatistics(self, request: oip.ModelStatisticsRequest, context) -> oip.ModelStatisticsResponse:
+        """Counts and durations per loaded version; without a name, of every endpoint the caller may call."""
+        principal = current_principal()
+        if request.name:
+            await self._require_callable(request.name, principal)
+            names = [request.name]
+        else:
+            names = [view.stored.spec.name for view in await self._callable_views(principal)]
+        response = oip.ModelStatisticsResponse()
+        for name in names:
+            try:
+                routes = self._ready_routes(name, request.version)
+            except TesseraError:
+                if request.name:
+                    raise
+                continue  # not ready here: nothing to report
+            for route in routes:
+                stats = route.model.runtime.statistics
+                entry = response.model_stats.add(
+                    name=name,
+                    version=str(route.model.version),
+                    last_inference=stats.last_inference_ms,
+                    inference_count=stats.inference_count,
+                    execution_count=stats.execution_count,
+                )
+                entry.inference_stats.success.count = stats.success_count
+                entry.inference_stats.success.ns = stats.success_ns
+                entry.inference_stats.fail.count = stats.fail_count
+                entry.inference_stats.fail.ns = stats.fail_ns
+        return response
 
     async def _unary(self, request: oip.ModelInferRequest, principal) -> oip.ModelInferResponse:
         from services.common.auth import reset_principal, set_principal
@@ -148,11 +248,49 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
 
     def _decode(self, request: oip.ModelInferRequest, request_id: str) -> dict[str, np.ndarray]:
         try:
-            return oip_codec.decode_inputs(request)
+            return oip_codec.decode_inputs(request, max_request_bytes=self._inference.limits.max_request_bytes)
         except TesseraError as exc:
             # Refused before the core saw it: still one payload-log record.
             self._inference.log_rejected(request_id, request.model_name, "oip", current_principal(), exc, {})
             raise
+
+    def _ready_routes(self, name: str, version: str) -> list[Route]:
+        deployment = self._endpoints.deployment(name)
+        ready = [r for r in deployment.routes if r.state == READY and r.model is not None]
+        if version:
+            ready = [r for r in ready if str(r.model.version) == version]
+            if not ready:
+                raise NotFound(f"endpoint {name!r} serves no version {version[:20]}")
+        if not ready:
+            raise Unavailable(f"endpoint {name!r} is not ready yet")
+        return ready
+
+    async def _callable_views(self, principal: Principal) -> list[EndpointView]:
+        """The endpoints `principal` may call, among the first MAX_INDEXED_ENDPOINTS by name."""
+        views, after = [], ""
+        while len(views) < MAX_INDEXED_ENDPOINTS and (
+            batch := await self._endpoints.list(after=after, limit=min(500, MAX_INDEXED_ENDPOINTS - len(views)))
+        ):
+            views.extend(batch)
+            after = batch[-1].stored.spec.name
+        return [view for view in views if await self._may_call(principal, view.stored.spec)]
+
+    async def _require_callable(self, name: str, principal: Principal) -> None:
+        spec = self._endpoints.deployment(name).stored.spec
+        if not await self._may_call(principal, spec):
+            raise PermissionDenied(f"{principal.name} may not call endpoint {name!r} (needs EXECUTE)")
+
+    async def _may_call(self, principal: Principal, spec: EndpointSpec) -> bool:
+        """The core's call check today: EXECUTE on every model the endpoint serves.
+
+        The one place to point at the core's endpoint-level EXECUTE check once it has one.
+        """
+        try:
+            for served in spec.served_models:
+                await self._inference._access.check(principal, served.model_name)
+        except PermissionDenied:
+            return False
+        return True
 
     def _is_llm(self, endpoint: str, tensors: dict[str, np.ndarray]) -> bool:
         if oip_codec.is_text_request(tensors):

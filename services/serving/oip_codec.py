@@ -2,18 +2,25 @@
 
 BYTES tensors in `raw_input_contents` use the 4-byte little-endian length prefix
 per element; numeric ones are little-endian arrays.
+
+Every bound is checked before any tensor is built (DESIGN: "bounded before any
+work is done on it"): the request's size first (one `ByteSize()`), then for
+each input its name, its number of dimensions, each dimension and their
+product, and for BYTES the element count, before the per-element loop runs.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from inference import grpc_service_pb2 as oip
 
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, ResourceExhausted
 from services.serving.entities import SamplingSpec
 
 NUMPY_TYPES = {
@@ -31,33 +38,61 @@ _CONTENTS = {
     "BOOL": "bool_contents",
     "BYTES": "bytes_contents",
 }
-# Inputs Triton's vLLM clients send beside the prompt; accepted, nothing to do with them here.
-LLM_CONTROL_INPUTS = {"stream", "exclude_input_in_output", "return_finish_reason", "return_num_output_tokens"}
+MAX_INPUTS = 64
+MAX_NAME = 256
+MAX_DIMS = 16
+# BYTES inputs carry prompts and JSON parameters: a handful of elements, each decoded in Python.
+MAX_BYTES_ELEMENTS = 1024
+# Payload logs hold tensors up to this many values; larger ones are summarised (dtype, shape, first values).
+MAX_LOGGED_VALUES = 1024
+LOGGED_HEAD = 16
 
 
-def decode_inputs(request: oip.ModelInferRequest) -> dict[str, np.ndarray]:
-    raw = list(request.raw_input_contents)
+def decode_inputs(request: oip.ModelInferRequest, *, max_request_bytes: int) -> dict[str, np.ndarray]:
+    size = request.ByteSize()
+    if size > max_request_bytes:
+        raise ResourceExhausted(f"request of {size} bytes is over the limit of {max_request_bytes} bytes")
+    if len(request.inputs) > MAX_INPUTS:
+        raise InvalidArgument(f"{len(request.inputs)} inputs; at most {MAX_INPUTS}")
+    raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise InvalidArgument(f"{len(request.inputs)} inputs but {len(raw)} raw_input_contents")
     tensors: dict[str, np.ndarray] = {}
     for index, tensor in enumerate(request.inputs):
-        if tensor.name in tensors:
-            raise InvalidArgument(f"input {tensor.name!r} given twice")
+        name = tensor.name
+        if not 0 < len(name) <= MAX_NAME:
+            raise InvalidArgument(f"input names are 1-{MAX_NAME} characters")
+        if name in tensors:
+            raise InvalidArgument(f"input {name!r} given twice")
         shape = tuple(tensor.shape)
-        if any(d < 0 for d in shape):
-            raise InvalidArgument(f"input {tensor.name!r}: shape {list(shape)} has a negative dimension")
-        count = int(np.prod(shape)) if shape else 1
+        count = _element_count(name, tensor.datatype, shape, max_request_bytes)
         if raw:
-            tensors[tensor.name] = _from_raw(tensor.name, tensor.datatype, shape, count, raw[index])
+            tensors[name] = _from_raw(name, tensor.datatype, shape, count, raw[index])
         else:
-            tensors[tensor.name] = _from_contents(tensor, shape, count)
+            tensors[name] = _from_contents(tensor, shape, count)
     return tensors
+
+
+def _element_count(name: str, datatype: str, shape: tuple[int, ...], max_elements: int) -> int:
+    """The number of elements `shape` holds, refused when it could not fit in the request."""
+    if len(shape) > MAX_DIMS:
+        raise InvalidArgument(f"input {name!r}: {len(shape)} dimensions; at most {MAX_DIMS}")
+    if any(d < 0 for d in shape):
+        raise InvalidArgument(f"input {name!r}: shape {list(shape)} has a negative dimension")
+    if any(d > max_elements for d in shape) or math.prod(shape) > max_elements:
+        raise InvalidArgument(f"input {name!r}: shape {list(shape)} holds more elements than the request can carry")
+    count = math.prod(shape)
+    if datatype == "BYTES" and count > MAX_BYTES_ELEMENTS:
+        raise InvalidArgument(f"input {name!r}: {count} BYTES elements; at most {MAX_BYTES_ELEMENTS}")
+    return count
 
 
 def _from_raw(name: str, datatype: str, shape: tuple[int, ...], count: int, data: bytes) -> np.ndarray:
     if datatype == "BYTES":
         items, offset = [], 0
         while offset < len(data):
+            if len(items) == count:
+                raise InvalidArgument(f"input {name!r}: shape {list(shape)} needs {count} elements, got more")
             if offset + 4 > len(data):
                 raise InvalidArgument(f"input {name!r}: truncated BYTES length prefix")
             (length,) = struct.unpack_from("<I", data, offset)
@@ -71,7 +106,7 @@ def _from_raw(name: str, datatype: str, shape: tuple[int, ...], count: int, data
         return np.array(items, dtype=object).reshape(shape)
     dtype = NUMPY_TYPES.get(datatype)
     if dtype is None:
-        raise InvalidArgument(f"input {name!r}: datatype {datatype!r} is not supported (FP32, INT64, BYTES...)")
+        raise InvalidArgument(f"input {name!r}: datatype {datatype[:16]!r} is not supported (FP32, INT64, BYTES...)")
     if len(data) != count * dtype.itemsize:
         raise InvalidArgument(
             f"input {name!r}: shape {list(shape)} of {datatype} needs {count * dtype.itemsize} bytes, got {len(data)}"
@@ -82,10 +117,11 @@ def _from_raw(name: str, datatype: str, shape: tuple[int, ...], count: int, data
 def _from_contents(tensor, shape: tuple[int, ...], count: int) -> np.ndarray:
     field = _CONTENTS.get(tensor.datatype)
     if field is None:
-        raise InvalidArgument(f"input {tensor.name!r}: datatype {tensor.datatype!r} is not supported")
-    values = list(getattr(tensor.contents, field))
-    if len(values) != count:
-        raise InvalidArgument(f"input {tensor.name!r}: shape {list(shape)} needs {count} values, got {len(values)}")
+        raise InvalidArgument(f"input {tensor.name!r}: datatype {tensor.datatype[:16]!r} is not supported")
+    contents = getattr(tensor.contents, field)
+    if len(contents) != count:  # counted before anything is copied
+        raise InvalidArgument(f"input {tensor.name!r}: shape {list(shape)} needs {count} values, got {len(contents)}")
+    values = list(contents)
     if tensor.datatype == "BYTES":
         return np.array(values, dtype=object).reshape(shape)
     return np.asarray(values, dtype=NUMPY_TYPES[tensor.datatype]).reshape(shape)
@@ -116,6 +152,36 @@ def encode_bytes(items: list[bytes | str]) -> bytes:
         data = item.encode() if isinstance(item, str) else item
         out += struct.pack("<I", len(data)) + data
     return bytes(out)
+
+
+def tensors_for_log(tensors: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """Tensors as a payload log holds them: values up to MAX_LOGGED_VALUES, else a summary.
+
+    A large tensor is never turned into Python lists (that costs seconds of event-loop
+    time for a few MiB); its summary keeps its dtype, shape and first LOGGED_HEAD values.
+    """
+    logged: dict[str, Any] = {}
+    for name, value in tensors.items():
+        array = np.asarray(value)
+        if array.size <= MAX_LOGGED_VALUES:
+            logged[name] = _loggable(array.tolist())
+        else:
+            logged[name] = {
+                "truncated": True,
+                "dtype": str(array.dtype),
+                "shape": list(array.shape),
+                "head": _loggable(array.reshape(-1)[:LOGGED_HEAD].tolist()),
+            }
+    return logged
+
+
+def _loggable(values: Any) -> Any:
+    """BYTES elements as text (a Struct holds no bytes)."""
+    if isinstance(values, list):
+        return [_loggable(v) for v in values]
+    if isinstance(values, bytes):
+        return values.decode("utf-8", errors="replace")
+    return values
 
 
 def is_text_request(tensors: Mapping[str, np.ndarray]) -> bool:

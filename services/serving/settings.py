@@ -46,6 +46,12 @@ class ServingSettings(CommonSettings):
     serving_kv_cache_mib: int = 256
     serving_max_model_len: int = 2048
     serving_max_num_seqs: int = 32
+    # Tensor models run in a worker process each: address space it may add after its imports,
+    # torch threads, and how long one call (and the start with the model's load) may take.
+    serving_tensor_memory_mib: int = 4096
+    serving_tensor_threads: int = 2
+    serving_tensor_call_timeout_s: float = 60.0
+    serving_tensor_start_timeout_s: float = 300.0
     # How long a request may keep the old version of a moved alias busy before it is unloaded.
     serving_drain_timeout_s: float = 60.0
     # How long an EXECUTE answer from the registry is reused for the same caller and model.

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 from inference import grpc_service_pb2 as oip
 
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, ResourceExhausted
 from services.serving import oip_codec
 
 pytestmark = pytest.mark.unit
+
+LIMIT = 64 * 1024
 
 
 def _request(*inputs: tuple[str, str, list[int]], raw: list[bytes] | None = None) -> oip.ModelInferRequest:
@@ -28,7 +30,7 @@ def test_raw_bytes_and_fp32_inputs_decode() -> None:
         ("x", "FP32", [2]),
         raw=[oip_codec.encode_bytes(["héllo"]), struct.pack("<2f", 1.5, 2)],
     )
-    tensors = oip_codec.decode_inputs(request)
+    tensors = oip_codec.decode_inputs(request, max_request_bytes=LIMIT)
     assert oip_codec.prompt_of(tensors) == "héllo"
     assert tensors["x"].tolist() == [1.5, 2.0] and tensors["x"].dtype == np.float32
 
@@ -36,7 +38,7 @@ def test_raw_bytes_and_fp32_inputs_decode() -> None:
 def test_typed_contents_decode() -> None:
     request = _request(("ids", "INT64", [1, 3]))
     request.inputs[0].contents.int64_contents.extend([1, 2, 3])
-    assert oip_codec.decode_inputs(request)["ids"].tolist() == [[1, 2, 3]]
+    assert oip_codec.decode_inputs(request, max_request_bytes=LIMIT)["ids"].tolist() == [[1, 2, 3]]
 
 
 @pytest.mark.parametrize(
@@ -53,7 +55,49 @@ def test_typed_contents_decode() -> None:
 )
 def test_malformed_tensors_are_invalid_arguments(request_: oip.ModelInferRequest, reason: str) -> None:
     with pytest.raises(InvalidArgument, match=reason):
-        oip_codec.decode_inputs(request_)
+        oip_codec.decode_inputs(request_, max_request_bytes=LIMIT)
+
+
+@pytest.mark.parametrize(
+    ("request_", "reason"),
+    [
+        # 2**62 * 4 wraps to 0 in int64: counted in Python integers, it is refused instead of matching b"".
+        (_request(("x", "FP32", [2**62, 4]), raw=[b""]), "more elements than the request can carry"),
+        (_request(("x", "FP32", [LIMIT + 1, 0]), raw=[b""]), "more elements than the request can carry"),
+        (_request(("x", "FP32", [1] * 17), raw=[b"\0" * 4]), "at most 16"),
+        (_request(("t", "BYTES", [2000]), raw=[oip_codec.encode_bytes(["a"] * 2000)]), "at most 1024"),
+        (_request(("t", "BYTES", [1]), raw=[oip_codec.encode_bytes(["a", "b"])]), "got more"),
+        (_request(*[(f"x{i}", "FP32", [1]) for i in range(65)]), "at most 64"),
+        (_request(("", "FP32", [1]), raw=[b"\0" * 4]), "input names"),
+    ],
+    ids=["int64-wrap", "huge-dim", "too-many-dims", "bytes-count", "extra-bytes", "too-many-inputs", "no-name"],
+)
+def test_bounds_are_checked_before_any_tensor_is_built(request_: oip.ModelInferRequest, reason: str) -> None:
+    with pytest.raises(InvalidArgument, match=reason):
+        oip_codec.decode_inputs(request_, max_request_bytes=LIMIT)
+
+
+def test_a_request_over_the_size_limit_is_refused_before_decoding() -> None:
+    request = _request(("x", "FP32", [LIMIT // 4 + 1]), raw=[b"\0" * (LIMIT + 4)])
+    with pytest.raises(ResourceExhausted, match=f"over the limit of {LIMIT} bytes"):
+        oip_codec.decode_inputs(request, max_request_bytes=LIMIT)
+
+
+def test_large_tensors_are_summarised_in_logs_and_small_ones_kept() -> None:
+    logged = oip_codec.tensors_for_log(
+        {
+            "small": np.array([[1.5, 2.0]], dtype=np.float32),
+            "text": np.array([b"hi"], dtype=object),
+            "large": np.arange(oip_codec.MAX_LOGGED_VALUES + 1, dtype=np.int64).reshape(-1, 1),
+        }
+    )
+    assert logged["small"] == [[1.5, 2.0]] and logged["text"] == ["hi"]
+    assert logged["large"] == {
+        "truncated": True,
+        "dtype": "int64",
+        "shape": [oip_codec.MAX_LOGGED_VALUES + 1, 1],
+        "head": list(range(oip_codec.LOGGED_HEAD)),
+    }
 
 
 def test_sampling_comes_from_parameters_and_a_json_input() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -16,8 +18,33 @@ TORCHSCRIPT_FILES = ("model.pt", "model.torchscript")
 SIGNATURE_FILE = "signature.json"
 
 
+@dataclass
+class RuntimeStatistics:
+    """What one loaded model version did since it loaded (OIP ModelStatistics)."""
+
+    inference_count: int = 0  # inferences, a batch of n counting n
+    execution_count: int = 0  # calls into the engine
+    success_count: int = 0
+    success_ns: int = 0
+    fail_count: int = 0
+    fail_ns: int = 0
+    last_inference_ms: int = 0  # since the epoch; 0: none yet
+
+    def record(self, ok: bool, duration_ns: int, batch: int = 1) -> None:
+        self.execution_count += 1
+        self.last_inference_ms = int(time.time() * 1000)
+        if ok:
+            self.inference_count += max(1, batch)
+            self.success_count += 1
+            self.success_ns += duration_ns
+        else:
+            self.fail_count += 1
+            self.fail_ns += duration_ns
+
+
 class ModelRuntime(Protocol):
     kind: str  # LLM or TENSOR
+    statistics: RuntimeStatistics
 
     async def start(self) -> None: ...
 

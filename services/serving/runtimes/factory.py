@@ -24,6 +24,17 @@ def runtime_factory(settings: ServingSettings):
             return LlmRuntime(folder, engine_settings, settings.serving_default_max_tokens)
         from services.serving.runtimes.tensor import TorchScriptRuntime
 
-        return TorchScriptRuntime(folder)
+        return TorchScriptRuntime(folder, worker_limits(settings))
 
     return build
+
+
+def worker_limits(settings: ServingSettings):
+    from services.serving.runtimes.tensor import WorkerLimits
+
+    return WorkerLimits(
+        memory_bytes=settings.serving_tensor_memory_mib * 2**20,
+        threads=settings.serving_tensor_threads,
+        call_timeout_s=settings.serving_tensor_call_timeout_s,
+        start_timeout_s=settings.serving_tensor_start_timeout_s,
+    )

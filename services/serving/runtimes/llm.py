@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import logging
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
@@ -11,6 +13,9 @@ import numpy as np
 from services.common.errors import FailedPrecondition, InvalidArgument, Unavailable
 from services.serving.entities import LLM, SamplingSpec, TensorSpec, TextChunk
 from services.serving.llm_engine import EngineSettings, EngineUnavailable, InvalidRequest, Sampling, VllmEngine
+from services.serving.runtimes.base import RuntimeStatistics
+
+_log = logging.getLogger(__name__)
 
 TEXT_INPUT = TensorSpec("text_input", "BYTES", (1,))
 TEXT_OUTPUT = TensorSpec("text_output", "BYTES", (1,))
@@ -20,8 +25,10 @@ class LlmRuntime:
     kind = LLM
 
     def __init__(self, folder: Path, settings: EngineSettings, default_max_tokens: int) -> None:
+        self._folder = folder
         self._engine = VllmEngine(folder, settings)
         self._default_max_tokens = default_max_tokens
+        self.statistics = RuntimeStatistics()
 
     async def start(self) -> None:
         await self._engine.start()
@@ -50,6 +57,7 @@ class LlmRuntime:
             seed=sampling.seed,
             ignore_eos=sampling.ignore_eos,
         )
+        started, ok = time.perf_counter_ns(), False
         try:
             async for chunk in self._engine.generate(request_id, prompt, engine_sampling):
                 yield TextChunk(
@@ -61,10 +69,17 @@ class LlmRuntime:
                     "",
                     0,
                 )
-        except InvalidRequest as exc:
-            raise InvalidArgument(str(exc)) from exc
+            ok = True
+        except InvalidRequest as exc:  # the engine's words (paths, sizes) go to the log, not the caller
+            _log.info("%s: request %s refused: %s", self._folder.name, request_id, exc)
+            raise InvalidArgument(
+                "the model refused the request: the prompt or the sampling parameters are outside what it accepts"
+            ) from None
         except EngineUnavailable as exc:
-            raise Unavailable(str(exc)) from exc
+            _log.warning("%s: engine unavailable: %s", self._folder.name, exc)
+            raise Unavailable("the model's engine is not available; retry later") from None
+        finally:
+            self.statistics.record(ok, time.perf_counter_ns() - started)
 
     async def infer(self, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise FailedPrecondition("this endpoint serves an LLM: send a text prompt (BYTES 'text_input')")

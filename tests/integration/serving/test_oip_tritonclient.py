@@ -65,6 +65,38 @@ async def test_fp32_and_int64_tensors_run_through_the_torchscript_model(triton: 
     assert reply["score"] == [[20.0], [22.0]]
 
 
+async def test_the_repository_index_lists_both_endpoints_ready(triton: dict, mesh: Mesh) -> None:
+    models = {m["name"]: m for m in triton["repository_index"]["models"]}
+
+    assert models[mesh.llm_endpoint]["version"] == "1" and models[mesh.llm_endpoint]["state"] == "READY"
+    assert models[mesh.tabular_endpoint]["version"] == str(mesh.tabular_versions[0])
+    assert models[mesh.tabular_endpoint]["state"] == "READY"
+
+
+async def test_model_config_describes_the_tensor_signature(triton: dict, mesh: Mesh) -> None:
+    config = triton["tensor_config"]["config"]
+
+    assert (config["name"], config["platform"], config["backend"]) == (
+        mesh.tabular_endpoint,
+        "pytorch_libtorch",
+        "pytorch",
+    )
+    assert [(i["name"], i["data_type"], i["dims"]) for i in config["input"]] == [
+        ("features", "TYPE_FP32", ["-1", "4"]),
+        ("category", "TYPE_INT64", ["-1"]),
+    ]
+    assert [(o["name"], o["data_type"]) for o in config["output"]] == [("score", "TYPE_FP32")]
+
+
+async def test_inference_statistics_count_the_tensor_calls(triton: dict, mesh: Mesh) -> None:
+    (stats,) = triton["tensor_statistics"]["model_stats"]
+
+    assert (stats["name"], stats["version"]) == (mesh.tabular_endpoint, str(mesh.tabular_versions[0]))
+    assert int(stats["inference_count"]) >= 2  # the two rows scored just before
+    assert int(stats["inference_stats"]["success"]["count"]) >= 1
+    assert int(stats["inference_stats"]["success"]["ns"]) > 0 and int(stats["last_inference"]) > 0
+
+
 async def test_streaming_yields_deltas_that_add_up_to_the_unary_text(triton: dict) -> None:
     stream = triton["stream"]
     assert "stream_error" not in triton

@@ -54,6 +54,10 @@ def main(url: str, token: str, llm: str, tensor: str) -> dict:
         "datatype": scored.get_output("score").datatype,
     }
 
+    out["repository_index"] = client.get_model_repository_index(headers=headers, as_json=True)
+    out["tensor_config"] = client.get_model_config(tensor, headers=headers, as_json=True)
+    out["tensor_statistics"] = client.get_inference_statistics(tensor, headers=headers, as_json=True)
+
     responses: queue.Queue = queue.Queue()
     client.start_stream(callback=lambda result, error: responses.put((result, error)), headers=headers)
     client.async_stream_infer(llm, [prompt], request_id="triton-stream-1", parameters=params)
