@@ -23,6 +23,7 @@ import numpy as np
 from services.common import telemetry
 from services.common.auth import Principal
 from services.common.errors import InvalidArgument, ResourceExhausted, TesseraError, status_of
+from services.serving.deployment import Deployment
 from services.serving.endpoints import EndpointControl
 from services.serving.entities import (
     LLM,
@@ -36,6 +37,7 @@ from services.serving.entities import (
     is_valid_endpoint_name,
     is_valid_request_id,
 )
+from services.serving.model_pool import LoadedModel
 from services.serving.payload_log import PayloadLogWriter, PayloadRecord
 
 CANCELLED = "CANCELLED"
@@ -82,16 +84,15 @@ class InferenceCore:
             self.limits.check_sampling(call.sampling)
             deployment = await self._endpoints.callable(call.endpoint, principal)
             outcome.accepted(call.inputs_for_log())
-            async with deployment.admit(wait=wait):
-                prompt = call.messages if call.messages is not None else call.prompt
-                with deployment.lease() as model:
-                    outcome.served(model.model_name, model.version)
-                    chunks = model.runtime.generate(call.request_id, prompt, call.sampling)
-                    async with contextlib.aclosing(chunks) as stream:
-                        async for chunk in stream:
-                            outcome.token(chunk)
-                            parts.append(chunk.text)
-                            yield dataclasses.replace(chunk, served_model=model.model_name, model_version=model.version)
+            prompt = call.messages if call.messages is not None else call.prompt
+            async with self._model(deployment, wait=wait) as model:
+                outcome.served(model.model_name, model.version)
+                chunks = model.runtime.generate(call.request_id, prompt, call.sampling)
+                async with contextlib.aclosing(chunks) as stream:
+                    async for chunk in stream:
+                        outcome.token(chunk)
+                        parts.append(chunk.text)
+                        yield dataclasses.replace(chunk, served_model=model.model_name, model_version=model.version)
         except BaseException as exc:
             outcome.failed(exc)
             raise
@@ -126,10 +127,9 @@ class InferenceCore:
             self.limits.check_size(call.size_bytes)
             deployment = await self._endpoints.callable(call.endpoint, principal)
             outcome.accepted(_tensors_for_log(call.tensors))
-            async with deployment.admit(wait=wait):
-                with deployment.lease() as model:
-                    outcome.served(model.model_name, model.version)
-                    outputs = await model.runtime.infer(call.tensors)
+            async with self._model(deployment, wait=wait) as model:
+                outcome.served(model.model_name, model.version)
+                outputs = await model.runtime.infer(call.tensors)
             outcome.outputs = _tensors_for_log(outputs)
             return TensorResult(outputs, model.model_name, model.version)
         except BaseException as exc:
@@ -137,6 +137,17 @@ class InferenceCore:
             raise
         finally:
             self._log.submit(outcome.record())
+
+    @contextlib.asynccontextmanager
+    async def _model(self, deployment: Deployment, *, wait: bool) -> AsyncIterator[LoadedModel]:
+        """A concurrency slot and a leased model; a deployment replaced while the call queued hands over."""
+        while True:
+            async with deployment.admit(wait=wait):
+                if not deployment.retired:
+                    with deployment.lease() as model:
+                        yield model
+                    return
+            deployment = self._endpoints.deployment(deployment.name)
 
     def log_rejected(
         self, request_id: str, endpoint: str, source: str, principal: Principal, error: TesseraError
