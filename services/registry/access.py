@@ -1,10 +1,17 @@
-"""Who may do what: privileges on catalogs, schemas, models and experiments.
+"""Who may do what: privileges on catalogs, schemas, models, experiments, endpoints and monitors.
 
 A securable sits in a chain (catalog -> schema -> object). A principal holds a
 privilege on a level when it is granted there or on a level above (inheritance);
 owners and MANAGE holders of a level hold everything on it and beneath it;
 superusers hold everything. Reaching a schema or an object also needs
 USE_CATALOG on the catalog and USE_SCHEMA on the schema, as in Unity Catalog.
+Endpoints and monitors are top-level: a chain of one level, owner and grants only.
+
+Service principals (serving, retrieval, monitoring...) are not superusers: they
+hold a fixed role, whatever is granted to them or owned by them: EXECUTE on
+registered models (read versions, aliases and artifacts: what serving needs to
+load a model), asking CheckPrivilege about others, registering the securables
+of their service, and creating lineage edges. Nothing else.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ class Privilege(enum.StrEnum):
     EXECUTE = "EXECUTE"
     MODIFY = "MODIFY"
     MANAGE = "MANAGE"
+    # Read the data an object holds: an endpoint's logged requests, a monitor's results.
+    SELECT = "SELECT"
 
 
 class SecurableType(enum.StrEnum):
@@ -31,6 +40,12 @@ class SecurableType(enum.StrEnum):
     SCHEMA = "SCHEMA"
     REGISTERED_MODEL = "REGISTERED_MODEL"
     EXPERIMENT = "EXPERIMENT"
+    ENDPOINT = "ENDPOINT"
+    MONITOR = "MONITOR"
+
+
+# Securables other services own and register here (top-level: no catalog or schema above them).
+TOP_LEVEL_TYPES = frozenset({SecurableType.ENDPOINT, SecurableType.MONITOR})
 
 
 @dataclass(frozen=True)
@@ -69,12 +84,24 @@ class AccessPolicy:
     def is_superuser(self, principal: str) -> bool:
         return not self.enabled or principal in self.superusers
 
+    def is_service_principal(self, principal: str) -> bool:
+        return principal in self.service_principals and not self.is_superuser(principal)
+
     def may_ask_for_others(self, principal: str) -> bool:
+        return self.is_superuser(principal) or principal in self.service_principals
+
+    def may_register_securables(self, principal: str) -> bool:
+        return self.is_superuser(principal) or principal in self.service_principals
+
+    def may_link_lineage(self, principal: str) -> bool:
+        """Service principals record lineage (training, serving) without read rights on both ends."""
         return self.is_superuser(principal) or principal in self.service_principals
 
     def decide(self, principal: str, chain: Chain, privilege: Privilege) -> Decision:
         if self.is_superuser(principal):
             return Decision(True, f"{principal} is a superuser")
+        if principal in self.service_principals:
+            return self._service_role(principal, chain, privilege)
         held: set[str] = set()
         everything_from: Securable | None = None
         needed: list[tuple[int, Privilege]] = []
@@ -99,6 +126,16 @@ class AccessPolicy:
         if everything_from is not None:
             return Decision(True, f"{principal} owns or manages {everything_from.type.lower()} {everything_from.name}")
         return Decision(True, f"{privilege} granted to {principal}")
+
+    @staticmethod
+    def _service_role(principal: str, chain: Chain, privilege: Privilege) -> Decision:
+        target = chain.target
+        if privilege == Privilege.EXECUTE and target.type == SecurableType.REGISTERED_MODEL:
+            return Decision(True, f"{principal} is a service principal: it reads registered models")
+        return Decision(
+            False,
+            f"{principal} is a service principal; its role has no {privilege} on {target.type.lower()} {target.name}",
+        )
 
     def require(self, principal: str, chain: Chain, privilege: Privilege) -> None:
         decision = self.decide(principal, chain, privilege)

@@ -38,7 +38,9 @@ class RegistryApp:
         setup_tracing(s.service_name, s.otlp_endpoint)
         if self._serve_metrics and s.metrics_port >= 0:
             start_metrics_server(s.metrics_port, s.host)
-        self.db = await Database(s.resolved_pg_dsn(), s.registry_schema, max_size=s.registry_db_pool_size).open()
+        self.db = await Database(
+            s.pg_dsn_with_statement_timeout(), s.registry_schema, max_size=s.registry_db_pool_size
+        ).open()
         self.producer = EventProducer(s.kafka_bootstrap, client_id=f"{s.service_name}-outbox")
         self.publisher = OutboxPublisher(
             self.db, self.producer, s.registry_outbox_poll_s, s.registry_outbox_retention_h

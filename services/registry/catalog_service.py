@@ -2,23 +2,52 @@
 
 from __future__ import annotations
 
+import re
+
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from services.registry import events
-from services.registry.access import Chain, Decision, Privilege, SecurableType
+from services.registry.access import TOP_LEVEL_TYPES, Chain, Decision, Privilege, SecurableType
 from services.registry.context import RegistryContext
-from services.registry.entities import Catalog, Page, Schema
+from services.registry.entities import Catalog, Page, Schema, TopLevelSecurable
+from services.registry.events import Type
 from services.registry.names import ModelName, SchemaName, check_part
 from services.registry.paging import decode_token, next_token, page_size
 from services.registry.store import models as model_store
 from services.registry.store import securables, tracking
 
 # The privileges that make sense on each kind of securable (granted there, or inherited to below).
+# SELECT reads the data an endpoint or a monitor holds; nothing under a catalog holds such data, and
+# endpoints and monitors sit under no catalog, so SELECT is grantable on those two only.
 _GRANTABLE = {
-    SecurableType.CATALOG: set(Privilege),
-    SecurableType.SCHEMA: set(Privilege) - {Privilege.USE_CATALOG, Privilege.CREATE_SCHEMA},
+    SecurableType.CATALOG: set(Privilege) - {Privilege.SELECT},
+    SecurableType.SCHEMA: set(Privilege) - {Privilege.USE_CATALOG, Privilege.CREATE_SCHEMA, Privilege.SELECT},
     SecurableType.REGISTERED_MODEL: {Privilege.EXECUTE, Privilege.MODIFY, Privilege.MANAGE},
     SecurableType.EXPERIMENT: {Privilege.EXECUTE, Privilege.MODIFY, Privilege.MANAGE},
+    SecurableType.ENDPOINT: {Privilege.EXECUTE, Privilege.MANAGE, Privilege.SELECT},
+    SecurableType.MONITOR: {Privilege.MANAGE, Privilege.SELECT},
 }
+
+# Who may see a securable (and so its grants): any of these privileges on it.
+_SEES = {
+    SecurableType.CATALOG: (Privilege.USE_CATALOG,),
+    SecurableType.SCHEMA: (Privilege.USE_SCHEMA,),
+    SecurableType.REGISTERED_MODEL: (Privilege.EXECUTE,),
+    SecurableType.EXPERIMENT: (Privilege.EXECUTE,),
+    SecurableType.ENDPOINT: (Privilege.EXECUTE, Privilege.MANAGE, Privilege.SELECT),
+    SecurableType.MONITOR: (Privilege.SELECT, Privilege.MANAGE),
+}
+
+# Endpoint names and monitor ids: what serving and monitoring allow, with room to spare.
+_TOP_LEVEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,254}")
+
+
+def check_top_level_name(kind: SecurableType, name: str) -> str:
+    if not _TOP_LEVEL_NAME.fullmatch(name or ""):
+        raise InvalidArgument(
+            f"invalid {kind.lower()} name {name[:64]!r}: letters, digits, '_', '.', ':' and '-' (max 255)",
+            field="securable_full_name",
+        )
+    return name
 
 
 class CatalogService:
@@ -134,6 +163,9 @@ class CatalogService:
                 raise InvalidArgument(f"invalid experiment id {full_name!r}", field="securable_full_name")
             found = await tracking.experiment_with_chain(conn, principal, experiment_id=int(full_name))
             chain, key = (found[1] if found else None), {"a": full_name}
+        elif kind in TOP_LEVEL_TYPES:
+            check_top_level_name(kind, full_name)
+            chain, key = await securables.top_level_chain(conn, kind, full_name, principal), {"a": full_name}
         else:
             raise InvalidArgument(f"unknown securable type {kind!r}", field="securable_type")
         if chain is None:
@@ -180,10 +212,8 @@ class CatalogService:
         async with self.ctx.read() as conn:
             chain, _ = await self.resolve(conn, kind, full_name, principal)
             # Anyone who can reach the securable may see its grants, as in Unity Catalog.
-            reach = Privilege.USE_CATALOG if kind == SecurableType.CATALOG else Privilege.USE_SCHEMA
-            if kind in (SecurableType.REGISTERED_MODEL, SecurableType.EXPERIMENT):
-                reach = Privilege.EXECUTE
-            if not (self.ctx.can(principal, chain, reach) or grantee == principal):
+            sees = any(self.ctx.can(principal, chain, p) for p in _SEES[kind])
+            if not (sees or grantee == principal):
                 self.ctx.require(principal, chain, Privilege.MANAGE, f"{kind.lower()} {full_name!r}")
             return await securables.list_grants(conn, kind.value, full_name, grantee), chain.target.owner
 
@@ -216,3 +246,46 @@ class CatalogService:
         async with self.ctx.read() as conn:
             chain, _ = await self.resolve(conn, kind, full_name, subject)
         return self.ctx.policy.decide(subject, chain, wanted)
+
+    # -- securables other services own (endpoints, monitors) ---------------------------
+
+    def _require_service(self, caller: str, kind: SecurableType, name: str) -> None:
+        if not self.ctx.policy.may_register_securables(caller):
+            raise PermissionDenied(
+                f"permission denied: only service principals and superusers register securables ({caller} is neither)"
+            )
+        if kind not in TOP_LEVEL_TYPES:
+            raise InvalidArgument(
+                f"only endpoints and monitors are registered this way, not a {kind.lower()}", field="securable_type"
+            )
+        check_top_level_name(kind, name)
+
+    async def register_securable(self, caller: str, kind: SecurableType, name: str, owner: str) -> TopLevelSecurable:
+        """Create an endpoint or monitor owned by `owner` (the principal who created it in its service)."""
+        self._require_service(caller, kind, name)
+        if not owner:
+            raise InvalidArgument("owner is required", field="owner")
+        async with self.ctx.unit() as unit:
+            created = await securables.insert_top_level(unit.conn, kind.value, name, owner)
+            if created is None:
+                raise AlreadyExists(f"{kind.lower()} {name!r} already exists")
+            unit.emit(events.securable_event(Type.SECURABLE_REGISTERED, owner, kind.value, name, owner))
+        return created
+
+    async def touch_securable(self, caller: str, kind: SecurableType, name: str, actor: str) -> TopLevelSecurable:
+        """Announce a change of the object's definition (SECURABLE_CHANGED) to every replica of its service."""
+        self._require_service(caller, kind, name)
+        async with self.ctx.unit() as unit:
+            touched = await securables.touch_top_level(unit.conn, kind.value, name)
+            if touched is None:
+                raise NotFound(f"{kind.lower()} {name!r} does not exist")
+            unit.emit(events.securable_event(Type.SECURABLE_CHANGED, actor or caller, kind.value, name))
+        return touched
+
+    async def unregister_securable(self, caller: str, kind: SecurableType, name: str, actor: str) -> None:
+        """Remove the securable and every grant on it."""
+        self._require_service(caller, kind, name)
+        async with self.ctx.unit() as unit:
+            if not await securables.delete_top_level(unit.conn, kind.value, name):
+                raise NotFound(f"{kind.lower()} {name!r} does not exist")
+            unit.emit(events.securable_event(Type.SECURABLE_UNREGISTERED, actor or caller, kind.value, name))

@@ -34,6 +34,17 @@ class Schema:
 
 
 @dataclass
+class TopLevelSecurable:
+    """An endpoint or a monitor: owned by another service's object, guarded here."""
+
+    securable_type: str
+    name: str
+    owner: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass
 class Experiment:
     experiment_id: str
     name: str

@@ -97,3 +97,17 @@ def owner_event(actor: str, securable_type: str, securable_name: str, new_owner:
             grant=pb.GrantChange(securable_type=securable_type, securable_name=securable_name, principal=new_owner),
         ),
     )
+
+
+def securable_event(kind: int, actor: str, securable_type: str, securable_name: str, owner: str = "") -> PendingEvent:
+    """SECURABLE_REGISTERED (principal: the owner), SECURABLE_CHANGED or SECURABLE_UNREGISTERED."""
+    return PendingEvent(
+        key=securable_name,
+        message=pb.RegistryEvent(
+            type=kind,
+            occurred_at=_now(),
+            actor=actor,
+            model_name=securable_name,
+            grant=pb.GrantChange(securable_type=securable_type, securable_name=securable_name, principal=owner),
+        ),
+    )

@@ -381,3 +381,23 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             cv.privilege_names([request.privilege])[0],
         )
         return pb.CheckPrivilegeResponse(allowed=decision.allowed, reason=decision.reason)
+
+    # -- securables other services own -------------------------------------------------------
+
+    async def RegisterSecurable(self, request, context):
+        created = await self.r.catalogs.register_securable(
+            _who(), cv.securable_type(request.securable_type), request.securable_full_name, request.owner
+        )
+        return cv.top_level_securable(created)
+
+    async def TouchSecurable(self, request, context):
+        touched = await self.r.catalogs.touch_securable(
+            _who(), cv.securable_type(request.securable_type), request.securable_full_name, request.actor
+        )
+        return cv.top_level_securable(touched)
+
+    async def UnregisterSecurable(self, request, context):
+        await self.r.catalogs.unregister_securable(
+            _who(), cv.securable_type(request.securable_type), request.securable_full_name, request.actor
+        )
+        return _DONE

@@ -55,6 +55,15 @@ def stage(value: str) -> int:
     return pb.LIFECYCLE_STAGE_DELETED if value == e.DELETED else pb.LIFECYCLE_STAGE_ACTIVE
 
 
+def top_level_securable(t: e.TopLevelSecurable) -> pb.RegisterSecurableResponse:
+    return pb.RegisterSecurableResponse(
+        securable_type=pb.SecurableType.Value("SECURABLE_TYPE_" + t.securable_type),
+        securable_full_name=t.name,
+        owner=t.owner,
+        created_at=ts(t.created_at),
+    )
+
+
 def catalog(c: e.Catalog) -> pb.Catalog:
     return pb.Catalog(
         name=c.name, comment=c.comment, owner=c.owner, created_at=ts(c.created_at), updated_at=ts(c.updated_at)

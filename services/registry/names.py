@@ -12,15 +12,16 @@ from pathlib import PurePosixPath
 
 from services.common.errors import InvalidArgument
 
-_PART = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+# Patterns are applied with fullmatch: `$` would let a trailing newline through.
+_PART = re.compile(r"[a-z][a-z0-9_]{0,62}")
 # Model names may also use upper case and `-` (MLflow users name models freely).
-_MODEL_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,127}$")
-_ALIAS = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,255}$")
-_RESERVED_ALIAS = re.compile(r"^(latest|v\d+)$", re.IGNORECASE)
+_MODEL_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,127}")
+_ALIAS = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,255}")
+_RESERVED_ALIAS = re.compile(r"latest|v\d+", re.IGNORECASE)
 
 
 def check_part(value: str, what: str) -> str:
-    if not _PART.match(value or ""):
+    if not _PART.fullmatch(value or ""):
         raise InvalidArgument(
             f"invalid {what} name {value!r}: use lowercase letters, digits and '_', starting with a letter (max 63)",
             field=what,
@@ -70,7 +71,7 @@ class ModelName:
 
 
 def check_model_part(value: str) -> str:
-    if not _MODEL_PART.match(value or ""):
+    if not _MODEL_PART.fullmatch(value or ""):
         raise InvalidArgument(
             f"invalid model name {value!r}: use letters, digits, '_' and '-' (max 128)", field="model_name"
         )
@@ -78,7 +79,7 @@ def check_model_part(value: str) -> str:
 
 
 def check_alias(alias: str) -> str:
-    if not _ALIAS.match(alias or "") or _RESERVED_ALIAS.match(alias):
+    if not _ALIAS.fullmatch(alias or "") or _RESERVED_ALIAS.fullmatch(alias):
         raise InvalidArgument(
             f"invalid alias {alias!r}: letters, digits, '_' and '-', not 'latest' nor 'v<number>'", field="alias"
         )

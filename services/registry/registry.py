@@ -34,7 +34,7 @@ class Registry:
         self.logged_models = LoggedModels(self.ctx, self.tracking)
         self.models = ModelRegistry(self.ctx, self._resolve_source)
         self.artifacts = ArtifactService(self.ctx, self.tracking, self.models, self.logged_models)
-        self.lineage = LineageService(self.ctx, self.tracking, self.models)
+        self.lineage = LineageService(self.ctx)
 
     async def _resolve_source(self, principal: str, source: str, run_id: str):
         return await self.artifacts.resolve_source(principal, source, run_id)

@@ -5,7 +5,9 @@
 
 Clauses are joined by AND (as in MLflow). Metric filters read the latest value
 of each metric (latest_metrics), so a search never scans history. Values are
-always bound parameters, never spliced into the SQL.
+always bound parameters, never spliced into the SQL. Filters are untrusted:
+their length and clause count are capped before scanning, and the lexer is a
+single pass (no backtracking regex), so parsing costs time linear in the input.
 """
 
 from __future__ import annotations
@@ -15,18 +17,132 @@ from dataclasses import dataclass
 
 from services.common.errors import InvalidArgument
 
-_TOKEN = re.compile(
-    r"""\s*(?:
-      (?P<string>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
-    | (?P<number>[+-]?(?:\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?))(?![\w.])
-    | (?P<op>!=|<>|<=|>=|=|<|>)
-    | (?P<lparen>\()
-    | (?P<rparen>\))
-    | (?P<comma>,)
-    | (?P<ident>(?:[A-Za-z_][\w]*\.)?(?:`[^`]+`|"[^"]+"|[\w.\-/:]+))
-    )""",
-    re.VERBOSE,
-)
+# Bounds on what a client may send; checked before any scanning.
+MAX_FILTER_LENGTH = 8192
+MAX_CLAUSES = 50
+MAX_ORDER_BY = 20
+MAX_TERM_LENGTH = 512
+
+# Each pattern is one greedy run with nothing after it, so it cannot backtrack.
+_DIGITS = re.compile(r"\d*")
+_WORD = re.compile(r"\w*")
+_BARE_IDENT = re.compile(r"[\w.\-/:]*")
+_TWO_CHAR_OPS = ("!=", "<>", "<=", ">=")
+_ONE_CHAR_OPS = "=<>"
+_PUNCTUATION = {"(": "lparen", ")": "rparen", ",": "comma"}
+
+
+def _shown(value: object, limit: int = 40) -> str:
+    """A piece of client input for an error message, cut short: messages travel in gRPC trailers."""
+    text = str(value)
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+class Lexer:
+    """Splits a filter into (kind, text) tokens in one left-to-right pass.
+
+    `steps` counts the characters the scanners examined: it grows linearly with
+    the input (no position is rescanned), which the unit tests check.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.steps = 0
+
+    def _run(self, pattern: re.Pattern, pos: int) -> int:
+        end = pattern.match(self.text, pos).end()
+        self.steps += end - pos + 1
+        return end
+
+    def _fail(self, pos: int) -> InvalidArgument:
+        return InvalidArgument(f"invalid filter near {_shown(self.text[pos:])}", field="filter")
+
+    def tokens(self) -> list[tuple[str, str]]:
+        text, n = self.text, len(self.text)
+        out: list[tuple[str, str]] = []
+        pos = 0
+        while pos < n:
+            self.steps += 1
+            c = text[pos]
+            if c.isspace():
+                pos += 1
+                continue
+            if c in "'\"":
+                end = self._quoted(pos, c, escapes=True)
+                out.append(("string", text[pos:end]))
+            elif (end := self._number(pos)) is not None:
+                out.append(("number", text[pos:end]))
+            elif text.startswith(_TWO_CHAR_OPS, pos):
+                end = pos + 2
+                out.append(("op", text[pos:end]))
+            elif c in _ONE_CHAR_OPS:
+                end = pos + 1
+                out.append(("op", c))
+            elif c in _PUNCTUATION:
+                end = pos + 1
+                out.append((_PUNCTUATION[c], c))
+            else:
+                end = self._identifier(pos)
+                out.append(("ident", text[pos:end]))
+            pos = end
+        return out
+
+    def _quoted(self, pos: int, quote: str, escapes: bool) -> int:
+        """The end of a quoted run starting at pos (backslash escapes only in strings)."""
+        text, i = self.text, pos + 1
+        while i < len(self.text):
+            self.steps += 1
+            if escapes and text[i] == "\\":
+                i += 2
+                continue
+            if text[i] == quote:
+                return i + 1
+            i += 1
+        raise self._fail(pos)
+
+    def _number(self, pos: int) -> int | None:
+        """The end of a number at pos, or None; a number may not run into a word character or a dot."""
+        text, n, i = self.text, len(self.text), pos
+        if i < n and text[i] in "+-":
+            i += 1
+        whole = self._run(_DIGITS, i)
+        has_whole, i = whole > i, whole
+        if i < n and text[i] == ".":
+            fraction = self._run(_DIGITS, i + 1)
+            if not has_whole and fraction == i + 1:
+                return None
+            i = fraction
+        elif not has_whole:
+            return None
+        if i < n and text[i] in "eE":
+            j = i + 1
+            if j < n and text[j] in "+-":
+                j += 1
+            exponent = self._run(_DIGITS, j)
+            if exponent > j:
+                i = exponent
+        if i < n and (text[i] == "." or text[i].isalnum() or text[i] == "_"):
+            return None
+        return i
+
+    def _identifier(self, pos: int) -> int:
+        """An `entity.key`, an entity with a back-quoted or double-quoted key, or a bare run of name characters."""
+        text, n = self.text, len(self.text)
+        if text[pos].isascii() and (text[pos].isalpha() or text[pos] == "_"):
+            dot = self._run(_WORD, pos + 1)
+            if dot < n and text[dot] == "." and dot + 1 < n and text[dot + 1] in '`"':
+                end = self._quoted(dot + 1, text[dot + 1], escapes=False)
+                if end > dot + 3:  # not empty
+                    return end
+        if text[pos] == "`":
+            end = self._quoted(pos, "`", escapes=False)
+            if end > pos + 2:
+                return end
+        end = self._run(_BARE_IDENT, pos)
+        if end == pos:
+            raise self._fail(pos)
+        return end
+
 
 _ENTITY_ALIASES = {
     "metric": "metrics",
@@ -67,26 +183,13 @@ def _split_identifier(ident: str) -> tuple[str, str]:
     return "attributes", _unquote(ident)
 
 
-def _tokens(text: str) -> list[tuple[str, str]]:
-    tokens: list[tuple[str, str]] = []
-    pos = 0
-    text = text.strip()
-    while pos < len(text):
-        match = _TOKEN.match(text, pos)
-        if not match or match.end() == pos:
-            raise InvalidArgument(f"invalid filter near {text[pos : pos + 20]!r}", field="filter")
-        kind = match.lastgroup
-        tokens.append((kind, match.group(kind)))
-        pos = match.end()
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
-    return tokens
-
-
-def parse(text: str) -> list[Clause]:
+def parse(text: str, max_length: int = MAX_FILTER_LENGTH, max_clauses: int = MAX_CLAUSES) -> list[Clause]:
+    """The filter's clauses; INVALID_ARGUMENT for a malformed or oversized filter (checked before scanning)."""
     if not text or not text.strip():
         return []
-    tokens = _tokens(text)
+    if len(text) > max_length:
+        raise InvalidArgument(f"filter is {len(text)} characters; at most {max_length}", field="filter")
+    tokens = Lexer(text).tokens()
     clauses: list[Clause] = []
     i = 0
 
@@ -94,7 +197,7 @@ def parse(text: str) -> list[Clause]:
         nonlocal i
         if i >= len(tokens) or tokens[i][0] not in kinds:
             got = tokens[i][1] if i < len(tokens) else "end of filter"
-            raise InvalidArgument(f"invalid filter {text!r}: unexpected {got!r}", field="filter")
+            raise InvalidArgument(f"invalid filter {_shown(text)}: unexpected {_shown(got)}", field="filter")
         i += 1
         return tokens[i - 1]
 
@@ -107,7 +210,7 @@ def parse(text: str) -> list[Clause]:
             expect(("ident",))
             op = "NOT IN"
         if op not in _COMPARATORS:
-            raise InvalidArgument(f"invalid comparator {op!r} in filter {text!r}", field="filter")
+            raise InvalidArgument(f"invalid comparator {_shown(op)} in filter {_shown(text)}", field="filter")
         if op in ("IN", "NOT IN"):
             expect(("lparen",))
             values = []
@@ -122,11 +225,13 @@ def parse(text: str) -> list[Clause]:
         if op == "<>":
             op = "!="
         clauses.append(Clause(entity, key, op, value))
+        if len(clauses) > max_clauses:
+            raise InvalidArgument(f"filter has more than {max_clauses} clauses", field="filter")
         if i == len(tokens):
             return clauses
         _, joiner = expect(("ident",))
         if joiner.upper() != "AND":
-            raise InvalidArgument(f"filters join clauses with AND only, got {joiner!r}", field="filter")
+            raise InvalidArgument(f"filters join clauses with AND only, got {_shown(joiner)}", field="filter")
 
 
 # -- runs -----------------------------------------------------------------------
@@ -159,7 +264,7 @@ def run_conditions(clauses: list[Clause], params: list) -> list[str]:
         if c.entity == "metrics":
             if not isinstance(c.value, float) or c.op not in ("=", "!=", "<", "<=", ">", ">="):
                 raise InvalidArgument(
-                    f"metric {c.key!r} compares with a number using =, !=, <, <=, >, >=", field="filter"
+                    f"metric {_shown(c.key)} compares with a number using =, !=, <, <=, >, >=", field="filter"
                 )
             params.append(c.key)
             sql.append(
@@ -169,7 +274,7 @@ def run_conditions(clauses: list[Clause], params: list) -> list[str]:
             )
         elif c.entity in ("params", "tags"):
             if not isinstance(c.value, str | tuple) or c.op in ("<", "<=", ">", ">="):
-                raise InvalidArgument(f"{c.entity} {c.key!r} compares with a quoted string", field="filter")
+                raise InvalidArgument(f"{c.entity} {_shown(c.key)} compares with a quoted string", field="filter")
             table = "params" if c.entity == "params" else "run_tags"
             params.append(c.key)
             sql.append(
@@ -180,19 +285,27 @@ def run_conditions(clauses: list[Clause], params: list) -> list[str]:
         else:
             column = _RUN_ATTRIBUTES.get(c.key)
             if column is None:
-                raise InvalidArgument(f"unknown run attribute {c.key!r}", field="filter")
+                raise InvalidArgument(f"unknown run attribute {_shown(c.key)}", field="filter")
             value = c.value
             if column in _NUMERIC_ATTRIBUTES:
                 if not isinstance(value, float):
-                    raise InvalidArgument(f"attribute {c.key!r} compares with a number", field="filter")
+                    raise InvalidArgument(f"attribute {_shown(c.key)} compares with a number", field="filter")
                 value = int(value)
             elif isinstance(value, float):
-                raise InvalidArgument(f"attribute {c.key!r} compares with a quoted string", field="filter")
+                raise InvalidArgument(f"attribute {_shown(c.key)} compares with a quoted string", field="filter")
             sql.append(_compare(column, c.op, value, params))
     return sql
 
 
+def _check_order_by(order_by: list[str]) -> None:
+    if len(order_by) > MAX_ORDER_BY:
+        raise InvalidArgument(f"at most {MAX_ORDER_BY} order_by terms", field="order_by")
+    if any(len(term) > MAX_TERM_LENGTH for term in order_by):
+        raise InvalidArgument(f"order_by terms are at most {MAX_TERM_LENGTH} characters", field="order_by")
+
+
 def run_order(order_by: list[str], params: list) -> str:
+    _check_order_by(order_by)
     terms: list[str] = []
     for raw in order_by:
         parts = raw.strip().rsplit(None, 1)
@@ -210,7 +323,7 @@ def run_order(order_by: list[str], params: list) -> str:
         else:
             column = _RUN_ATTRIBUTES.get(key)
             if column is None:
-                raise InvalidArgument(f"cannot order by {raw!r}", field="order_by")
+                raise InvalidArgument(f"cannot order by {_shown(raw)}", field="order_by")
         terms.append(f"{column} {direction} NULLS LAST")
     terms += ["r.start_time DESC", "r.run_pk DESC"]
     return ", ".join(terms)
@@ -246,6 +359,7 @@ def experiment_conditions(clauses: list[Clause], params: list) -> list[str]:
 
 
 def experiment_order(order_by: list[str]) -> str:
+    _check_order_by(order_by)
     terms = []
     for raw in order_by:
         parts = raw.strip().rsplit(None, 1)
@@ -255,6 +369,6 @@ def experiment_order(order_by: list[str]) -> str:
         _, key = _split_identifier(raw.strip())
         column = _EXPERIMENT_ATTRIBUTES.get(key)
         if column is None:
-            raise InvalidArgument(f"cannot order experiments by {raw!r}", field="order_by")
+            raise InvalidArgument(f"cannot order experiments by {_shown(raw)}", field="order_by")
         terms.append(f"{column} {direction}")
     return ", ".join([*terms, "e.experiment_id DESC"])

@@ -65,3 +65,22 @@ def test_only_service_principals_and_superusers_may_ask_about_others():
 
 def test_with_auth_turned_off_everyone_is_allowed():
     assert AccessPolicy([], [], enabled=False).decide("anonymous", chain({}), P.MANAGE).allowed
+
+
+def test_service_principals_read_models_and_nothing_else_whatever_they_are_granted():
+    everything = {**REACH, ("REGISTERED_MODEL", "c.s.m"): {"MANAGE", "MODIFY"}}
+    assert POLICY.decide("serving", chain({}), P.EXECUTE).allowed
+    for privilege in (P.MODIFY, P.MANAGE, P.CREATE_MODEL, P.SELECT):
+        assert not POLICY.decide("serving", chain(everything, owners=("serving",) * 3), privilege).allowed
+    schema_only = Chain(chain({}).levels[:2], {})
+    assert not POLICY.decide("serving", schema_only, P.EXECUTE).allowed
+    assert not POLICY.is_superuser("serving") and POLICY.may_register_securables("serving")
+    assert not POLICY.may_register_securables("alice")
+
+
+def test_top_level_securables_need_no_catalog_privileges():
+    levels = (Securable(SecurableType.ENDPOINT, "chat", "alice"),)
+    granted = Chain(levels, {("ENDPOINT", "chat"): frozenset({"EXECUTE"})})
+    assert POLICY.decide("bob", granted, P.EXECUTE).allowed
+    assert not POLICY.decide("bob", granted, P.SELECT).allowed
+    assert POLICY.decide("alice", Chain(levels, {}), P.SELECT).allowed  # the owner holds everything

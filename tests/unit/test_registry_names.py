@@ -46,3 +46,17 @@ def test_page_tokens_round_trip_and_garbage_is_refused():
     assert next_token(0, 10, 11) == encode_token(10) and next_token(0, 10, 10) == ""
     with pytest.raises(InvalidArgument):
         decode_token("garbage")
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        lambda: ModelName.parse("main.default.name\n"),
+        lambda: ModelName.parse("main\n.default.name"),
+        lambda: SchemaName.parse("main.default\n"),
+        lambda: check_alias("champion\n"),
+    ],
+)
+def test_a_trailing_newline_is_not_part_of_a_valid_name(check):
+    with pytest.raises(InvalidArgument):
+        check()

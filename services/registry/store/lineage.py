@@ -1,4 +1,4 @@
-"""PostgreSQL access for lineage edges and graph walks (recursive CTEs)."""
+"""PostgreSQL access for lineage edges; walks fetch one level of edges at a time (the core keeps the visited set)."""
 
 from __future__ import annotations
 
@@ -39,21 +39,17 @@ async def delete_edge(conn: AsyncConnection, source: LineageNode, target: Lineag
     return cur.rowcount > 0
 
 
-async def walk(conn: AsyncConnection, node: LineageNode, downstream: bool, max_depth: int) -> list[LineageEdge]:
-    """Every edge reachable from node in one direction; UNION (not ALL) stops at cycles."""
-    near, far = ("source", "target") if downstream else ("target", "source")
-    depth_limit = max_depth if max_depth > 0 else 1_000_000
+async def edges_from(
+    conn: AsyncConnection, frontier: list[LineageNode], downstream: bool, limit: int
+) -> list[LineageEdge]:
+    """The edges leaving (downstream) or entering (upstream) any frontier node, at most `limit`."""
+    near = "source" if downstream else "target"
     cur = await conn.execute(
-        f"""WITH RECURSIVE reach (node_type, node_name, depth) AS (
-              SELECT %(t)s::text, %(n)s::text, 0
-              UNION
-              SELECT e.{far}_type, e.{far}_name, r.depth + 1 FROM lineage_edges e
-              JOIN reach r ON e.{near}_type = r.node_type AND e.{near}_name = r.node_name
-              WHERE r.depth < %(d)s)
-            SELECT DISTINCT {", ".join("e." + c.strip() for c in _COLUMNS.split(","))} FROM lineage_edges e
-            JOIN (SELECT node_type, node_name, min(depth) AS depth FROM reach GROUP BY 1, 2) r
-              ON e.{near}_type = r.node_type AND e.{near}_name = r.node_name AND r.depth < %(d)s""",
-        {"t": node.type, "n": node.name, "d": depth_limit},
+        f"SELECT {', '.join('e.' + c.strip() for c in _COLUMNS.split(','))} FROM lineage_edges e"
+        f" JOIN unnest(%s::text[], %s::text[]) AS f(node_type, node_name)"
+        f" ON e.{near}_type = f.node_type AND e.{near}_name = f.node_name"
+        " ORDER BY e.created_at, e.source_type, e.source_name, e.target_type, e.target_name LIMIT %s",
+        ([n.type for n in frontier], [n.name for n in frontier], limit),
     )
     return [_edge(row) for row in await cur.fetchall()]
 

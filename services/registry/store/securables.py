@@ -6,7 +6,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
 from services.registry.access import Chain, Securable, SecurableType
-from services.registry.entities import Catalog, Schema
+from services.registry.entities import Catalog, Schema, TopLevelSecurable
 
 
 def grants_column(catalog_expr: str, schema_expr: str, object_expr: str = "NULL") -> str:
@@ -59,6 +59,51 @@ async def schema_chain(conn: AsyncConnection, catalog: str, schema: str, princip
     return chain_from_row(row) if row else None
 
 
+async def top_level_chain(conn: AsyncConnection, kind: SecurableType, name: str, principal: str) -> Chain | None:
+    """An endpoint's or a monitor's chain: one level, its owner and the principal's grants on it."""
+    cur = await conn.execute(
+        "SELECT t.owner, (SELECT coalesce(array_agg(g.privilege), '{}') FROM grants g WHERE g.principal = %s"
+        " AND g.securable_type = t.securable_type AND g.securable_name = t.name)"
+        " FROM top_level_securables t WHERE t.securable_type = %s AND t.name = %s",
+        (principal, kind.value, name),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    return Chain((Securable(kind, name, row[0]),), {(kind.value, name): frozenset(row[1])})
+
+
+async def insert_top_level(conn: AsyncConnection, kind: str, name: str, owner: str) -> TopLevelSecurable | None:
+    """None when the name is taken."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        "INSERT INTO top_level_securables (securable_type, name, owner) VALUES (%s, %s, %s)"
+        " ON CONFLICT DO NOTHING RETURNING *",
+        (kind, name, owner),
+    )
+    row = await cur.fetchone()
+    return TopLevelSecurable(**row) if row else None
+
+
+async def touch_top_level(conn: AsyncConnection, kind: str, name: str) -> TopLevelSecurable | None:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        "UPDATE top_level_securables SET updated_at = now() WHERE securable_type = %s AND name = %s RETURNING *",
+        (kind, name),
+    )
+    row = await cur.fetchone()
+    return TopLevelSecurable(**row) if row else None
+
+
+async def delete_top_level(conn: AsyncConnection, kind: str, name: str) -> bool:
+    """Removes the securable and every grant on it; False when there was none."""
+    cur = await conn.execute("DELETE FROM top_level_securables WHERE securable_type = %s AND name = %s", (kind, name))
+    if cur.rowcount == 0:
+        return False
+    await conn.execute("DELETE FROM grants WHERE securable_type = %s AND securable_name = %s", (kind, name))
+    return True
+
+
 async def principal_grants(conn: AsyncConnection, principal: str) -> dict[tuple[str, str], frozenset[str]]:
     """Every grant a principal holds, for filtering lists in one query."""
     cur = await conn.execute(
@@ -109,7 +154,8 @@ async def count_children(conn: AsyncConnection, catalog: str, schema: str | None
 
 async def delete_catalog(conn: AsyncConnection, name: str) -> None:
     await conn.execute(
-        "DELETE FROM grants WHERE securable_name = %(n)s OR securable_name LIKE %(prefix)s",
+        "DELETE FROM grants WHERE securable_type NOT IN ('ENDPOINT', 'MONITOR')"
+        " AND (securable_name = %(n)s OR securable_name LIKE %(prefix)s)",
         {"n": name, "prefix": name.replace("_", r"\_") + ".%"},
     )
     await _delete_metric_points(conn, "e.catalog_name = %(c)s", {"c": name})
@@ -143,7 +189,8 @@ async def list_schemas(conn: AsyncConnection, catalog: str) -> list[Schema]:
 async def delete_schema(conn: AsyncConnection, catalog: str, name: str) -> None:
     full = f"{catalog}.{name}"
     await conn.execute(
-        "DELETE FROM grants WHERE securable_name = %(n)s OR securable_name LIKE %(prefix)s"
+        "DELETE FROM grants WHERE (securable_type IN ('SCHEMA', 'REGISTERED_MODEL')"
+        " AND (securable_name = %(n)s OR securable_name LIKE %(prefix)s))"
         " OR (securable_type = 'EXPERIMENT' AND securable_name IN"
         "     (SELECT experiment_id::text FROM experiments WHERE catalog_name = %(c)s AND schema_name = %(s)s))",
         {"n": full, "prefix": full.replace("_", r"\_") + ".%", "c": catalog, "s": name},
@@ -171,6 +218,8 @@ _OWNER_TABLES = {
         "catalog_name = %(a)s AND schema_name = %(b)s AND name = %(c)s",
     ),
     SecurableType.EXPERIMENT: ("experiments", "experiment_id = %(a)s::bigint"),
+    SecurableType.ENDPOINT: ("top_level_securables", "securable_type = 'ENDPOINT' AND name = %(a)s"),
+    SecurableType.MONITOR: ("top_level_securables", "securable_type = 'MONITOR' AND name = %(a)s"),
 }
 
 

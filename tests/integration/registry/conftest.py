@@ -17,7 +17,7 @@ from services.common.config import load
 from services.registry.app import RegistryApp
 from services.registry.settings import RegistrySettings
 
-# admin is a superuser; serving-svc is a service principal; alice and bob are plain users.
+# admin is a superuser; serving-svc is a service principal (not a superuser); alice and bob are plain users.
 TOKENS = {"admin": "tok-admin", "alice": "tok-alice", "bob": "tok-bob", "serving-svc": "tok-serving"}
 
 
@@ -40,7 +40,9 @@ async def registry(pg_dsn, kafka_bootstrap, tmp_path_factory):
         registry_schema=schema,
         registry_events_topic=topic,
         registry_artifact_root=tmp_path_factory.mktemp("artifacts"),
-        registry_service_principals=("admin", "serving-svc"),
+        registry_service_principals=("serving-svc",),
+        # The local-source tests exercise who may copy host paths; production defaults to off.
+        registry_allow_local_sources=True,
         auth_tokens=",".join(f"{t}={p}" for p, t in TOKENS.items()),
     )
     app = RegistryApp(settings, serve_metrics=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import grpc
 import pytest
 from tessera.registry.v1 import registry_pb2 as pb
@@ -324,6 +326,52 @@ async def test_grants_on_an_experiment_cover_its_runs(registry, world):
         ("alice", sorted([pb.PRIVILEGE_EXECUTE, pb.PRIVILEGE_MODIFY]))
     ]
     assert listed.owner == "admin"
+
+
+async def test_a_service_principal_reads_models_links_lineage_and_does_nothing_else(registry, world):
+    s, model = registry.stub, world["model"]
+    before = await _state(s, world)
+    codes = {name: await _code(call) for name, call in _calls(s, world, "serving-svc").items()}
+    # What serving needs to load and serve a model version, and to record which endpoint serves it.
+    readable = {"get_model", "get_version", "resolve_alias", "download", "lineage"}
+    assert {name for name, code in codes.items() if code == grpc.StatusCode.OK} == readable
+    assert {code for name, code in codes.items() if name not in readable} == {grpc.StatusCode.PERMISSION_DENIED}
+    after = await _state(s, world)
+    assert after[:-1] == before[:-1] and after[-1] == before[-1] + 1  # only the lineage edge was added
+    listed = await s.ListArtifacts(
+        pb.ListArtifactsRequest(
+            target=pb.ArtifactTarget(model_version=pb.ModelVersionRef(model_name=model, version=1))
+        ),
+        metadata=as_("serving-svc"),
+    )
+    assert [f.path for f in listed.files] == ["w.bin"]
+    # Grants to a service principal do not widen its role.
+    await s.Grant(
+        pb.GrantRequest(
+            securable_type=CATALOG,
+            securable_full_name=world["catalog"],
+            principal="serving-svc",
+            privileges=[pb.PRIVILEGE_MANAGE],
+        ),
+        metadata=as_("admin"),
+    )
+    delete = s.DeleteRegisteredModel(pb.DeleteRegisteredModelRequest(full_name=model), metadata=as_("serving-svc"))
+    assert await _code(delete) == grpc.StatusCode.PERMISSION_DENIED
+    create = pb.CreateCatalogRequest(name="svc_catalog")
+    assert await _code(s.CreateCatalog(create, metadata=as_("serving-svc"))) == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_local_paths_are_refused_to_everyone_unless_turned_on(registry, world, tmp_path):
+    (tmp_path / "secret.txt").write_text("host file")
+    steal = pb.CreateModelVersionRequest(model_name=world["model"], source=str(tmp_path))
+    core = registry.registry.ctx
+    turned_on = core.settings
+    core.settings = dataclasses.replace(turned_on, registry_allow_local_sources=False)
+    try:
+        code = await _code(registry.stub.CreateModelVersion(steal, metadata=as_("admin")))
+    finally:
+        core.settings = turned_on
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
 
 
 async def test_only_superusers_register_local_paths_from_the_registry_host(registry, world, tmp_path):
