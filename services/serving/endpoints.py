@@ -68,6 +68,38 @@ class EndpointControl:
     async def start(self) -> None:
         """Deploy every stored endpoint (in the background: serving starts before models load)."""
         await self.reconcile()
+        task = asyncio.create_task(self._adopt_unregistered(), name="adopt-endpoints")
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def _adopt_unregistered(self) -> None:
+        """Register endpoints stored before endpoints were securables, owned by their creator."""
+        after = ""
+        while batch := await self._store.list(after=after, limit=500):
+            for stored in batch:
+                name = stored.spec.name
+                try:
+                    await self._privileges.check(stored.created_by, ENDPOINT, name, "MANAGE")
+                    continue  # known to the registry
+                except NotFound:
+                    pass
+                except TesseraError as exc:
+                    _log.warning("could not ask the registry about endpoint %s: %s", name, exc)
+                    continue
+                try:
+                    await self._privileges.register(ENDPOINT, name, stored.created_by)
+                    _log.info("registered endpoint %s (owner %s) with the registry", name, stored.created_by)
+                except AlreadyExists:
+                    continue
+                except TesseraError as exc:
+                    _log.warning("could not register endpoint %s: %s", name, exc)
+                    continue
+                async with self._lock(name):
+                    try:
+                        await self._store.get(name)
+                    except NotFound:  # deleted meanwhile: no securable may outlive its endpoint
+                        await self._privileges.unregister(ENDPOINT, name, stored.created_by)
+            after = batch[-1].spec.name
 
     async def stop(self) -> None:
         deployments = [*self._deployments.values(), *self._pending.values()]

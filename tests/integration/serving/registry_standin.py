@@ -49,6 +49,9 @@ class Privileges:
             "MANAGE",
         ) in self.grants
 
+    async def check(self, principal, securable_type: str, name: str, privilege: str) -> bool:
+        return await self.allowed(principal, securable_type, name, privilege)
+
     async def require(self, principal, securable_type: str, name: str, privilege: str) -> None:
         if not await self.allowed(principal, securable_type, name, privilege):
             raise PermissionDenied(f"permission denied: {_who(principal)} lacks {privilege} on {name}")

@@ -251,3 +251,15 @@ async def test_a_refused_call_logs_only_its_status_and_principal(world) -> None:
     record = a.log._queue.get_nowait()
     assert (record.status, record.principal) == ("PERMISSION_DENIED", "bob")
     assert record.inputs == {} and record.outputs == {} and record.labels == {}
+
+
+async def test_endpoints_stored_before_they_were_securables_are_registered_at_start(world) -> None:
+    (a, _), _catalog, privileges = world
+    await a.endpoints._store.create(_spec("legacy"), "carol")
+
+    await a.endpoints.start()
+    await _settled(a.endpoints, "legacy")
+    await a.endpoints.deployment("legacy").loaded.wait()
+
+    assert privileges.owners[("ENDPOINT", "legacy")] == "carol"
+    assert (await a.inference.infer(_call("legacy"), Principal("carol"))).model_version == 1
