@@ -62,15 +62,14 @@ class EndpointControl:
         # One change at a time per endpoint: store write and deployment stay in step.
         self._locks: dict[str, asyncio.Lock] = {}
         self._retiring: set[asyncio.Task] = set()
+        self._adopting: asyncio.Task | None = None
 
     # -- lifecycle -------------------------------------------------------------
 
     async def start(self) -> None:
         """Deploy every stored endpoint (in the background: serving starts before models load)."""
         await self.reconcile()
-        task = asyncio.create_task(self._adopt_unregistered(), name="adopt-endpoints")
-        self._retiring.add(task)
-        task.add_done_callback(self._retiring.discard)
+        self._adopting = asyncio.create_task(self._adopt_unregistered(), name="adopt-endpoints")
 
     async def _adopt_unregistered(self) -> None:
         """Register endpoints stored before endpoints were securables, owned by their creator."""
@@ -102,6 +101,8 @@ class EndpointControl:
             after = batch[-1].spec.name
 
     async def stop(self) -> None:
+        if self._adopting is not None:
+            self._adopting.cancel()
         deployments = [*self._deployments.values(), *self._pending.values()]
         tasks = [d.task for d in deployments if d.task is not None]
         for task in tasks:
@@ -216,6 +217,7 @@ class EndpointControl:
 
     async def callable(self, name: str, principal: Principal) -> Deployment:
         """The deployment `principal` may call (EXECUTE on the endpoint)."""
+        check_endpoint_name(name)
         await self._privileges.require(principal, ENDPOINT, name, "EXECUTE")
         return self.deployment(name)
 

@@ -258,7 +258,7 @@ async def test_endpoints_stored_before_they_were_securables_are_registered_at_st
     await a.endpoints._store.create(_spec("legacy"), "carol")
 
     await a.endpoints.start()
-    await _settled(a.endpoints, "legacy")
+    await a.endpoints._adopting
     await a.endpoints.deployment("legacy").loaded.wait()
 
     assert privileges.owners[("ENDPOINT", "legacy")] == "carol"
