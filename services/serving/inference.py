@@ -150,9 +150,18 @@ class InferenceCore:
             deployment = self._endpoints.deployment(deployment.name)
 
     def log_rejected(
-        self, request_id: str, endpoint: str, source: str, principal: Principal, error: TesseraError
+        self,
+        request_id: str,
+        endpoint: str,
+        source: str,
+        principal: Principal,
+        error: TesseraError,
+        inputs: Mapping[str, Any] | None = None,
     ) -> None:
-        """Log a request a front end refused before it reached the core (undecodable, unauthenticated)."""
+        """Log a request a front end refused before it reached the core (undecodable, unauthenticated).
+
+        `inputs` is accepted from older callers and never logged: a refused call logs its status only.
+        """
         outcome = _Outcome(request_id, endpoint, source, principal, {})
         outcome.failed(error)
         self._log.submit(outcome.record())
