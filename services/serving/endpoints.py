@@ -39,6 +39,8 @@ _log = logging.getLogger(__name__)
 ENDPOINT = "ENDPOINT"
 # Any of these shows an endpoint in Get/List/ModelReady.
 _SHOWING = ("EXECUTE", "MANAGE", "SELECT")
+# Privilege questions a list call has in flight at once (answers are cached; the first page is the slow one).
+_CHECKS_AT_ONCE = 50
 
 
 class EndpointControl:
@@ -201,8 +203,10 @@ class EndpointControl:
         shown: list[StoredEndpoint] = []
         while len(shown) <= size:
             batch = await self._store.list(after=after, limit=size + 1)
-            visible = await asyncio.gather(*(self._shown(s.spec.name, principal) for s in batch))
-            shown += [stored for stored, ok in zip(batch, visible, strict=True) if ok]
+            for start in range(0, len(batch), _CHECKS_AT_ONCE):
+                part = batch[start : start + _CHECKS_AT_ONCE]
+                visible = await asyncio.gather(*(self._shown(s.spec.name, principal) for s in part))
+                shown += [stored for stored, ok in zip(part, visible, strict=True) if ok]
             if len(batch) <= size:
                 break
             after = batch[-1].spec.name
