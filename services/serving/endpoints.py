@@ -109,7 +109,8 @@ class EndpointControl:
         tasks = [d.task for d in deployments if d.task is not None]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, *self._retiring, return_exceptions=True)
+        adopting = [self._adopting] if self._adopting is not None else []
+        await asyncio.gather(*tasks, *self._retiring, *adopting, return_exceptions=True)
         self._deployments.clear()
         self._pending.clear()
         await self._pool.close()
