@@ -226,6 +226,15 @@ class EndpointControl:
         await self._privileges.require(principal, ENDPOINT, name, "EXECUTE")
         return self.deployment(name)
 
+    async def may_call(self, name: str, principal: Principal) -> bool:
+        """Whether `principal` holds EXECUTE on the endpoint (False for unknown or out-of-bounds names)."""
+        if not is_valid_endpoint_name(name):
+            return False
+        try:
+            return await self._privileges.allowed(principal, ENDPOINT, name, "EXECUTE")
+        except NotFound:
+            return False
+
     async def shown(self, name: str, principal: Principal) -> Deployment:
         """The deployment `principal` may see (any of EXECUTE/MANAGE/SELECT), NOT_FOUND otherwise."""
         check_endpoint_name(name)

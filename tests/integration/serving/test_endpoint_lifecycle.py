@@ -122,6 +122,8 @@ async def test_get_and_list_show_only_endpoints_the_caller_holds_a_privilege_on(
 
     with pytest.raises(NotFound):
         await a.endpoints.get("e1", BOB)
+    assert not await a.endpoints.may_call("e5", BOB)  # SELECT shows it, only EXECUTE calls it
+    assert await a.endpoints.may_call("e5", ALICE) and not await a.endpoints.may_call("nowhere", ALICE)
     first = await a.endpoints.list(BOB, 1, "")
 
     # Four hidden rows come first: the page still holds the visible one, and says nothing follows.
