@@ -53,6 +53,7 @@ class Mesh:
     requests_topic: str
     responses_topic: str
     registry_topic: str
+    registry_address: str
     payloads: TopicReader
     responses: TopicReader
     producer: EventProducer
@@ -166,6 +167,7 @@ async def mesh(kafka_bootstrap: str, pg_dsn: str):
         requests_topic=topics["requests"],
         responses_topic=topics["responses"],
         registry_topic=topics["registry"],
+        registry_address=f"127.0.0.1:{registry.grpc_port}",
         payloads=payloads,
         responses=responses,
         producer=producer,

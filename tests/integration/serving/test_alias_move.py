@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import struct
 import uuid
 
@@ -13,7 +14,9 @@ from tessera.registry.v1 import registry_pb2 as rpb
 from tessera.serving.v1 import serving_pb2 as pb
 
 from services.common.auth import bearer
-from tests.integration.serving.conftest import ALICE, Mesh
+from services.common.errors import FailedPrecondition
+from services.serving.registry_catalog import RegistryCatalog
+from tests.integration.serving.conftest import ALICE, SERVICE, Mesh
 from tests.integration.serving.models import build_tabular_model
 from tests.integration.serving.topic_reader import until
 
@@ -172,3 +175,20 @@ async def test_a_model_recreated_under_the_same_name_serves_its_new_files(mesh: 
     assert (old.model_version, new.model_version) == ("1", "1")
     assert struct.unpack("<f", old.raw_output_contents[0]) == (4.0,)
     assert struct.unpack("<f", new.raw_output_contents[0]) == (12.0,)
+
+
+async def test_a_version_that_changes_during_its_download_is_not_cached(mesh: Mesh, tmp_path) -> None:
+    catalog = RegistryCatalog(mesh.registry_address, SERVICE, tmp_path / "cache")
+    try:
+        current = await catalog.resolve(mesh.tabular_model, mesh.tabular_versions[0], None)
+        # What serving asked for is not what the registry holds once the files are in: a re-created version.
+        stale = dataclasses.replace(current, content_id="0" * 32)
+
+        with pytest.raises(FailedPrecondition, match="changed while it was downloaded"):
+            await catalog.fetch(stale)
+        fetched = await catalog.fetch(current)
+    finally:
+        await catalog.close()
+
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [current.content_id]
+    assert (fetched / "model.pt").is_file()
