@@ -6,7 +6,6 @@ import asyncio
 import logging
 import os
 import socket
-from pathlib import Path
 
 from inference import grpc_service_pb2_grpc
 from tessera.serving.v1 import serving_pb2_grpc
@@ -15,8 +14,8 @@ from services.common import telemetry
 from services.common.db import Database, migrate
 from services.common.grpc_server import TesseraServer
 from services.common.kafka_producer import EventProducer
+from services.common.registry_privileges import RegistryPrivileges
 from services.serving import grpc_api, oip_api
-from services.serving.access import ExecuteChecker
 from services.serving.catalog import ModelCatalog
 from services.serving.endpoints import EndpointControl
 from services.serving.inference import InferenceCore, Limits
@@ -28,11 +27,9 @@ from services.serving.registry_events import RegistryEventFollower
 from services.serving.runtimes.base import RuntimeFactory
 from services.serving.runtimes.factory import runtime_factory
 from services.serving.settings import ServingSettings
-from services.serving.store import EndpointStore
+from services.serving.store import MIGRATIONS, EndpointStore
 
 _log = logging.getLogger(__name__)
-
-MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
 class ServingApp:
@@ -58,6 +55,7 @@ class ServingApp:
         self.server: TesseraServer | None = None
         self.kafka_requests: KafkaRequestServer | None = None
         self.registry_events: RegistryEventFollower | None = None
+        self.privileges: RegistryPrivileges | None = None
         self._tasks: list[asyncio.Task] = []
         self.port = 0
         self.metrics_port = 0
@@ -78,24 +76,32 @@ class ServingApp:
             batch_size=s.serving_payload_batch,
         )
         await self.payload_log.start()
-        access = ExecuteChecker(self.catalog, enforce=s.auth_mode != "none", cache_s=s.serving_privilege_cache_s)
+        self.privileges = RegistryPrivileges(
+            s.registry_address,
+            s.service_token,
+            enforce=s.auth_mode != "none",
+            cache_s=s.serving_privilege_cache_s,
+        )
         pool = ModelPool(
             self.catalog, self.build_runtime or runtime_factory(s), drain_timeout_s=s.serving_drain_timeout_s
         )
         self.endpoints = EndpointControl(
-            EndpointStore(self.db), self.catalog, pool, access, default_concurrency=s.serving_max_concurrency
+            EndpointStore(self.db),
+            self.catalog,
+            pool,
+            self.privileges,
+            default_concurrency=s.serving_max_concurrency,
         )
         self.inference = InferenceCore(
             self.endpoints,
-            access,
             Limits(max_request_bytes=s.serving_max_request_bytes, max_tokens=s.serving_max_tokens),
             self.payload_log,
         )
         if s.serving_run_registry_consumer:
-            # Every replica follows alias moves itself: a group of its own.
+            # Every replica follows endpoint changes and alias moves itself: a group of its own.
             self.registry_events = RegistryEventFollower(
                 self.endpoints,
-                access,
+                self.privileges,
                 self.producer,
                 bootstrap=s.kafka_bootstrap,
                 topic=s.serving_registry_events_topic,
@@ -104,6 +110,10 @@ class ServingApp:
             self._tasks.append(asyncio.create_task(self.registry_events.run(), name="serving-registry-events"))
             await self.registry_events.loop.wait_assigned()
         await self.endpoints.start()
+        if s.serving_reconcile_s > 0:
+            self._tasks.append(
+                asyncio.create_task(self._reconcile_every(s.serving_reconcile_s), name="serving-reconcile")
+            )
         self.server = TesseraServer(s)
         self.server.add(
             serving_pb2_grpc.add_ServingServiceServicer_to_server,
@@ -130,12 +140,24 @@ class ServingApp:
             self._tasks.append(asyncio.create_task(self.kafka_requests.run(), name="serving-kafka-requests"))
             await self.kafka_requests.loop.wait_assigned()
 
+    async def _reconcile_every(self, seconds: float) -> None:
+        """A safety net: an endpoint change whose registry event was lost is picked up here."""
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await self.endpoints.reconcile()
+            except Exception:  # noqa: BLE001 - the next round tries again
+                _log.exception("reconciling endpoints with the store failed")
+
     async def stop(self) -> None:
         if self.server is not None:
             await self.server.stop()
         for consumer in (self.kafka_requests, self.registry_events):
             if consumer is not None:
                 consumer.stop()
+        for task in self._tasks:
+            if task.get_name() == "serving-reconcile":
+                task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.endpoints is not None:
@@ -146,5 +168,7 @@ class ServingApp:
             await asyncio.to_thread(self.producer.close)
         if self.catalog is not None:
             await self.catalog.close()
+        if self.privileges is not None:
+            await self.privileges.close()
         if self.db is not None:
             await self.db.close()

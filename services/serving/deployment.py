@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 from services.common.errors import FailedPrecondition, ResourceExhausted, Unavailable
@@ -56,6 +56,8 @@ class Deployment:
         self.lock = asyncio.Lock()
         self.loaded = asyncio.Event()
         self.task: asyncio.Task | None = None
+        # Set once its models are released: an alias move must not load into a retired deployment.
+        self.retired = False
 
     @property
     def name(self) -> str:
@@ -89,6 +91,18 @@ class Deployment:
         if sum(weights) == 0:
             return random.choice(ready)
         return random.choices(ready, weights=weights)[0]
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[LoadedModel]:
+        """Pick a route and lease its model in one step: no await between, so it cannot be unloaded in between."""
+        model = self.pick().model
+        with model.lease():
+            yield model
+
+    def kind(self) -> str | None:
+        """The runtime kind (LLM or TENSOR) when every loaded model has the same one."""
+        kinds = {r.model.runtime.kind for r in self.routes if r.model is not None}
+        return kinds.pop() if len(kinds) == 1 else None
 
     @contextlib.asynccontextmanager
     async def admit(self, *, wait: bool) -> AsyncIterator[None]:

@@ -1,7 +1,12 @@
-"""Plain types of the serving core: endpoint specs, inference calls and their results."""
+"""Plain types of the serving core: endpoint specs, inference calls and their results.
+
+Every client-chosen string is bounded here, before any work is done on it: the
+front ends all build these types, so one check covers gRPC, OIP, Kafka and HTTP.
+"""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +20,73 @@ from services.common.errors import InvalidArgument
 LOADING, READY, FAILED = "LOADING", "READY", "FAILED"
 LLM, TENSOR = "llm", "tensor"
 
-_ENDPOINT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# `\Z`, not `$`: `$` also matches before a trailing newline.
+_ENDPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
+# Printable ASCII without spaces: ids end up in logs, Kafka keys and monitoring's indexes.
+_REQUEST_ID = re.compile(r"[!-~]{1,128}\Z")
+# `catalog.schema.model`, as the registry names models.
+_MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}\Z")
+_ALIAS = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
+_LABEL_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,62}\Z")
+_PARAMETER_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,62}\Z")
+
+MAX_SERVED_MODELS = 16
+MAX_LABELS = 16
+MAX_LABEL_VALUE = 256
+MAX_PARAMETERS = 32
+MAX_PARAMETER_VALUE = 1024
+MAX_STOP_STRINGS = 16
+MAX_STOP_LENGTH = 256
+MAX_MESSAGES = 1024
+MAX_ROLE_LENGTH = 32
+
+
+def check_endpoint_name(name: str) -> str:
+    if not _ENDPOINT_NAME.match(name):
+        raise InvalidArgument(
+            "endpoint names are 1-128 letters, digits, '_', '.', '-', starting with a letter or digit",
+            field="name",
+        )
+    return name
+
+
+def check_request_id(request_id: str) -> str:
+    if not _REQUEST_ID.match(request_id):
+        raise InvalidArgument("request ids are 1-128 printable ASCII characters without spaces", field="request_id")
+    return request_id
+
+
+def is_valid_request_id(request_id: str) -> bool:
+    return bool(_REQUEST_ID.match(request_id))
+
+
+def is_valid_endpoint_name(name: str) -> bool:
+    return bool(_ENDPOINT_NAME.match(name))
+
+
+def check_labels(labels: Mapping[str, str]) -> None:
+    if len(labels) > MAX_LABELS:
+        raise InvalidArgument(f"at most {MAX_LABELS} labels, got {len(labels)}", field="labels")
+    for key, value in labels.items():
+        if not isinstance(key, str) or not _LABEL_KEY.match(key):
+            raise InvalidArgument("label keys are 1-63 letters, digits, '_', '.', '-'", field="labels")
+        if not isinstance(value, str) or len(value) > MAX_LABEL_VALUE or not value.isprintable():
+            raise InvalidArgument(
+                f"label {key!r}: values are printable text of at most {MAX_LABEL_VALUE} characters", field="labels"
+            )
+
+
+def check_parameters(parameters: Mapping[str, Any]) -> None:
+    """A front end's free-form parameter map (OIP `parameters`, extra request fields)."""
+    if len(parameters) > MAX_PARAMETERS:
+        raise InvalidArgument(f"at most {MAX_PARAMETERS} parameters, got {len(parameters)}", field="parameters")
+    for key, value in parameters.items():
+        if not isinstance(key, str) or not _PARAMETER_KEY.match(key):
+            raise InvalidArgument("parameter names are 1-63 letters, digits, '_', '.', '-'", field="parameters")
+        if isinstance(value, str | bytes) and len(value) > MAX_PARAMETER_VALUE:
+            raise InvalidArgument(
+                f"parameter {key!r} is longer than {MAX_PARAMETER_VALUE} characters", field="parameters"
+            )
 
 
 @dataclass(frozen=True)
@@ -30,6 +101,19 @@ class ServedModelSpec:
     @property
     def selector(self) -> str:
         return f"@{self.alias}" if self.alias else f"v{self.version}"
+
+    def check(self) -> None:
+        if not self.model_name:
+            raise InvalidArgument("model_name is required", field="served_models")
+        if not _MODEL_NAME.match(self.model_name):
+            raise InvalidArgument(
+                "served model names are `catalog.schema.model`: 1-255 letters, digits, '_', '.', '-'",
+                field="served_models",
+            )
+        if self.alias is not None and not _ALIAS.match(self.alias):
+            raise InvalidArgument(
+                f"{self.model_name}: aliases are 1-128 letters, digits, '_', '.', '-'", field="served_models"
+            )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -51,21 +135,18 @@ class EndpointSpec:
     max_concurrency: int = 0
 
     def validated(self) -> EndpointSpec:
-        if not _ENDPOINT_NAME.match(self.name):
-            raise InvalidArgument(
-                "endpoint names are 1-128 letters, digits, '_', '.', '-', starting with a letter or digit",
-                field="name",
-            )
+        check_endpoint_name(self.name)
         if not self.served_models:
             raise InvalidArgument("an endpoint needs at least one served model", field="served_models")
+        if len(self.served_models) > MAX_SERVED_MODELS:
+            raise InvalidArgument(f"at most {MAX_SERVED_MODELS} served models", field="served_models")
         if self.max_concurrency < 0:
             raise InvalidArgument("must not be negative", field="max_concurrency")
         models = list(self.served_models)
         if len(models) == 1 and models[0].traffic_percent == 0:
             models[0] = ServedModelSpec(models[0].model_name, models[0].version, models[0].alias, 100)
         for spec in models:
-            if not spec.model_name:
-                raise InvalidArgument("model_name is required", field="served_models")
+            spec.check()
             if (spec.version is None) == (spec.alias is None) or (spec.version is not None and spec.version < 1):
                 raise InvalidArgument(
                     f"{spec.model_name}: give either a version (>= 1) or an alias", field="served_models"
@@ -104,6 +185,19 @@ class EndpointView:
     served: tuple[ServedModelStatus, ...]
 
 
+@dataclass(frozen=True)
+class ResolvedVersion:
+    """A model version as the registry has it now; `content_id` changes whenever its files may differ.
+
+    A model deleted and re-created under the same name restarts at v1: the
+    name and version alone do not say which files they mean, the content id does.
+    """
+
+    model_name: str
+    version: int
+    content_id: str
+
+
 # -- inference calls ------------------------------------------------------------
 
 
@@ -118,17 +212,50 @@ class SamplingSpec:
     seed: int | None = None
     ignore_eos: bool = False
 
+    def check(self) -> None:
+        if self.temperature is not None and not (math.isfinite(self.temperature) and 0 <= self.temperature <= 100):
+            raise InvalidArgument("temperature must be between 0 and 100", field="sampling")
+        if self.top_p is not None and not (math.isfinite(self.top_p) and 0 < self.top_p <= 1):
+            raise InvalidArgument("top_p must be in (0, 1]", field="sampling")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise InvalidArgument("max_tokens must be at least 1", field="sampling")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise InvalidArgument("seed must be a non-negative 64-bit integer", field="sampling")
+        if len(self.stop) > MAX_STOP_STRINGS or any(len(s) > MAX_STOP_LENGTH for s in self.stop):
+            raise InvalidArgument(
+                f"at most {MAX_STOP_STRINGS} stop strings of at most {MAX_STOP_LENGTH} characters", field="sampling"
+            )
+
 
 @dataclass
 class GenerateCall:
     endpoint: str
     request_id: str
-    source: str  # "grpc", "oip", "kafka"
+    source: str  # "grpc", "oip", "kafka", "http"
     prompt: str | None = None
     messages: Sequence[Mapping[str, str]] | None = None
     sampling: SamplingSpec = field(default_factory=SamplingSpec)
     size_bytes: int = 0
     labels: Mapping[str, str] = field(default_factory=dict)
+    # A front end's free-form request parameters, bounded like every other client-chosen value.
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+    def check(self) -> None:
+        """INVALID_ARGUMENT for anything out of bounds; the request id and endpoint first."""
+        check_request_id(self.request_id)
+        check_endpoint_name(self.endpoint)
+        check_labels(self.labels)
+        check_parameters(self.parameters)
+        self.sampling.check()
+        if self.prompt is None and not self.messages:
+            raise InvalidArgument("give a prompt or chat messages")
+        if self.messages is not None:
+            if len(self.messages) > MAX_MESSAGES:
+                raise InvalidArgument(f"at most {MAX_MESSAGES} chat messages", field="messages")
+            for message in self.messages:
+                role = message.get("role", "")
+                if not role or len(role) > MAX_ROLE_LENGTH or not role.isprintable():
+                    raise InvalidArgument(f"chat roles are 1-{MAX_ROLE_LENGTH} printable characters", field="messages")
 
     def inputs_for_log(self) -> dict[str, Any]:
         if self.messages is not None:
@@ -144,6 +271,13 @@ class TensorCall:
     tensors: dict[str, np.ndarray]
     size_bytes: int = 0
     labels: Mapping[str, str] = field(default_factory=dict)
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+    def check(self) -> None:
+        check_request_id(self.request_id)
+        check_endpoint_name(self.endpoint)
+        check_labels(self.labels)
+        check_parameters(self.parameters)
 
 
 @dataclass(frozen=True)
@@ -155,6 +289,19 @@ class TextChunk:
     completion_tokens: int
     finished: bool
     finish_reason: str | None
+    served_model: str
+    model_version: int
+
+
+@dataclass(frozen=True)
+class TextResult:
+    """A whole generation, collected from its chunks."""
+
+    request_id: str
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
     served_model: str
     model_version: int
 

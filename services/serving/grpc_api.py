@@ -8,7 +8,7 @@ from tessera.serving.v1 import serving_pb2 as pb
 from tessera.serving.v1 import serving_pb2_grpc
 
 from services.common.auth import current_principal
-from services.serving.conversions import endpoint_to_proto, generate_call, spec_from_proto
+from services.serving.converters import endpoint_to_proto, generate_call, generate_response, spec_from_proto
 from services.serving.endpoints import EndpointControl
 from services.serving.inference import InferenceCore
 
@@ -33,32 +33,17 @@ class ServingServicer(serving_pb2_grpc.ServingServiceServicer):
         return pb.DeleteEndpointResponse()
 
     async def GetEndpoint(self, request: pb.GetEndpointRequest, context) -> pb.Endpoint:
-        return endpoint_to_proto(await self._endpoints.get(request.name))
+        return endpoint_to_proto(await self._endpoints.get(request.name, current_principal()))
 
     async def ListEndpoints(self, request: pb.ListEndpointsRequest, context) -> pb.ListEndpointsResponse:
-        size = request.page.page_size or 100
-        views = await self._endpoints.list(after=request.page.page_token, limit=min(size, 1000))
-        response = pb.ListEndpointsResponse(endpoints=[endpoint_to_proto(v) for v in views])
-        if len(views) == size:
-            response.page.next_page_token = views[-1].stored.spec.name
+        page = await self._endpoints.list(current_principal(), request.page.page_size, request.page.page_token)
+        response = pb.ListEndpointsResponse(endpoints=[endpoint_to_proto(v) for v in page.items])
+        response.page.next_page_token = page.next_token
         return response
 
     async def Generate(self, request: pb.GenerateRequest, context) -> pb.GenerateResponse:
         call = generate_call(request, source="grpc", request_id=request.request_id or str(uuid.uuid4()))
-        parts: list[str] = []
-        last = None
-        async for chunk in self._inference.generate(call, current_principal()):
-            parts.append(chunk.text)
-            last = chunk
-        return pb.GenerateResponse(
-            request_id=call.request_id,
-            text="".join(parts),
-            finish_reason=last.finish_reason or "",
-            prompt_tokens=last.prompt_tokens,
-            completion_tokens=last.completion_tokens,
-            served_model=last.served_model,
-            model_version=str(last.model_version),
-        )
+        return generate_response(await self._inference.generate_all(call, current_principal()))
 
     async def GenerateStream(self, request: pb.GenerateRequest, context):
         call = generate_call(request, source="grpc", request_id=request.request_id or str(uuid.uuid4()))

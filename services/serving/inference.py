@@ -1,29 +1,46 @@
-"""Inference, the same for every front end: limits, EXECUTE check, routing, payload log.
+"""Inference, the same for every front end: bounds, limits, EXECUTE on the endpoint, routing, payload log.
 
 Every call, whatever its outcome, ends in exactly one payload-log record,
 written from the `finally` of the call (so errors, cancellations and successes
-are all logged the same way).
+are all logged the same way). A call refused before it ran (out of bounds, no
+EXECUTE, unknown endpoint) logs only its status and principal: a caller who may
+not use an endpoint must not put data into its inference table or drift profiles.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import grpc
 import numpy as np
 
 from services.common import telemetry
 from services.common.auth import Principal
 from services.common.errors import InvalidArgument, ResourceExhausted, TesseraError, status_of
-from services.serving.access import ExecuteChecker
+from services.serving.deployment import Deployment
 from services.serving.endpoints import EndpointControl
-from services.serving.entities import GenerateCall, SamplingSpec, TensorCall, TensorResult, TextChunk
+from services.serving.entities import (
+    LLM,
+    TENSOR,
+    GenerateCall,
+    SamplingSpec,
+    TensorCall,
+    TensorResult,
+    TextChunk,
+    TextResult,
+    is_valid_endpoint_name,
+    is_valid_request_id,
+)
+from services.serving.model_pool import LoadedModel
 from services.serving.payload_log import PayloadLogWriter, PayloadRecord
+
+CANCELLED = "CANCELLED"
 
 
 class Limits:
@@ -43,46 +60,39 @@ class Limits:
 
 
 class InferenceCore:
-    def __init__(
-        self, endpoints: EndpointControl, access: ExecuteChecker, limits: Limits, payload_log: PayloadLogWriter
-    ) -> None:
+    def __init__(self, endpoints: EndpointControl, limits: Limits, payload_log: PayloadLogWriter) -> None:
         self._endpoints = endpoints
-        self._access = access
         self.limits = limits
         self._log = payload_log
+
+    def kind_of(self, endpoint: str) -> str:
+        """LLM when every model the endpoint runs here is an LLM, else TENSOR (unknown endpoints fail later)."""
+        try:
+            return LLM if self._endpoints.deployment(endpoint).kind() == LLM else TENSOR
+        except TesseraError:
+            return TENSOR
 
     async def generate(
         self, call: GenerateCall, principal: Principal, *, wait: bool = False
     ) -> AsyncIterator[TextChunk]:
         """Stream the generation; `wait` queues for a concurrency slot instead of failing at once (Kafka)."""
-        outcome = _Outcome(call.request_id, call.endpoint, call.source, principal, call.inputs_for_log(), call.labels)
+        outcome = _Outcome(call.request_id, call.endpoint, call.source, principal, call.labels)
         parts: list[str] = []
         try:
+            call.check()
             self.limits.check_size(call.size_bytes)
             self.limits.check_sampling(call.sampling)
-            if call.prompt is None and not call.messages:
-                raise InvalidArgument("give a prompt or chat messages")
-            deployment = self._endpoints.deployment(call.endpoint)
-            async with deployment.admit(wait=wait):
-                route = deployment.pick()
-                model = route.model
+            deployment = await self._endpoints.callable(call.endpoint, principal)
+            outcome.accepted(call.inputs_for_log())
+            prompt = call.messages if call.messages is not None else call.prompt
+            async with self._model(deployment, wait=wait) as model:
                 outcome.served(model.model_name, model.version)
-                await self._access.check(principal, model.model_name)
-                prompt = call.messages if call.messages is not None else call.prompt
-                with model.lease() as runtime:
-                    async with contextlib.aclosing(runtime.generate(call.request_id, prompt, call.sampling)) as chunks:
-                        async for chunk in chunks:
-                            outcome.token(chunk)
-                            parts.append(chunk.text)
-                            yield TextChunk(
-                                chunk.text,
-                                chunk.prompt_tokens,
-                                chunk.completion_tokens,
-                                chunk.finished,
-                                chunk.finish_reason,
-                                model.model_name,
-                                model.version,
-                            )
+                chunks = model.runtime.generate(call.request_id, prompt, call.sampling)
+                async with contextlib.aclosing(chunks) as stream:
+                    async for chunk in stream:
+                        outcome.token(chunk)
+                        parts.append(chunk.text)
+                        yield dataclasses.replace(chunk, served_model=model.model_name, model_version=model.version)
         except BaseException as exc:
             outcome.failed(exc)
             raise
@@ -90,19 +100,36 @@ class InferenceCore:
             outcome.outputs = {"text": "".join(parts)}
             self._log.submit(outcome.record())
 
-    async def infer(self, call: TensorCall, principal: Principal, *, wait: bool = False) -> TensorResult:
-        outcome = _Outcome(
-            call.request_id, call.endpoint, call.source, principal, _tensors_for_log(call.tensors), call.labels
+    async def generate_all(self, call: GenerateCall, principal: Principal, *, wait: bool = False) -> TextResult:
+        """The whole generation as one answer (unary front ends)."""
+        parts: list[str] = []
+        last: TextChunk | None = None
+        async with contextlib.aclosing(self.generate(call, principal, wait=wait)) as chunks:
+            async for chunk in chunks:
+                parts.append(chunk.text)
+                last = chunk
+        if last is None:  # a runtime that ends without a chunk still answers
+            return TextResult(call.request_id, "", 0, 0, "", "", 0)
+        return TextResult(
+            request_id=call.request_id,
+            text="".join(parts),
+            prompt_tokens=last.prompt_tokens,
+            completion_tokens=last.completion_tokens,
+            finish_reason=last.finish_reason or "",
+            served_model=last.served_model,
+            model_version=last.model_version,
         )
+
+    async def infer(self, call: TensorCall, principal: Principal, *, wait: bool = False) -> TensorResult:
+        outcome = _Outcome(call.request_id, call.endpoint, call.source, principal, call.labels)
         try:
+            call.check()
             self.limits.check_size(call.size_bytes)
-            deployment = self._endpoints.deployment(call.endpoint)
-            async with deployment.admit(wait=wait):
-                model = deployment.pick().model
+            deployment = await self._endpoints.callable(call.endpoint, principal)
+            outcome.accepted(_tensors_for_log(call.tensors))
+            async with self._model(deployment, wait=wait) as model:
                 outcome.served(model.model_name, model.version)
-                await self._access.check(principal, model.model_name)
-                with model.lease() as runtime:
-                    outputs = await runtime.infer(call.tensors)
+                outputs = await model.runtime.infer(call.tensors)
             outcome.outputs = _tensors_for_log(outputs)
             return TensorResult(outputs, model.model_name, model.version)
         except BaseException as exc:
@@ -111,6 +138,17 @@ class InferenceCore:
         finally:
             self._log.submit(outcome.record())
 
+    @contextlib.asynccontextmanager
+    async def _model(self, deployment: Deployment, *, wait: bool) -> AsyncIterator[LoadedModel]:
+        """A concurrency slot and a leased model; a deployment replaced while the call queued hands over."""
+        while True:
+            async with deployment.admit(wait=wait):
+                if not deployment.retired:
+                    with deployment.lease() as model:
+                        yield model
+                    return
+            deployment = self._endpoints.deployment(deployment.name)
+
     def log_rejected(
         self,
         request_id: str,
@@ -118,10 +156,13 @@ class InferenceCore:
         source: str,
         principal: Principal,
         error: TesseraError,
-        inputs: Mapping[str, Any],
+        inputs: Mapping[str, Any] | None = None,
     ) -> None:
-        """Log a request a front end refused before it reached the core (undecodable, unauthenticated)."""
-        outcome = _Outcome(request_id, endpoint, source, principal, inputs, {})
+        """Log a request a front end refused before it reached the core (undecodable, unauthenticated).
+
+        `inputs` is accepted from older callers and never logged: a refused call logs its status only.
+        """
+        outcome = _Outcome(request_id, endpoint, source, principal, {})
         outcome.failed(error)
         self._log.submit(outcome.record())
 
@@ -130,21 +171,29 @@ class _Outcome:
     """What one call did, gathered as it runs, written as one payload-log record."""
 
     def __init__(
-        self, request_id: str, endpoint: str, source: str, principal: Principal, inputs: Mapping[str, Any], labels
+        self, request_id: str, endpoint: str, source: str, principal: Principal, labels: Mapping[str, str]
     ) -> None:
         self.started = time.perf_counter()
+        # Out-of-bounds ids and names never reach the log: they would poison its consumers.
         self.record_ = PayloadRecord(
-            request_id=request_id,
-            endpoint=endpoint,
+            request_id=request_id if is_valid_request_id(request_id) else f"invalid-{uuid.uuid4()}",
+            endpoint=endpoint if is_valid_endpoint_name(endpoint) else "",
             source=source,
             status="OK",
             timestamp=datetime.now(UTC),
-            inputs=inputs,
+            inputs={},
             principal=principal.name,
             trace_id=telemetry.current_trace_id(),
-            labels=dict(labels),
         )
+        self._labels = labels
         self.outputs: Mapping[str, Any] = {}
+        self._accepted = False
+
+    def accepted(self, inputs: Mapping[str, Any]) -> None:
+        """The caller may use the endpoint: from here on its data is logged."""
+        self._accepted = True
+        self.record_.inputs = inputs
+        self.record_.labels = dict(self._labels)
 
     def served(self, model_name: str, version: int) -> None:
         self.record_.served_model, self.record_.model_version = model_name, version
@@ -159,14 +208,15 @@ class _Outcome:
 
     def failed(self, exc: BaseException) -> None:
         if isinstance(exc, GeneratorExit | asyncio.CancelledError):
-            self.record_.status, self.record_.error_message = grpc.StatusCode.CANCELLED.name, "the caller went away"
+            self.record_.status, self.record_.error_message = CANCELLED, "the caller went away"
             return
         self.record_.status = status_of(exc).name
         self.record_.error_message = exc.message if isinstance(exc, TesseraError) else "internal error"
 
     def record(self) -> PayloadRecord:
         self.record_.latency_ms = (time.perf_counter() - self.started) * 1000
-        self.record_.outputs = self.outputs
+        if self._accepted:
+            self.record_.outputs = self.outputs
         return self.record_
 
 

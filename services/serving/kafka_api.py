@@ -28,7 +28,7 @@ from services.common.errors import (
 )
 from services.common.kafka_consumer import ERROR_CODE_HEADER, ERROR_HEADER, ConsumerLoop, Record
 from services.common.kafka_producer import EventProducer
-from services.serving.conversions import kafka_call, tensors_to_struct
+from services.serving.converters import kafka_call, tensors_to_struct
 from services.serving.entities import GenerateCall
 from services.serving.inference import InferenceCore
 
@@ -101,7 +101,7 @@ class KafkaRequestServer:
                 raise Unauthenticated("the request carries no auth_token")
             return self._auth.principal_for_token(request.auth_token)
         except Unauthenticated as exc:
-            self._inference.log_rejected(request.request_id, request.endpoint, "kafka", Principal(ANONYMOUS), exc, {})
+            self._inference.log_rejected(request.request_id, request.endpoint, "kafka", Principal(ANONYMOUS), exc)
             raise
 
     async def _run(
@@ -114,17 +114,14 @@ class KafkaRequestServer:
         try:
             call = kafka_call(request, size)
         except TesseraError as exc:
-            self._inference.log_rejected(request.request_id, request.endpoint, "kafka", principal, exc, {})
+            self._inference.log_rejected(request.request_id, request.endpoint, "kafka", principal, exc)
             raise
         if isinstance(call, GenerateCall):
-            parts, last = [], None
-            async for chunk in self._inference.generate(call, principal, wait=True):
-                parts.append(chunk.text)
-                last = chunk
-            response.text = "".join(parts)
-            response.served_model, response.model_version = last.served_model, str(last.model_version)
-            response.prompt_tokens, response.completion_tokens = last.prompt_tokens, last.completion_tokens
-            response.finish_reason = last.finish_reason or ""
+            text = await self._inference.generate_all(call, principal, wait=True)
+            response.text = text.text
+            response.served_model, response.model_version = text.served_model, str(text.model_version)
+            response.prompt_tokens, response.completion_tokens = text.prompt_tokens, text.completion_tokens
+            response.finish_reason = text.finish_reason
         else:
             result = await self._inference.infer(call, principal, wait=True)
             response.tensors.CopyFrom(tensors_to_struct(result.outputs))
@@ -152,7 +149,7 @@ class KafkaRequestServer:
         if not request_id:
             return
         error = exc if isinstance(exc, TesseraError) else InvalidArgument(str(exc))
-        self._inference.log_rejected(request_id, endpoint, "kafka", Principal(ANONYMOUS), error, {})
+        self._inference.log_rejected(request_id, endpoint, "kafka", Principal(ANONYMOUS), error)
         response = events_pb.InferenceResponse(
             request_id=request_id, endpoint=endpoint, status=error.code_name, error_message=error.message
         )

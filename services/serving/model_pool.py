@@ -16,7 +16,9 @@ from pathlib import Path
 
 from prometheus_client import Gauge
 
+from services.common.errors import Unavailable
 from services.serving.catalog import ModelCatalog
+from services.serving.entities import ResolvedVersion
 from services.serving.runtimes.base import ModelRuntime, RuntimeFactory
 
 _log = logging.getLogger(__name__)
@@ -25,17 +27,22 @@ LOADED = Gauge("tessera_serving_loaded_models", "Model versions loaded", ["runti
 
 
 class LoadedModel:
-    def __init__(self, model_name: str, version: int, runtime: ModelRuntime) -> None:
+    def __init__(self, model_name: str, version: int, runtime: ModelRuntime, content_id: str = "") -> None:
         self.model_name = model_name
         self.version = version
+        self.content_id = content_id or f"{model_name}/{version}"
         self.runtime = runtime
         self.users: set[str] = set()
         self.in_flight = 0
+        self.unloaded = False
         self._idle = asyncio.Event()
         self._idle.set()
 
     @contextlib.contextmanager
     def lease(self) -> Iterator[ModelRuntime]:
+        """Keep the version loaded while the caller uses it (take it right after picking, with no await between)."""
+        if self.unloaded:
+            raise Unavailable(f"{self.model_name} v{self.version} was just unloaded; retry")
         self.in_flight += 1
         self._idle.clear()
         try:
@@ -58,27 +65,31 @@ class ModelPool:
         self._catalog = catalog
         self._build = build_runtime
         self._drain_timeout = drain_timeout_s
-        self._models: dict[tuple[str, int], LoadedModel] = {}
-        self._locks: dict[tuple[str, int], asyncio.Lock] = {}
+        # Keyed by content id: a re-created model with a reused name and version is another model.
+        self._models: dict[str, LoadedModel] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
 
-    async def acquire(self, model_name: str, version: int, user: str) -> LoadedModel:
+    async def acquire(self, version: ResolvedVersion, user: str) -> LoadedModel:
         """The loaded version, loading it (files fetched from the registry) if nobody has yet."""
-        key = (model_name, version)
+        key = version.content_id
         async with self._locks.setdefault(key, asyncio.Lock()):
             model = self._models.get(key)
             if model is None:
-                folder: Path = await self._catalog.fetch(model_name, version)
+                folder: Path = await self._catalog.fetch(version)
                 runtime = self._build(folder)
-                _log.info("loading %s v%d (%s) from %s", model_name, version, runtime.kind, folder)
+                _log.info("loading %s v%d (%s) from %s", version.model_name, version.version, runtime.kind, folder)
                 await runtime.start()
-                model = self._models[key] = LoadedModel(model_name, version, runtime)
+                model = self._models[key] = LoadedModel(version.model_name, version.version, runtime, key)
                 LOADED.labels(runtime.kind).inc()
             model.users.add(user)
             return model
 
+    def loaded(self) -> int:
+        return len(self._models)
+
     async def release(self, model: LoadedModel, user: str) -> None:
         """Drop `user`'s hold; the last one out unloads the version after its requests drained."""
-        key = (model.model_name, model.version)
+        key = model.content_id
         async with self._locks.setdefault(key, asyncio.Lock()):
             model.users.discard(user)
             if model.users:
@@ -94,12 +105,14 @@ class ModelPool:
             if model.users:  # re-acquired while draining
                 return
             self._models.pop(key, None)
+            model.unloaded = True
             LOADED.labels(model.runtime.kind).dec()
             await model.runtime.stop()
             _log.info("unloaded %s v%d", model.model_name, model.version)
 
     async def close(self) -> None:
         for model in list(self._models.values()):
+            model.unloaded = True
             await model.runtime.stop()
             LOADED.labels(model.runtime.kind).dec()
         self._models.clear()

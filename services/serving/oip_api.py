@@ -75,14 +75,14 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         return oip.ServerMetadataResponse(name=SERVER_NAME, version=SERVER_VERSION, extensions=[])
 
     async def ModelReady(self, request: oip.ModelReadyRequest, context) -> oip.ModelReadyResponse:
-        deployment = self._endpoints.deployment(request.name)
+        deployment = await self._endpoints.shown(request.name, current_principal())
         ready = [r for r in deployment.routes if r.state == READY and r.model is not None]
         if request.version:
             ready = [r for r in ready if str(r.model.version) == request.version]
         return oip.ModelReadyResponse(ready=bool(ready))
 
     async def ModelMetadata(self, request: oip.ModelMetadataRequest, context) -> oip.ModelMetadataResponse:
-        deployment = self._endpoints.deployment(request.name)
+        deployment = await self._endpoints.callable(request.name, current_principal())
         ready = [r for r in deployment.routes if r.state == READY and r.model is not None]
         if request.version:
             ready = [r for r in ready if str(r.model.version) == request.version]
@@ -107,11 +107,8 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         tensors = self._decode(request, request_id)
         if self._is_llm(request.model_name, tensors):
             call = self._generate_call(request, request_id, tensors)
-            parts, last = [], None
-            async for chunk in self._inference.generate(call, current_principal()):
-                parts.append(chunk.text)
-                last = chunk
-            return self._text_response(request, request_id, "".join(parts), last, final=None)
+            text = await self._inference.generate_all(call, current_principal())
+            return self._text_response(request, request_id, text.text, text, final=None)
         result = await self._inference.infer(
             TensorCall(request.model_name, request_id, "oip", tensors, size_bytes=request.ByteSize()),
             current_principal(),
@@ -251,7 +248,7 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             return oip_codec.decode_inputs(request, max_request_bytes=self._inference.limits.max_request_bytes)
         except TesseraError as exc:
             # Refused before the core saw it: still one payload-log record.
-            self._inference.log_rejected(request_id, request.model_name, "oip", current_principal(), exc, {})
+            self._inference.log_rejected(request_id, request.model_name, "oip", current_principal(), exc)
             raise
 
     def _ready_routes(self, name: str, version: str) -> list[Route]:
@@ -293,21 +290,14 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         return True
 
     def _is_llm(self, endpoint: str, tensors: dict[str, np.ndarray]) -> bool:
-        if oip_codec.is_text_request(tensors):
-            return True
-        try:
-            deployment = self._endpoints.deployment(endpoint)
-        except NotFound:
-            return False  # the core reports NOT_FOUND (and logs it)
-        kinds = {r.model.runtime.kind for r in deployment.routes if r.model is not None}
-        return kinds == {LLM}
+        return oip_codec.is_text_request(tensors) or self._inference.kind_of(endpoint) == LLM
 
     def _generate_call(self, request: oip.ModelInferRequest, request_id: str, tensors) -> GenerateCall:
         try:
             prompt = oip_codec.prompt_of(tensors)
             sampling = oip_codec.sampling_of(request, tensors)
         except TesseraError as exc:
-            self._inference.log_rejected(request_id, request.model_name, "oip", current_principal(), exc, {})
+            self._inference.log_rejected(request_id, request.model_name, "oip", current_principal(), exc)
             raise
         return GenerateCall(
             request.model_name, request_id, "oip", prompt=prompt, sampling=sampling, size_bytes=request.ByteSize()

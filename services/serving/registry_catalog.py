@@ -1,12 +1,15 @@
 """The model catalog over the registry's gRPC API, with a local cache of version files.
 
-Serving calls the registry with its own token (TESSERA_SERVICE_TOKEN); privilege
-checks ask about the caller by name (CheckPrivilege on behalf of a principal).
+Serving calls the registry with its own token (TESSERA_SERVICE_TOKEN). Only
+READY versions are served, and the cache is keyed by a content id (storage
+location, version and creation time), never by the model's name: a model
+re-created under the same name never serves the old files.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import shutil
 import tempfile
@@ -25,6 +28,7 @@ from services.common.errors import (
     TesseraError,
     Unavailable,
 )
+from services.serving.entities import ResolvedVersion
 
 _log = logging.getLogger(__name__)
 
@@ -51,53 +55,56 @@ class RegistryCatalog:
         self._metadata = bearer(service_token)
         self._cache = Path(cache_dir)
         self._timeout = timeout_s
-        self._fetch_locks: dict[tuple[str, int], asyncio.Lock] = {}
+        self._fetch_locks: dict[str, asyncio.Lock] = {}
 
     async def close(self) -> None:
         await self._channel.close()
 
-    async def resolve(self, model_name: str, version: int | None, alias: str | None) -> int:
-        try:
-            if alias:
-                found = await self._stub.GetModelVersionByAlias(
-                    pb.GetModelVersionByAliasRequest(model_name=model_name, alias=alias),
-                    metadata=self._metadata,
-                    timeout=self._timeout,
-                )
-            else:
-                found = await self._stub.GetModelVersion(
-                    pb.GetModelVersionRequest(model_name=model_name, version=version or 0),
-                    metadata=self._metadata,
-                    timeout=self._timeout,
-                )
-        except grpc.aio.AioRpcError as exc:
-            raise _translated(exc, f"{model_name} {'@' + alias if alias else f'v{version}'}") from exc
+    async def resolve(self, model_name: str, version: int | None, alias: str | None) -> ResolvedVersion:
+        found = await self._version(model_name, version, alias)
         if found.status != pb.MODEL_VERSION_STATUS_READY:
             raise FailedPrecondition(
                 f"{model_name} v{found.version} is {pb.ModelVersionStatus.Name(found.status)}, not READY"
             )
-        return found.version
+        return ResolvedVersion(found.model_name or model_name, found.version, _content_id(found))
 
-    async def fetch(self, model_name: str, version: int) -> Path:
-        target = self._cache / model_name / str(version)
+    async def _version(self, model_name: str, version: int | None, alias: str | None) -> pb.ModelVersion:
+        try:
+            if alias:
+                return await self._stub.GetModelVersionByAlias(
+                    pb.GetModelVersionByAliasRequest(model_name=model_name, alias=alias),
+                    metadata=self._metadata,
+                    timeout=self._timeout,
+                )
+            return await self._stub.GetModelVersion(
+                pb.GetModelVersionRequest(model_name=model_name, version=version or 0),
+                metadata=self._metadata,
+                timeout=self._timeout,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise _translated(exc, f"{model_name} {'@' + alias if alias else f'v{version}'}") from exc
+
+    async def fetch(self, version: ResolvedVersion) -> Path:
+        target = self._cache / version.content_id
         if (target / _COMPLETE).is_file():
             return target
-        lock = self._fetch_locks.setdefault((model_name, version), asyncio.Lock())
+        lock = self._fetch_locks.setdefault(version.content_id, asyncio.Lock())
         async with lock:
             if not (target / _COMPLETE).is_file():
-                await self._download(model_name, version, target)
+                await self._download(version, target)
         return target
 
-    async def _download(self, model_name: str, version: int, target: Path) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
+    async def _download(self, version: ResolvedVersion, target: Path) -> None:
+        model_name, number = version.model_name, version.version
+        self._cache.mkdir(parents=True, exist_ok=True)
         # Download beside the target and move it in whole, so a reader never sees half a model.
-        staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=target.parent))
+        staging = Path(tempfile.mkdtemp(prefix=f".{version.content_id}-", dir=self._cache))
         request = pb.DownloadArtifactsRequest(
-            target=pb.ArtifactTarget(model_version=pb.ModelVersionRef(model_name=model_name, version=version))
+            target=pb.ArtifactTarget(model_version=pb.ModelVersionRef(model_name=model_name, version=number))
         )
         handle = None
         current = ""
-        files = 0
+        sizes: dict[str, int] = {}
         try:
             try:
                 async for chunk in self._stub.DownloadArtifacts(request, metadata=self._metadata, timeout=600):
@@ -106,40 +113,34 @@ class RegistryCatalog:
                             handle.close()
                         current = chunk.path
                         handle = open(_safe_join(staging, chunk.path), "r+b" if chunk.offset else "wb")  # noqa: SIM115, ASYNC230 - one open per file, writes are chunk-sized
-                        files += 1
+                        sizes[current] = chunk.file_size
                     handle.seek(chunk.offset)
                     handle.write(chunk.data)
             except grpc.aio.AioRpcError as exc:
-                raise _translated(exc, f"download {model_name} v{version}") from exc
+                raise _translated(exc, f"download {model_name} v{number}") from exc
             finally:
                 if handle is not None:
                     handle.close()
-            if files == 0:
-                raise FailedPrecondition(f"{model_name} v{version} has no files in the registry")
+            if not sizes:
+                raise FailedPrecondition(f"{model_name} v{number} has no files in the registry")
+            for path, size in sizes.items():
+                if size and (staging / path).stat().st_size != size:
+                    raise FailedPrecondition(f"{model_name} v{number}: {path} arrived incomplete; not cached")
+            # The version must still be the READY one we meant: a change during the download is not cached.
+            now = await self.resolve(model_name, number, None)
+            if now.content_id != version.content_id:
+                raise FailedPrecondition(f"{model_name} v{number} changed while it was downloaded; not cached")
             (staging / _COMPLETE).touch()
-            if target.exists():
-                shutil.rmtree(target)
-            staging.rename(target)
-            _log.info("fetched %s v%d (%d files) into %s", model_name, version, files, target)
+            try:
+                staging.rename(target)
+            except OSError:
+                # Another replica sharing the cache moved in the same content first; a half folder is replaced.
+                if not (target / _COMPLETE).is_file():
+                    shutil.rmtree(target, ignore_errors=True)
+                    staging.rename(target)
+            _log.info("fetched %s v%d (%d files) into %s", model_name, number, len(sizes), target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-
-    async def check_execute(self, principal: str, model_name: str) -> None:
-        try:
-            answer = await self._stub.CheckPrivilege(
-                pb.CheckPrivilegeRequest(
-                    principal=principal,
-                    securable_type=pb.SECURABLE_TYPE_REGISTERED_MODEL,
-                    securable_full_name=model_name,
-                    privilege=pb.PRIVILEGE_EXECUTE,
-                ),
-                metadata=self._metadata,
-                timeout=self._timeout,
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise _translated(exc, f"check EXECUTE on {model_name}") from exc
-        if not answer.allowed:
-            raise PermissionDenied(f"{principal} may not use {model_name}: EXECUTE is needed ({answer.reason})")
 
     async def record_lineage(self, model_name: str, version: int, endpoint: str) -> None:
         try:
@@ -154,6 +155,12 @@ class RegistryCatalog:
             )
         except grpc.aio.AioRpcError as exc:
             raise _translated(exc, f"lineage {model_name}/{version} -> {endpoint}") from exc
+
+
+def _content_id(found: pb.ModelVersion) -> str:
+    """Where the files live, which version and when it was created: unique for the version's whole life."""
+    identity = "|".join((found.model_name, str(found.version), found.storage_location, found.created_at.ToJsonString()))
+    return hashlib.sha256(identity.encode()).hexdigest()[:32]
 
 
 def _safe_join(root: Path, relative: str) -> Path:

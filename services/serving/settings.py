@@ -54,8 +54,10 @@ class ServingSettings(CommonSettings):
     serving_tensor_start_timeout_s: float = 300.0
     # How long a request may keep the old version of a moved alias busy before it is unloaded.
     serving_drain_timeout_s: float = 60.0
-    # How long an EXECUTE answer from the registry is reused for the same caller and model.
+    # How long a privilege answer from the registry is reused for the same caller and endpoint or model.
     serving_privilege_cache_s: float = 30.0
+    # How often each replica compares what it runs with the stored endpoints (0: never); events do it at once.
+    serving_reconcile_s: float = 60.0
 
     def model_cache(self) -> Path:
         return Path(self.serving_model_cache or (self.data_dir / "serving" / "models")).resolve()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -10,6 +11,9 @@ from psycopg.types.json import Jsonb
 from services.common.db import Database
 from services.common.errors import AlreadyExists, NotFound
 from services.serving.entities import EndpointSpec, ServedModelSpec, StoredEndpoint
+
+# This service's schema, applied at start (numbered SQL files).
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 _COLUMNS = "name, served_models, max_concurrency, created_by, created_at, updated_at"
 
@@ -42,11 +46,11 @@ class EndpointStore:
             raise NotFound(f"endpoint {spec.name!r} does not exist")
         return _row(row)
 
-    async def delete(self, name: str) -> None:
+    async def delete(self, name: str) -> bool:
+        """Whether a row was deleted."""
         async with self._db.transaction() as conn:
             cur = await conn.execute("DELETE FROM endpoints WHERE name = %s", (name,))
-            if cur.rowcount == 0:
-                raise NotFound(f"endpoint {name!r} does not exist")
+            return cur.rowcount > 0
 
     async def get(self, name: str) -> StoredEndpoint:
         async with self._db.connection() as conn:

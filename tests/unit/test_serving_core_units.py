@@ -10,7 +10,15 @@ from prometheus_client import REGISTRY
 
 from services.common.errors import InvalidArgument, ResourceExhausted, Unavailable
 from services.serving.deployment import Deployment
-from services.serving.entities import READY, EndpointSpec, ServedModelSpec, StoredEndpoint
+from services.serving.entities import (
+    READY,
+    EndpointSpec,
+    GenerateCall,
+    SamplingSpec,
+    ServedModelSpec,
+    StoredEndpoint,
+    TensorCall,
+)
 from services.serving.model_pool import LoadedModel
 from services.serving.payload_log import PayloadLogWriter, PayloadRecord
 
@@ -139,3 +147,69 @@ def test_a_full_payload_queue_drops_and_counts_instead_of_failing() -> None:
     writer.submit(record)
     writer.submit(record)
     assert REGISTRY.get_sample_value("tessera_serving_payload_logs_dropped_total") == before + 1
+
+
+# -- bounds on client-chosen values ------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["trailing\n", "x" * 129, "", "-lead", "sp ace", "tab\t"])
+def test_endpoint_names_out_of_bounds_are_refused(name: str) -> None:
+    with pytest.raises(InvalidArgument, match="endpoint names"):
+        _spec(ServedModelSpec("c.s.m", version=1), name=name).validated()
+
+
+def test_served_model_names_and_aliases_are_bounded() -> None:
+    with pytest.raises(InvalidArgument, match="served model names"):
+        _spec(ServedModelSpec("m" * 256, version=1)).validated()
+    with pytest.raises(InvalidArgument, match="aliases"):
+        _spec(ServedModelSpec("c.s.m", alias="a\n")).validated()
+    with pytest.raises(InvalidArgument, match="at most"):
+        _spec(*(ServedModelSpec(f"c.s.m{i}", version=1, traffic_percent=5) for i in range(20))).validated()
+
+
+@pytest.mark.parametrize(
+    ("call", "reason"),
+    [
+        (GenerateCall("ep", "r" * 129, "grpc", prompt="hi"), "request ids"),
+        (GenerateCall("ep", "bad id", "grpc", prompt="hi"), "request ids"),
+        (GenerateCall("ep", "r\x00", "grpc", prompt="hi"), "request ids"),
+        (GenerateCall("ep\n", "r", "grpc", prompt="hi"), "endpoint names"),
+        (GenerateCall("ep", "r", "grpc", prompt="hi", labels={f"k{i}": "v" for i in range(17)}), "labels"),
+        (GenerateCall("ep", "r", "grpc", prompt="hi", labels={"k": "v" * 257}), "label"),
+        (GenerateCall("ep", "r", "grpc", prompt="hi", labels={"bad key": "v"}), "label keys"),
+        (GenerateCall("ep", "r", "grpc", prompt="hi", parameters={f"p{i}": 1 for i in range(33)}), "parameters"),
+        (GenerateCall("ep", "r", "grpc", prompt="hi", parameters={"p": "x" * 1025}), "parameter"),
+        (GenerateCall("ep", "r", "grpc", prompt="hi", sampling=SamplingSpec(stop=("s",) * 17)), "stop strings"),
+        (GenerateCall("ep", "r", "grpc", prompt="hi", sampling=SamplingSpec(top_p=2.0)), "top_p"),
+        (GenerateCall("ep", "r", "grpc", prompt="hi", sampling=SamplingSpec(temperature=float("nan"))), "temperature"),
+        (GenerateCall("ep", "r", "grpc", messages=[{"role": "r" * 40, "content": "x"}]), "roles"),
+        (GenerateCall("ep", "r", "grpc"), "prompt or chat"),
+        (TensorCall("ep", "r" * 12_000, "oip", {}), "request ids"),
+    ],
+)
+def test_calls_out_of_bounds_are_invalid_argument(call, reason: str) -> None:
+    with pytest.raises(InvalidArgument, match=reason):
+        call.check()
+
+
+def test_calls_at_the_bounds_are_accepted() -> None:
+    GenerateCall(
+        "e" * 128,
+        "r" * 128,
+        "grpc",
+        prompt="hi",
+        labels={f"k{i}": "v" * 256 for i in range(16)},
+        parameters={f"p{i}": "x" * 1024 for i in range(32)},
+        sampling=SamplingSpec(temperature=0.0, top_p=1.0, stop=("s" * 256,) * 16, seed=0),
+    ).check()
+
+
+def test_a_deployment_leases_the_model_it_picks_and_an_unloaded_one_is_unavailable() -> None:
+    deployment = _deployment(100)
+    model = LoadedModel("c.s.m0", 1, _Runtime())
+    deployment.routes[0].model, deployment.routes[0].state = model, READY
+    with deployment.lease() as leased:
+        assert leased is model and model.in_flight == 1
+    model.unloaded = True
+    with pytest.raises(Unavailable, match="unloaded"), deployment.lease():
+        pass

@@ -34,8 +34,9 @@ from services.registry.settings import RegistrySettings  # noqa: E402
 from services.serving.app import ServingApp  # noqa: E402
 from services.serving.settings import ServingSettings  # noqa: E402
 
-ADMIN, ALICE, BOB = "admin-token", "alice-token", "bob-token"
-TOKENS = f"{ADMIN}=admin,{ALICE}=alice,{BOB}=bob"
+ADMIN, ALICE, BOB, SERVICE = "admin-token", "alice-token", "bob-token", "service-token"
+# Serving talks to the registry as a service principal (not a superuser), as deployed.
+TOKENS = f"{ADMIN}=admin,{ALICE}=alice,{BOB}=bob,{SERVICE}=tessera-services"
 MAX_REQUEST_BYTES = 64 * 1024
 MAX_TOKENS = 128
 
@@ -52,6 +53,8 @@ class Mesh:
     tabular_endpoint: str
     requests_topic: str
     responses_topic: str
+    registry_topic: str
+    registry_address: str
     payloads: TopicReader
     responses: TopicReader
     producer: EventProducer
@@ -112,7 +115,7 @@ async def mesh(kafka_bootstrap: str, pg_dsn: str):
             kafka_bootstrap=kafka_bootstrap,
             pg_dsn=pg_dsn,
             auth_tokens=TOKENS,
-            service_token=ADMIN,
+            service_token=SERVICE,
             registry_address=f"127.0.0.1:{registry.grpc_port}",
             serving_schema=f"serving_t{u}",
             serving_model_cache=work / "cache",
@@ -164,6 +167,8 @@ async def mesh(kafka_bootstrap: str, pg_dsn: str):
         tabular_endpoint=tabular_endpoint,
         requests_topic=topics["requests"],
         responses_topic=topics["responses"],
+        registry_topic=topics["registry"],
+        registry_address=f"127.0.0.1:{registry.grpc_port}",
         payloads=payloads,
         responses=responses,
         producer=producer,

@@ -1,17 +1,23 @@
-"""An alias moves in the registry while traffic runs: the endpoint switches versions and no request fails."""
+"""Alias moves and re-created models: traffic follows the registry's READY versions, never a stale cache."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import struct
 import uuid
 
 import pytest
 from inference import grpc_service_pb2 as oip
+from tessera.events.v1 import registry_pb2 as registry_events_pb
+from tessera.registry.v1 import registry_pb2 as rpb
 from tessera.serving.v1 import serving_pb2 as pb
 
 from services.common.auth import bearer
-from tests.integration.serving.conftest import ALICE, Mesh
+from services.common.errors import FailedPrecondition
+from services.serving.registry_catalog import RegistryCatalog
+from tests.integration.serving.conftest import ALICE, SERVICE, Mesh
+from tests.integration.serving.models import build_tabular_model
 from tests.integration.serving.topic_reader import until
 
 pytestmark = pytest.mark.integration
@@ -98,3 +104,91 @@ async def test_an_update_loads_the_new_version_before_traffic_moves(mesh: Mesh) 
     assert (before.model_version, after.model_version) == (str(v1), str(v2))
     assert updated.state == "READY" and updated.max_concurrency == 3
     assert [(s.version, s.state) for s in updated.status] == [(v2, "READY")]
+
+
+async def test_an_alias_event_is_checked_with_the_registry_and_a_version_not_ready_is_not_loaded(mesh: Mesh) -> None:
+    v1, _v2 = mesh.tabular_versions
+    name = f"watched-{uuid.uuid4().hex[:6]}"
+    await mesh.registry.set_alias(mesh.tabular_model, "watched", v1)
+    await mesh.serving_stub().CreateEndpoint(
+        pb.CreateEndpointRequest(
+            name=name, served_models=[pb.ServedModel(model_name=mesh.tabular_model, alias="watched")], wait=True
+        ),
+        metadata=bearer(ALICE),
+    )
+    # A version still waiting for its files, and an event claiming the alias moved there (it did not).
+    pending = await mesh.registry.stub.CreateModelVersion(
+        rpb.CreateModelVersionRequest(model_name=mesh.tabular_model), metadata=mesh.registry.md
+    )
+    forged = registry_events_pb.RegistryEvent(
+        type=registry_events_pb.RegistryEvent.ALIAS_SET,
+        event_id=f"forged-{uuid.uuid4().hex[:6]}",
+        model_name=mesh.tabular_model,
+        alias="watched",
+        version=pending.version,
+    )
+    await mesh.producer.send(mesh.registry_topic, forged, key=mesh.tabular_model)
+    # A real move of another alias, after the forged event on the same partition: once it shows, both were handled.
+    marker = f"marker-{uuid.uuid4().hex[:6]}"
+    await mesh.registry.set_alias(mesh.tabular_model, "candidate", v1)
+    await mesh.serving_stub().CreateEndpoint(
+        pb.CreateEndpointRequest(
+            name=marker, served_models=[pb.ServedModel(model_name=mesh.tabular_model, alias="candidate")], wait=True
+        ),
+        metadata=bearer(ALICE),
+    )
+    await mesh.registry.set_alias(mesh.tabular_model, "candidate", mesh.tabular_versions[1])
+    moved = str(mesh.tabular_versions[1])
+    async with asyncio.timeout(60):
+        while (await mesh.oip_stub().ModelInfer(_request(marker), metadata=bearer(ALICE))).model_version != moved:  # noqa: ASYNC110 - polling the service
+            await asyncio.sleep(0.1)
+
+    answer = await mesh.oip_stub().ModelInfer(_request(name), metadata=bearer(ALICE))
+    assert answer.model_version == str(v1)
+    endpoint = await mesh.serving_stub().GetEndpoint(pb.GetEndpointRequest(name=name), metadata=bearer(ALICE))
+    assert [(s.version, s.state) for s in endpoint.status] == [(v1, "READY")]
+
+
+async def test_a_model_recreated_under_the_same_name_serves_its_new_files(mesh: Mesh, tmp_path) -> None:
+    model = f"{mesh.tabular_model}_again"
+    md, stub = bearer(ALICE), mesh.serving_stub()
+
+    async def serve(weight: float, endpoint: str) -> str:
+        version = await mesh.registry.register(model, build_tabular_model(tmp_path / str(weight), weight))
+        await mesh.registry.grant(rpb.SECURABLE_TYPE_REGISTERED_MODEL, model, "alice", [rpb.PRIVILEGE_EXECUTE])
+        await stub.CreateEndpoint(
+            pb.CreateEndpointRequest(
+                name=endpoint, served_models=[pb.ServedModel(model_name=model, version=version)], wait=True
+            ),
+            metadata=md,
+        )
+        return endpoint
+
+    first = await serve(1.0, f"first-{uuid.uuid4().hex[:6]}")
+    await mesh.registry.stub.DeleteRegisteredModel(
+        rpb.DeleteRegisteredModelRequest(full_name=model), metadata=mesh.registry.md
+    )
+    second = await serve(3.0, f"second-{uuid.uuid4().hex[:6]}")
+
+    old = await mesh.oip_stub().ModelInfer(_request(first), metadata=md)
+    new = await mesh.oip_stub().ModelInfer(_request(second), metadata=md)
+    assert (old.model_version, new.model_version) == ("1", "1")
+    assert struct.unpack("<f", old.raw_output_contents[0]) == (4.0,)
+    assert struct.unpack("<f", new.raw_output_contents[0]) == (12.0,)
+
+
+async def test_a_version_that_changes_during_its_download_is_not_cached(mesh: Mesh, tmp_path) -> None:
+    catalog = RegistryCatalog(mesh.registry_address, SERVICE, tmp_path / "cache")
+    try:
+        current = await catalog.resolve(mesh.tabular_model, mesh.tabular_versions[0], None)
+        # What serving asked for is not what the registry holds once the files are in: a re-created version.
+        stale = dataclasses.replace(current, content_id="0" * 32)
+
+        with pytest.raises(FailedPrecondition, match="changed while it was downloaded"):
+            await catalog.fetch(stale)
+        fetched = await catalog.fetch(current)
+    finally:
+        await catalog.close()
+
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [current.content_id]
+    assert (fetched / "model.pt").is_file()

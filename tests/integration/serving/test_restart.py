@@ -6,10 +6,13 @@ import asyncio
 
 import pytest
 
+from services.common.auth import Principal
 from services.serving.app import ServingApp
 from tests.integration.serving.conftest import Mesh
 
 pytestmark = pytest.mark.integration
+
+ALICE = Principal("alice")
 
 
 async def test_a_restarted_service_deploys_the_stored_endpoints(mesh: Mesh) -> None:
@@ -29,11 +32,11 @@ async def test_a_restarted_service_deploys_the_stored_endpoints(mesh: Mesh) -> N
     try:
         deployment = replica.endpoints.deployment(mesh.tabular_endpoint)
         await asyncio.wait_for(deployment.loaded.wait(), 120)
-        view = await replica.endpoints.get(mesh.tabular_endpoint)
+        view = await replica.endpoints.get(mesh.tabular_endpoint, ALICE)
         assert view.state == "READY"
         assert view.stored.spec.served_models[0].alias == "champion"
         assert view.stored.created_by == "alice"
-        listed = {v.stored.spec.name for v in await replica.endpoints.list(after="", limit=100)}
+        listed = {v.stored.spec.name for v in (await replica.endpoints.list(ALICE, 1000, "")).items}
         assert {mesh.llm_endpoint, mesh.tabular_endpoint} <= listed
     finally:
         await replica.stop()

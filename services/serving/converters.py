@@ -17,6 +17,7 @@ from services.serving.entities import (
     SamplingSpec,
     ServedModelSpec,
     TensorCall,
+    TextResult,
 )
 
 
@@ -86,6 +87,18 @@ def generate_call(request: pb.GenerateRequest, *, source: str, request_id: str) 
         messages=_messages(request.chat) if which == "chat" else None,
         sampling=sampling_from_proto(request.sampling),
         size_bytes=request.ByteSize(),
+    )
+
+
+def generate_response(result: TextResult) -> pb.GenerateResponse:
+    return pb.GenerateResponse(
+        request_id=result.request_id,
+        text=result.text,
+        finish_reason=result.finish_reason,
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+        served_model=result.served_model,
+        model_version=str(result.model_version),
     )
 
 
