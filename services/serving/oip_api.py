@@ -21,7 +21,7 @@ from inference import grpc_service_pb2 as oip
 from inference import grpc_service_pb2_grpc, model_config_pb2
 
 from services.common.auth import Principal, current_principal
-from services.common.errors import NotFound, PermissionDenied, TesseraError, Unavailable
+from services.common.errors import NotFound, TesseraError, Unavailable
 from services.serving import oip_codec
 from services.serving.deployment import Route
 from services.serving.endpoints import EndpointControl
@@ -30,7 +30,6 @@ from services.serving.entities import (
     LLM,
     LOADING,
     READY,
-    EndpointSpec,
     EndpointView,
     GenerateCall,
     TensorCall,
@@ -263,31 +262,19 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         return ready
 
     async def _callable_views(self, principal: Principal) -> list[EndpointView]:
-        """The endpoints `principal` may call, among the first MAX_INDEXED_ENDPOINTS by name."""
-        views, after = [], ""
-        while len(views) < MAX_INDEXED_ENDPOINTS and (
-            batch := await self._endpoints.list(after=after, limit=min(500, MAX_INDEXED_ENDPOINTS - len(views)))
-        ):
-            views.extend(batch)
-            after = batch[-1].stored.spec.name
-        return [view for view in views if await self._may_call(principal, view.stored.spec)]
+        """The endpoints `principal` may call, among the first MAX_INDEXED_ENDPOINTS it may see."""
+        views: list[EndpointView] = []
+        token = ""
+        while len(views) < MAX_INDEXED_ENDPOINTS:
+            page = await self._endpoints.list(principal, min(500, MAX_INDEXED_ENDPOINTS - len(views)), token)
+            views.extend(page.items)
+            if not page.next_token:
+                break
+            token = page.next_token
+        return [view for view in views if await self._endpoints.may_call(view.stored.spec.name, principal)]
 
     async def _require_callable(self, name: str, principal: Principal) -> None:
-        spec = self._endpoints.deployment(name).stored.spec
-        if not await self._may_call(principal, spec):
-            raise PermissionDenied(f"{principal.name} may not call endpoint {name!r} (needs EXECUTE)")
-
-    async def _may_call(self, principal: Principal, spec: EndpointSpec) -> bool:
-        """The core's call check today: EXECUTE on every model the endpoint serves.
-
-        The one place to point at the core's endpoint-level EXECUTE check once it has one.
-        """
-        try:
-            for served in spec.served_models:
-                await self._inference._access.check(principal, served.model_name)
-        except PermissionDenied:
-            return False
-        return True
+        await self._endpoints.callable(name, principal)
 
     def _is_llm(self, endpoint: str, tensors: dict[str, np.ndarray]) -> bool:
         return oip_codec.is_text_request(tensors) or self._inference.kind_of(endpoint) == LLM
