@@ -159,7 +159,7 @@ class S3ArtifactStore:
 
         try:
             return (await obstore.head_async(self.store, key))["size"]
-        except NotFoundError:
+        except (NotFoundError, FileNotFoundError):  # obstore raises the builtin for some stores
             return None
 
     async def size(self, relative: str, sub: str = "") -> int | None:
