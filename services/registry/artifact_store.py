@@ -85,20 +85,40 @@ class S3ArtifactStore:
 
     @classmethod
     def from_settings(cls, settings: RegistrySettings) -> S3ArtifactStore:
+        return cls.connect(
+            settings.registry_artifact_uri,
+            endpoint=settings.registry_s3_endpoint,
+            region=settings.registry_s3_region,
+            access_key_id=settings.registry_s3_access_key_id,
+            secret_access_key=settings.registry_s3_secret_access_key,
+            allow_http=settings.registry_s3_allow_http,
+        )
+
+    @classmethod
+    def connect(
+        cls,
+        uri: str,
+        *,
+        endpoint: str = "",
+        region: str = "",
+        access_key_id: str = "",
+        secret_access_key: str = "",
+        allow_http: bool = False,
+    ) -> S3ArtifactStore:
+        """A store under `s3://bucket/prefix` (also for other services' files, e.g. training checkpoints)."""
         from obstore.store import S3Store
 
-        parsed = urlparse(settings.registry_artifact_uri.strip())
-        bucket = parsed.netloc
-        if not bucket:
-            raise ValueError(f"TESSERA_REGISTRY_ARTIFACT_URI={settings.registry_artifact_uri!r} names no bucket")
-        prefix = clean_relative_path(parsed.path)
-        config: dict[str, str] = {"region": settings.registry_s3_region or "us-east-1"}
-        if settings.registry_s3_endpoint:
-            config["endpoint"] = settings.registry_s3_endpoint
-        if settings.registry_s3_access_key_id:
-            config["access_key_id"] = settings.registry_s3_access_key_id
-            config["secret_access_key"] = settings.registry_s3_secret_access_key
-        client = {"allow_http": settings.registry_s3_allow_http, "timeout": "300s", "connect_timeout": "10s"}
+        parsed = urlparse(uri.strip())
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise ValueError(f"{uri!r} is not an s3://bucket/prefix URI")
+        bucket, prefix = parsed.netloc, clean_relative_path(parsed.path)
+        config: dict[str, str] = {"region": region or "us-east-1"}
+        if endpoint:
+            config["endpoint"] = endpoint
+        if access_key_id:
+            config["access_key_id"] = access_key_id
+            config["secret_access_key"] = secret_access_key
+        client = {"allow_http": allow_http, "timeout": "300s", "connect_timeout": "10s"}
         store = S3Store(bucket, prefix=prefix or None, config=config, client_options=client)
         return cls(store, f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}")
 

@@ -26,8 +26,20 @@ class MinioServer:
     secret_key: str
     process: subprocess.Popen
 
-    def make_bucket(self, bucket: str) -> None:
-        _signed_put(self.endpoint, f"/{bucket}", self.access_key, self.secret_key)
+    def make_bucket(self, bucket: str, timeout_s: float = 30.0) -> None:
+        # A just-ready MinIO can still answer 503 while its object layer comes up: try again for a while.
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                _signed_put(self.endpoint, f"/{bucket}", self.access_key, self.secret_key)
+                return
+            except urllib.error.HTTPError as exc:
+                if exc.code != 503 or time.monotonic() > deadline:
+                    raise RuntimeError(f"creating bucket {bucket}: HTTP {exc.code} {exc.read()[:500]!r}") from exc
+            except (urllib.error.URLError, ConnectionError) as exc:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"creating bucket {bucket}: {exc}") from exc
+            time.sleep(0.2)
 
 
 def binary() -> tuple[str | None, str]:
@@ -48,7 +60,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(path: str, data_dir: Path, log: Path, ready_timeout_s: float = 60.0) -> MinioServer:
+def start(path: str, data_dir: Path, log: Path, tries: int = 3) -> MinioServer:
+    """Start MinIO on free ports; another process can take a port between the pick and the bind, so retry."""
+    for attempt in range(1, tries + 1):
+        try:
+            return _start_once(path, data_dir, log)
+        except _Exited:
+            if attempt == tries:
+                raise
+    raise AssertionError("unreachable")
+
+
+class _Exited(RuntimeError):
+    pass
+
+
+def _start_once(path: str, data_dir: Path, log: Path, ready_timeout_s: float = 60.0) -> MinioServer:
     port, console = _free_port(), _free_port()
     env = {"MINIO_ROOT_USER": USER, "MINIO_ROOT_PASSWORD": PASSWORD, "MINIO_BROWSER": "off", "HOME": str(data_dir)}
     with log.open("wb") as out:
@@ -70,7 +97,7 @@ def start(path: str, data_dir: Path, log: Path, ready_timeout_s: float = 60.0) -
     deadline = time.monotonic() + ready_timeout_s
     while True:
         if process.poll() is not None:
-            raise RuntimeError(f"minio exited with {process.returncode}:\n{log.read_text()[-2000:]}")
+            raise _Exited(f"minio exited with {process.returncode}:\n{log.read_text()[-2000:]}")
         try:
             with urllib.request.urlopen(f"{endpoint}/minio/health/ready", timeout=2) as reply:
                 if reply.status == 200:

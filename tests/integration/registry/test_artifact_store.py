@@ -155,3 +155,11 @@ async def test_deletes_remove_a_folder_or_one_file_and_nothing_beside_it(store):
     # A sibling whose name starts the same is another folder.
     assert await _read(store, "registry/4/versions/10") == {"keep.txt": b"keep"}
     await store.delete("registry/4/versions/1")  # deleting what is gone is fine
+
+
+def test_the_artifact_uri_picks_the_store_and_a_wrong_one_fails_at_start(tmp_path):
+    local = open_artifact_store(load(RegistrySettings, registry_artifact_uri=f"file://{tmp_path}/elsewhere"))
+    assert local.file_uri("a").startswith(f"file://{tmp_path}/elsewhere/")
+    for wrong in ("gs://bucket/x", "s3://", "s3:///prefix-without-bucket", "s3://bucket/../up"):
+        with pytest.raises((ValueError, InvalidArgument)):
+            open_artifact_store(load(RegistrySettings, registry_artifact_uri=wrong))
