@@ -28,7 +28,7 @@ class RegistrySettings(CommonSettings):
     registry_s3_endpoint: str = ""
     registry_s3_region: str = ""
     registry_s3_access_key_id: str = ""
-    registry_s3_secret_access_key: str = ""
+    registry_s3_secret_access_key: str = dataclasses.field(default="", repr=False)
     # http:// endpoints (a MinIO inside the cluster) are refused unless this is on.
     registry_s3_allow_http: bool = False
     # Principals allowed everything, everywhere.
