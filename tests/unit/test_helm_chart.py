@@ -4,8 +4,10 @@ probes, settings from a ConfigMap, secrets as TESSERA_*_FILE files, serving on G
 
 import functools
 import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -61,7 +63,9 @@ def helm() -> str:
     """helm from infra/k8s/tools.sh (built from the Go module proxy; quick when it is there)."""
     if shutil.which("go") is None and not (Path.home() / ".cache" / "tessera" / "bin" / "helm").exists():
         pytest.skip("helm is built from the Go module proxy and go is not installed here")
-    result = subprocess.run(["bash", str(TOOLS)], capture_output=True, text=True, timeout=1800)
+    # The schemas come through this interpreter's pip.
+    env = {**os.environ, "TESSERA_PYTHON": sys.executable}
+    result = subprocess.run(["bash", str(TOOLS)], capture_output=True, text=True, timeout=1800, env=env)
     assert result.returncode == 0, f"infra/k8s/tools.sh failed:\n{result.stderr[-3000:]}"
     return str(Path(result.stdout.strip().splitlines()[-1]) / "helm")
 
