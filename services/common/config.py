@@ -3,7 +3,9 @@
 Each service declares one frozen dataclass that extends `CommonSettings` and
 reads it with `load(MySettings)`. A field `foo_bar` is read from
 `TESSERA_FOO_BAR`; a service may give its fields a prefix of its own
-(`TESSERA_REGISTRY_...`) by naming them so.
+(`TESSERA_REGISTRY_...`) by naming them so. Any field may instead be read from a
+file named by `TESSERA_FOO_BAR_FILE` (its content, stripped): how Kubernetes and
+Docker secrets mount tokens and DSNs without putting them in the environment.
 
 The default tokens only work on loopback: a server whose host is anything
 else refuses to start while one of them is configured (`check_listen_safety`).
@@ -117,10 +119,23 @@ def load(cls: type[T], environ: typing.Mapping[str, str] | None = None, **overri
         if field.name in overrides:
             values[field.name] = overrides[field.name]
             continue
-        raw = environ.get(f"TESSERA_{field.name.upper()}")
+        raw = _raw_value(environ, f"TESSERA_{field.name.upper()}")
         if raw is not None:
             values[field.name] = _parse(raw, hints[field.name], field.name)
     return cls(**values)
+
+
+def _raw_value(environ: typing.Mapping[str, str], key: str) -> str | None:
+    """`KEY` from the environment, or the content of the file `KEY_FILE` names; both at once is an error."""
+    file_key = f"{key}_FILE"
+    if file_key not in environ:
+        return environ.get(key)
+    if key in environ:
+        raise ValueError(f"{key} and {file_key} are both set: keep one")
+    try:
+        return Path(environ[file_key]).read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"{file_key}={environ[file_key]!r} cannot be read: {exc.strerror}") from exc
 
 
 def _parse(raw: str, hint: Any, name: str) -> Any:

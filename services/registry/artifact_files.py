@@ -1,4 +1,5 @@
-"""Artifacts on the local filesystem under the artifact root, streamed in chunks.
+"""Artifacts on the local filesystem under the artifact root, streamed in chunks (the default store;
+artifact_store.py has the S3 one and picks between them).
 
 Locations are kept as `mlflow-artifacts:/<relative path>` URIs (what MLflow's
 client resolves against the tracking server); every path is checked to stay
@@ -32,15 +33,22 @@ class ArtifactFiles:
     def uri(relative: str) -> str:
         return f"{SCHEME}/{relative.strip('/')}"
 
-    def relative(self, uri: str) -> str:
-        """The root-relative path of an `mlflow-artifacts:` or `file:` URI inside the root."""
+    def inside(self, uri: str) -> str | None:
+        """The root-relative path of an `mlflow-artifacts:` or `file:` URI (or a path) inside the root, else None."""
         if uri.startswith(SCHEME):
             return clean_relative_path(uri[len(SCHEME) :])
         path = uri[len("file://") :] if uri.startswith("file://") else uri
         resolved = Path(path).resolve()
         if resolved == self.root or self.root in resolved.parents:
             return resolved.relative_to(self.root).as_posix()
-        raise InvalidArgument(f"{uri!r} is not inside the registry's artifact root", field="artifact_location")
+        return None
+
+    def relative(self, uri: str) -> str:
+        """The root-relative path of an `mlflow-artifacts:` or `file:` URI inside the root."""
+        found = self.inside(uri)
+        if found is None:
+            raise InvalidArgument(f"{uri!r} is not inside the registry's artifact root", field="artifact_location")
+        return found
 
     def file_uri(self, relative: str) -> str:
         return (self.root / relative).as_uri()
@@ -52,7 +60,10 @@ class ArtifactFiles:
 
     # -- listing and reading --------------------------------------------------------
 
-    def list(self, relative: str, sub: str = "") -> list[FileInfo]:
+    async def list(self, relative: str, sub: str = "") -> list[FileInfo]:
+        return await asyncio.to_thread(self._list, relative, sub)
+
+    def _list(self, relative: str, sub: str) -> list[FileInfo]:
         folder = self.path(relative, sub)
         if not folder.is_dir():
             return []
@@ -62,6 +73,11 @@ class ArtifactFiles:
             rel = entry.relative_to(base).as_posix()
             out.append(FileInfo(rel, entry.is_dir(), 0 if entry.is_dir() else entry.stat().st_size))
         return out
+
+    async def size(self, relative: str, sub: str = "") -> int | None:
+        """The size of one file, None when there is no file there (a folder is not one)."""
+        target = self.path(relative, sub)
+        return target.stat().st_size if await asyncio.to_thread(target.is_file) else None
 
     def walk_files(self, relative: str, sub: str = "") -> list[tuple[str, Path]]:
         target = self.path(relative, sub)
@@ -102,8 +118,10 @@ class ArtifactFiles:
     def writer(self, relative: str) -> ChunkWriter:
         return ChunkWriter(self.path(relative))
 
-    async def copy_tree(self, source: Path, relative: str) -> int:
-        """Copy a file or folder into `relative`; returns the number of files."""
+    async def copy_tree(self, source: Path | str, relative: str) -> int:
+        """Copy a file or folder (a host Path, or a root-relative str) into `relative`; returns the number of files."""
+        if isinstance(source, str):
+            source = self.path(source)
 
         def copy() -> int:
             dest = self.path(relative)

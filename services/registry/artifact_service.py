@@ -59,7 +59,7 @@ class ArtifactService:
 
     async def list(self, principal: str, target: Target, path: str = "") -> list[FileInfo]:
         relative = await self.location(principal, target, write=False)
-        return self.ctx.files.list(relative, clean_relative_path(path))
+        return await self.ctx.files.list(relative, clean_relative_path(path))
 
     async def download(
         self, principal: str, target: Target, path: str = "", chunk_size: int = 0
@@ -93,13 +93,14 @@ class ArtifactService:
 
     # -- sources of model versions ------------------------------------------------------
 
-    async def resolve_source(self, principal: str, source: str, run_id: str = "") -> Path | None:
-        """The local folder a version's files are copied from (the caller must be able to read it)."""
+    async def resolve_source(self, principal: str, source: str, run_id: str = "") -> Path | str | None:
+        """Where a version's files are copied from, once the caller may read it: a path inside the
+        artifact store (a str, root-relative) or a folder on the registry's host (a Path)."""
         if source.startswith("runs:/"):
             rest = source[len("runs:/") :].strip("/")
             source_run, _, sub = rest.partition("/")
             relative = await self.runs.run_artifact_location(principal, source_run, Privilege.EXECUTE)
-            return self.ctx.files.path(relative, clean_relative_path(sub))
+            return _join(relative, clean_relative_path(sub))
         if source.startswith("models:/"):
             model_id = source[len("models:/") :].strip("/")
             if not model_id.startswith("m-"):
@@ -107,17 +108,15 @@ class ArtifactService:
                     f"source {source!r}: only logged models (models:/m-...) can be copied", field="source"
                 )
             model = await self.logged.get(principal, model_id)
-            return self.ctx.files.path(self.ctx.files.relative(model.artifact_location))
+            return self.ctx.files.relative(model.artifact_location)
         if source.startswith("mlflow-artifacts:"):
-            relative = await self.authorize_path(principal, source[len("mlflow-artifacts:") :], write=False)
-            return self.ctx.files.path(relative)
+            return await self.authorize_path(principal, source[len("mlflow-artifacts:") :], write=False)
+        in_store = self.ctx.files.inside(source) if "://" in source or source.startswith("/") else None
+        if in_store is not None:
+            # A URI of the store itself (file:// under the root, or s3://bucket/prefix/...).
+            return await self.authorize_path(principal, in_store, write=False)
         if source.startswith("file://") or source.startswith("/"):
             path = Path(source[len("file://") :] if source.startswith("file://") else source).resolve()
-            root = self.ctx.files.root
-            if path == root or root in path.parents:
-                relative = path.relative_to(root).as_posix()
-                await self.authorize_path(principal, relative, write=False)
-                return path
             settings = self.ctx.settings
             if not settings.registry_allow_local_sources:
                 raise InvalidArgument(f"source {source!r}: local paths are not allowed here", field="source")
@@ -137,3 +136,7 @@ class ArtifactService:
             f"unsupported source {source!r}: use runs:/, models:/m-..., mlflow-artifacts:/, file:// or a local path",
             field="source",
         )
+
+
+def _join(*parts: str) -> str:
+    return "/".join(p for p in parts if p)

@@ -12,7 +12,7 @@ from services.common.db import Database
 from services.common.errors import InvalidArgument, NotFound
 from services.common.paging import DEFAULT_PAGE_SIZE, decode_token, encode_token, page_size
 from services.registry.access import AccessPolicy, Chain, Privilege
-from services.registry.artifact_files import ArtifactFiles
+from services.registry.artifact_store import ArtifactStore
 from services.registry.events import OUTBOX, PendingEvent
 from services.registry.settings import RegistrySettings
 
@@ -55,7 +55,7 @@ class RegistryContext:
         settings: RegistrySettings,
         db: Database,
         policy: AccessPolicy,
-        files: ArtifactFiles,
+        files: ArtifactStore,
         on_events_committed: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings

@@ -6,8 +6,8 @@ import logging
 
 from services.common.db import Database, migrate
 from services.registry.access import AccessPolicy
-from services.registry.artifact_files import ArtifactFiles
 from services.registry.artifact_service import ArtifactService
+from services.registry.artifact_store import open_artifact_store
 from services.registry.catalog_service import CatalogService
 from services.registry.context import RegistryContext, now_ms
 from services.registry.lineage_service import LineageService
@@ -25,7 +25,7 @@ class Registry:
         policy = AccessPolicy(
             settings.registry_superusers, settings.registry_service_principals, enabled=settings.auth_mode != "none"
         )
-        self.ctx = RegistryContext(settings, db, policy, ArtifactFiles(settings.artifact_root()), on_events_committed)
+        self.ctx = RegistryContext(settings, db, policy, open_artifact_store(settings), on_events_committed)
         self.catalogs = CatalogService(self.ctx)
         self.tracking = TrackingService(self.ctx)
         self.logged_models = LoggedModels(self.ctx, self.tracking)

@@ -20,8 +20,17 @@ class RegistrySettings(CommonSettings):
     registry_http_port: int = 5000
     # PostgreSQL schema of the registry's tables (tests use a unique one).
     registry_schema: str = "registry"
-    # Where artifacts live; empty: `<data_dir>/registry/artifacts`.
+    # Where artifacts live on local disk; empty: `<data_dir>/registry/artifacts`.
     registry_artifact_root: Path | None = None
+    # The artifact store: empty (or file:///path) for local disk, `s3://bucket/prefix` for an S3-compatible
+    # object store reached at registry_s3_endpoint (empty: AWS) with these keys (empty: the AWS_* variables).
+    registry_artifact_uri: str = ""
+    registry_s3_endpoint: str = ""
+    registry_s3_region: str = ""
+    registry_s3_access_key_id: str = ""
+    registry_s3_secret_access_key: str = dataclasses.field(default="", repr=False)
+    # http:// endpoints (a MinIO inside the cluster) are refused unless this is on.
+    registry_s3_allow_http: bool = False
     # Principals allowed everything, everywhere.
     registry_superusers: tuple[str, ...] = ("admin",)
     # Service principals (serving, retrieval, monitoring...): not superusers but a fixed role: CheckPrivilege

@@ -1,6 +1,6 @@
 """The mlflow-artifacts proxy (/api/2.0/mlflow-artifacts/artifacts/...), as MLflow's http artifact repository calls it.
 
-Bodies stream to and from disk in chunks; paths are authorized like the gRPC
+Bodies stream to and from the artifact store in chunks; paths are authorized like the gRPC
 artifact targets (the experiment's or the model's privileges).
 """
 
@@ -38,11 +38,11 @@ def add_routes(app: web.Application, registry: Registry) -> None:
 
     async def download(request: web.Request):
         path = await artifacts.authorize_path(request[PRINCIPAL], request.match_info["path"], write=False)
-        target = files.path(path)
-        if not target.is_file():
+        size = await files.size(path)
+        if size is None:
             raise NotFound(f"no artifact at {path!r}")
         response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
-        response.content_length = target.stat().st_size
+        response.content_length = size
         await response.prepare(request)
         folder, _, name = path.rpartition("/")
         async for _, data, _, _ in files.read_chunks(folder, name, CHUNK):
@@ -55,7 +55,7 @@ def add_routes(app: web.Application, registry: Registry) -> None:
         if not clean_relative_path(raw):
             return reply({"files": []})
         path = await artifacts.authorize_path(request[PRINCIPAL], raw, write=False)
-        entries = files.list(path)
+        entries = await files.list(path)
         return reply({"files": [_entry(f.path.rsplit("/", 1)[-1], f.is_dir, f.size) for f in entries]})
 
     async def delete(request: web.Request):
