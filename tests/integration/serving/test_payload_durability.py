@@ -23,6 +23,7 @@ from prometheus_client import REGISTRY
 from tessera.events.v1 import payload_log_pb2
 
 from services.common import kafka_admin
+from services.common.errors import Unavailable
 from services.serving.payload_log import PayloadLogWriter, PayloadRecord
 from tests.integration.serving.private_kafka import PrivateKafka, free_port
 from tests.integration.serving.topic_reader import TopicReader
@@ -247,6 +248,37 @@ async def test_a_full_producer_buffer_does_not_block_the_event_loop(kafka_bootst
     reader = _reader(kafka_bootstrap, topic)
     try:
         await reader.wait_for([f"full-{i}" for i in range(500)], timeout=60)
+    finally:
+        reader.close()
+        await replaying.stop()
+
+
+async def test_a_full_spool_refuses_new_requests_and_loses_none_it_accepted(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = f"test.payloads.bound.{uuid.uuid4().hex[:8]}"
+    kafka_admin.ensure_topics(kafka_bootstrap, [topic], partitions=1)
+    writer = PayloadLogWriter(
+        f"127.0.0.1:{free_port()}", topic, tmp_path / "spool", spool_max_bytes=64 * 1024, stop_grace_s=0.5
+    )
+    await writer.start()
+    accepted: list[str] = []
+    try:
+        with pytest.raises(Unavailable, match="spool is full"):
+            for i in range(10_000):
+                writer.check_capacity()  # what a front end asks before it accepts a request
+                accepted.append(f"bound-{i}")
+                writer.submit(_record(accepted[-1]))
+                await writer.wait_durable()
+        assert sum(f.stat().st_size for f in (tmp_path / "spool").rglob("*.seg")) >= 64 * 1024
+    finally:
+        await writer.stop()
+
+    replaying = PayloadLogWriter(kafka_bootstrap, topic, tmp_path / "spool")
+    await replaying.start()
+    reader = _reader(kafka_bootstrap, topic)
+    try:
+        await reader.wait_for(accepted, timeout=60)
     finally:
         reader.close()
         await replaying.stop()
