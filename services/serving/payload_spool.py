@@ -220,9 +220,13 @@ class PayloadSpool:
         segment = self._active()
         assert self._writer is not None
         data = b"".join(frames)
-        self._writer.write(data)
-        self._writer.flush()
-        os.fsync(self._writer.fileno())
+        try:
+            self._writer.write(data)
+            self._writer.flush()
+            os.fsync(self._writer.fileno())
+        except OSError:
+            self._abandon(segment)
+            raise
         segment.end += len(data)
         segment.records += len(frames)
         segment.unsettled_bytes += len(data)
@@ -248,6 +252,15 @@ class PayloadSpool:
         if self._cursor is None:
             self._cursor = (seq, len(header))
         return segment
+
+    def _abandon(self, segment: _Segment) -> None:
+        """A write failed (disk full...): seal the segment at its last durable frame; the caller retries."""
+        writer, self._writer = self._writer, None
+        with contextlib.suppress(OSError):
+            writer.close()
+        with contextlib.suppress(OSError):
+            os.truncate(segment.path, segment.end)
+        self._seal(segment)
 
     def _seal(self, segment: _Segment) -> None:
         if self._writer is not None:
