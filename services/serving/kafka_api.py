@@ -163,8 +163,9 @@ class KafkaRequestServer:
         reply_to = self._replies.default
         try:
             principal = self._principal(request)
-            self._admit(request, record, principal, len(given_id))
+            self._check_reply_topic(request, principal)
             reply_to = request.reply_to or reply_to
+            self._admit(request, record, principal, len(given_id))
             async with asyncio.timeout(self._timeout_s):
                 await self._run(request, principal, len(record.raw.value() or b""), response)
         except TimeoutError:
@@ -192,12 +193,18 @@ class KafkaRequestServer:
             self._inference.log_rejected(request.request_id, request.endpoint, "kafka", Principal(ANONYMOUS), exc, {})
             raise
 
+    def _check_reply_topic(self, request: events_pb.InferenceRequest, principal: Principal) -> None:
+        try:
+            self._replies.check(request.reply_to)
+        except PermissionDenied as exc:
+            self._inference.log_rejected(request.request_id, request.endpoint, "kafka", principal, exc, {})
+            raise
+
     def _admit(self, request: events_pb.InferenceRequest, record: Record, principal: Principal, id_length: int) -> None:
-        """Refuse what must not run: a too-long id, a reply topic off the list, a stale or oversized request."""
+        """Refuse what must not run: a too-long id, a stale or oversized request."""
         try:
             if id_length > _MAX_REQUEST_ID:
                 raise InvalidArgument(f"request_id is over {_MAX_REQUEST_ID} characters")
-            self._replies.check(request.reply_to)
             if self._ttl_s > 0:
                 created = request.created_at.ToMilliseconds() if request.HasField("created_at") else record.timestamp_ms
                 age_s = time.time() - created / 1000

@@ -205,7 +205,8 @@ class PayloadLogWriter:
         self._spool = PayloadSpool(spool_dir, topic, segment_bytes=segment_bytes)
         self._queue: collections.deque[PayloadRecord] = collections.deque()
         self._queue_size = queue_size
-        self._queue_bytes = max(max_in_flight_bytes, 4 * max_record_bytes)
+        # What queued records may hold in memory (tensors included) before requests are refused.
+        self._queue_bytes = max(256 * 1024 * 1024, 4 * max_record_bytes)
         self._batch_size = batch_size
         self._spool_max_bytes = spool_max_bytes
         self._max_record_bytes = max_record_bytes
