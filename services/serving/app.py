@@ -19,7 +19,7 @@ from services.serving import grpc_api, oip_api
 from services.serving.catalog import ModelCatalog
 from services.serving.endpoints import EndpointControl
 from services.serving.inference import InferenceCore, Limits
-from services.serving.kafka_api import KafkaRequestServer
+from services.serving.kafka_api import KafkaRequestServer, ReplyTopics
 from services.serving.model_pool import ModelPool
 from services.serving.payload_log import PayloadLogWriter
 from services.serving.registry_catalog import RegistryCatalog
@@ -70,10 +70,16 @@ class ServingApp:
         self.catalog = self.catalog or RegistryCatalog(s.registry_address, s.service_token, s.model_cache())
         self.producer = EventProducer(s.kafka_bootstrap, client_id=f"{s.service_name}-{os.getpid()}")
         self.payload_log = PayloadLogWriter(
-            self.producer,
+            s.kafka_bootstrap,
             s.serving_payload_topic,
+            s.payload_spool(),
             queue_size=s.serving_payload_queue,
             batch_size=s.serving_payload_batch,
+            spool_max_bytes=s.serving_payload_spool_max_bytes,
+            max_record_bytes=s.serving_payload_max_record_bytes,
+            message_timeout_ms=s.serving_payload_message_timeout_ms,
+            stop_grace_s=s.shutdown_grace_s,
+            client_id=f"{s.service_name}-payload-logs-{os.getpid()}",
         )
         await self.payload_log.start()
         self.privileges = RegistryPrivileges(
@@ -134,8 +140,11 @@ class ServingApp:
                 bootstrap=s.kafka_bootstrap,
                 topic=s.serving_requests_topic,
                 group_id=s.serving_consumer_group,
-                default_reply_topic=s.serving_responses_topic,
+                reply_topics=ReplyTopics(s.serving_reply_topics, s.serving_responses_topic),
                 batch_size=s.serving_kafka_batch,
+                payload_log=self.payload_log,
+                request_timeout_s=s.serving_kafka_request_timeout_s,
+                request_ttl_s=s.serving_kafka_request_ttl_s,
             )
             self._tasks.append(asyncio.create_task(self.kafka_requests.run(), name="serving-kafka-requests"))
             await self.kafka_requests.loop.wait_assigned()

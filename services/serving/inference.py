@@ -76,6 +76,7 @@ class InferenceCore:
         self, call: GenerateCall, principal: Principal, *, wait: bool = False
     ) -> AsyncIterator[TextChunk]:
         """Stream the generation; `wait` queues for a concurrency slot instead of failing at once (Kafka)."""
+        self._log.check_capacity()  # refused, not accepted: no log is owed
         outcome = _Outcome(call.request_id, call.endpoint, call.source, principal, call.labels)
         parts: list[str] = []
         try:
@@ -121,6 +122,7 @@ class InferenceCore:
         )
 
     async def infer(self, call: TensorCall, principal: Principal, *, wait: bool = False) -> TensorResult:
+        self._log.check_capacity()  # refused, not accepted: no log is owed
         outcome = _Outcome(call.request_id, call.endpoint, call.source, principal, call.labels)
         try:
             call.check()
@@ -221,4 +223,5 @@ class _Outcome:
 
 
 def _tensors_for_log(tensors: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    return {name: np.asarray(value).tolist() for name, value in tensors.items()}
+    # Arrays as they are: the payload-log writer converts (and caps) them off the event loop.
+    return {name: np.asarray(value) for name, value in tensors.items()}

@@ -15,7 +15,6 @@ import json
 import math
 import struct
 from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 from inference import grpc_service_pb2 as oip
@@ -43,9 +42,6 @@ MAX_NAME = 256
 MAX_DIMS = 16
 # BYTES inputs carry prompts and JSON parameters: a handful of elements, each decoded in Python.
 MAX_BYTES_ELEMENTS = 1024
-# Payload logs hold tensors up to this many values; larger ones are summarised (dtype, shape, first values).
-MAX_LOGGED_VALUES = 1024
-LOGGED_HEAD = 16
 
 
 def decode_inputs(request: oip.ModelInferRequest, *, max_request_bytes: int) -> dict[str, np.ndarray]:
@@ -152,36 +148,6 @@ def encode_bytes(items: list[bytes | str]) -> bytes:
         data = item.encode() if isinstance(item, str) else item
         out += struct.pack("<I", len(data)) + data
     return bytes(out)
-
-
-def tensors_for_log(tensors: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    """Tensors as a payload log holds them: values up to MAX_LOGGED_VALUES, else a summary.
-
-    A large tensor is never turned into Python lists (that costs seconds of event-loop
-    time for a few MiB); its summary keeps its dtype, shape and first LOGGED_HEAD values.
-    """
-    logged: dict[str, Any] = {}
-    for name, value in tensors.items():
-        array = np.asarray(value)
-        if array.size <= MAX_LOGGED_VALUES:
-            logged[name] = _loggable(array.tolist())
-        else:
-            logged[name] = {
-                "truncated": True,
-                "dtype": str(array.dtype),
-                "shape": list(array.shape),
-                "head": _loggable(array.reshape(-1)[:LOGGED_HEAD].tolist()),
-            }
-    return logged
-
-
-def _loggable(values: Any) -> Any:
-    """BYTES elements as text (a Struct holds no bytes)."""
-    if isinstance(values, list):
-        return [_loggable(v) for v in values]
-    if isinstance(values, bytes):
-        return values.decode("utf-8", errors="replace")
-    return values
 
 
 def is_text_request(tensors: Mapping[str, np.ndarray]) -> bool:

@@ -37,10 +37,29 @@ class ServingSettings(CommonSettings):
     serving_run_registry_consumer: bool = True
     # Requests of one Kafka batch served at once.
     serving_kafka_batch: int = 64
+    # Topics a Kafka request may name as `reply_to`, comma-separated; `prefix*` allows a prefix.
+    # The responses topic is always allowed; a refused one is answered there with the reason.
+    serving_reply_topics: str = f"{topics.SERVING_RESPONSES},{topics.SERVING_RESPONSES}.*"
+    # A Kafka request not answered within this is answered DEADLINE_EXCEEDED (bounds a batch,
+    # so the consumer polls again well within `max.poll.interval.ms`, set 60 s above it).
+    serving_kafka_request_timeout_s: float = 240.0
+    # A Kafka request older than this (its created_at, else its record time) is answered
+    # DEADLINE_EXCEEDED without being run; 0 serves requests of any age.
+    serving_kafka_request_ttl_s: float = 3600.0
 
-    # -- payload logging (off the request path) ------------------------------------
+    # -- payload logging (off the request path; see payload_log.py) ---------------
+    # Records waiting for the spool writer; over it, new requests are refused UNAVAILABLE.
     serving_payload_queue: int = 10_000
+    # Records written to the spool per fsync, at most.
     serving_payload_batch: int = 500
+    # Where records wait for Kafka's acknowledgement; empty: `<data_dir>/serving/payload-spool`.
+    serving_payload_spool_dir: Path | None = None
+    # Spool size at which new requests are refused UNAVAILABLE (logs are never dropped).
+    serving_payload_spool_max_bytes: int = 1024**3
+    # A record's size cap: inputs/outputs (tensors) that would pass it are logged as a summary.
+    serving_payload_max_record_bytes: int = 1024 * 1024
+    # librdkafka's delivery timeout for payload logs; a record that times out is produced again.
+    serving_payload_message_timeout_ms: int = 60_000
 
     # -- engines ------------------------------------------------------------------
     serving_kv_cache_mib: int = 256
@@ -58,6 +77,9 @@ class ServingSettings(CommonSettings):
     serving_privilege_cache_s: float = 30.0
     # How often each replica compares what it runs with the stored endpoints (0: never); events do it at once.
     serving_reconcile_s: float = 60.0
+
+    def payload_spool(self) -> Path:
+        return Path(self.serving_payload_spool_dir or (self.data_dir / "serving" / "payload-spool")).resolve()
 
     def model_cache(self) -> Path:
         return Path(self.serving_model_cache or (self.data_dir / "serving" / "models")).resolve()

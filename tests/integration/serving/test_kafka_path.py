@@ -8,11 +8,16 @@ import time
 import uuid
 
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, TopicPartition
 from google.protobuf import json_format
 from tessera.events.v1 import serving_pb2 as events_pb
+from tessera.serving.v1 import serving_pb2 as pb
 
+from services.common import kafka_admin
+from services.common.auth import bearer
+from services.serving.kafka_api import KafkaRequestServer, ReplyTopics
 from tests.integration.serving.conftest import ALICE, BOB, Mesh
+from tests.integration.serving.topic_reader import TopicReader
 
 pytestmark = pytest.mark.integration
 
@@ -58,11 +63,11 @@ async def test_a_tensor_request_in_json_gets_scores(mesh: Mesh) -> None:
     assert response.model_version == str(mesh.tabular_versions[0])
 
 
-async def test_a_custom_reply_topic_is_honoured(mesh: Mesh, fresh_topic: str) -> None:
-    from tests.integration.serving.topic_reader import TopicReader
-
+async def test_a_reply_topic_on_the_allow_list_is_honoured(mesh: Mesh, unique: str) -> None:
+    reply_topic = f"tessera.serving.responses.test-{unique}"
+    kafka_admin.ensure_topics(mesh.kafka_bootstrap, [reply_topic], partitions=1)
     reader = TopicReader(
-        mesh.kafka_bootstrap, fresh_topic, events_pb.InferenceResponse.FromString, lambda m: m.request_id
+        mesh.kafka_bootstrap, reply_topic, events_pb.InferenceResponse.FromString, lambda m: m.request_id
     )
     try:
         rid = _rid("reply")
@@ -70,7 +75,7 @@ async def test_a_custom_reply_topic_is_honoured(mesh: Mesh, fresh_topic: str) ->
             events_pb.InferenceRequest(
                 request_id=rid,
                 endpoint=mesh.llm_endpoint,
-                reply_to=fresh_topic,
+                reply_to=reply_topic,
                 prompt="Sort.",
                 sampling=events_pb.SamplingParams(max_tokens=4),
                 auth_token=ALICE,
@@ -81,6 +86,69 @@ async def test_a_custom_reply_topic_is_honoured(mesh: Mesh, fresh_topic: str) ->
         assert rid not in mesh.responses.by_key
     finally:
         reader.close()
+
+
+async def test_a_reply_topic_off_the_allow_list_is_refused_on_the_default_topic_and_never_created(
+    mesh: Mesh, unique: str
+) -> None:
+    rid, wanted = _rid("off-list"), f"someone.elses.topic.{unique}"
+    await mesh.send_request(
+        events_pb.InferenceRequest(
+            request_id=rid, endpoint=mesh.llm_endpoint, reply_to=wanted, prompt="Sort.", auth_token=ALICE
+        )
+    )
+
+    (response,) = (await mesh.responses.wait_for([rid]))[rid]
+    assert response.status == "PERMISSION_DENIED" and "not allowed" in response.error_message
+    (logged,) = (await mesh.payloads.wait_for([rid]))[rid]
+    assert logged.status == "PERMISSION_DENIED" and logged.completion_tokens == 0
+    assert (await _dead_letters(mesh, rid))[0][0]["tessera-error-code"] == "PERMISSION_DENIED"
+    topics = await asyncio.to_thread(lambda: kafka_admin.admin(mesh.kafka_bootstrap).list_topics(timeout=10).topics)
+    assert wanted not in topics
+
+
+async def test_one_refused_record_does_not_run_its_neighbours_twice(mesh: Mesh) -> None:
+    good = [_rid(f"batch{i}") for i in range(9)]
+    bad = _rid("bad-topic")
+    requests = [
+        events_pb.InferenceRequest(
+            request_id=rid,
+            endpoint=mesh.llm_endpoint,
+            prompt="Sort.",
+            sampling=events_pb.SamplingParams(max_tokens=4),
+            auth_token=ALICE,
+        )
+        for rid in good
+    ]
+    requests.insert(
+        4,
+        events_pb.InferenceRequest(
+            request_id=bad, endpoint=mesh.llm_endpoint, reply_to="bad topic!", prompt="x", auth_token=ALICE
+        ),
+    )
+    # One produce burst, so the consumer takes them as one batch.
+    for request in requests:
+        mesh.producer.produce(mesh.requests_topic, request, key=request.request_id)
+    await mesh.producer.flush()
+
+    responses = await mesh.responses.wait_for([*good, bad])
+    await mesh.payloads.wait_for([*good, bad])
+    await asyncio.sleep(2.0)  # room for a duplicate to show up, if one were written
+    assert {rid: len(mesh.responses.by_key[rid]) for rid in [*good, bad]} == dict.fromkeys([*good, bad], 1)
+    assert {rid: len(mesh.payloads.by_key[rid]) for rid in [*good, bad]} == dict.fromkeys([*good, bad], 1)
+    assert all(responses[rid][0].status == "OK" for rid in good)
+    assert responses[bad][0].status == "PERMISSION_DENIED"
+
+
+async def test_a_request_past_its_time_to_live_is_answered_without_running(mesh: Mesh) -> None:
+    rid = _rid("stale")
+    request = events_pb.InferenceRequest(request_id=rid, endpoint=mesh.llm_endpoint, prompt="Sort.", auth_token=ALICE)
+    request.created_at.FromSeconds(int(time.time()) - 2 * 3600)
+    await mesh.send_request(request)
+
+    (response,) = (await mesh.responses.wait_for([rid]))[rid]
+    assert response.status == "DEADLINE_EXCEEDED" and "old" in response.error_message
+    assert response.completion_tokens == 0
 
 
 @pytest.mark.parametrize(
@@ -104,7 +172,10 @@ async def test_a_bad_request_is_answered_and_dead_lettered(
     (response,) = (await mesh.responses.wait_for([rid]))[rid]
     assert response.status == status and response.error_message
     dead = await _dead_letters(mesh, rid)
-    assert dead and dead[0]["tessera-error-code"] == status
+    assert dead and dead[0][0]["tessera-error-code"] == status
+    # The dead-letter copy keeps the request but not the caller's token.
+    value = dead[0][1]
+    assert (not token or token.encode() not in value) and b"hi" in value
 
 
 async def test_garbage_goes_to_the_dlq_and_is_answered_when_its_id_is_readable(mesh: Mesh) -> None:
@@ -122,17 +193,17 @@ async def test_garbage_goes_to_the_dlq_and_is_answered_when_its_id_is_readable(m
 
     (response,) = (await mesh.responses.wait_for([readable]))[readable]
     assert response.status == "INVALID_ARGUMENT" and "invalid JSON" in response.error_message
-    assert (await _dead_letters(mesh, readable))[0]["tessera-error-code"] == "INVALID_ARGUMENT"
+    assert (await _dead_letters(mesh, readable))[0][0]["tessera-error-code"] == "INVALID_ARGUMENT"
     assert await _dead_letters(mesh, unreadable, by_record_id=True)
     assert unreadable not in mesh.responses.by_key
 
 
-async def _dead_letters(mesh: Mesh, rid: str, *, by_record_id: bool = False) -> list[dict]:
+async def _dead_letters(mesh: Mesh, rid: str, *, by_record_id: bool = False) -> list[tuple[dict, bytes]]:
     # A blocking consumer: off the event loop, which the service under test shares.
     return await asyncio.to_thread(_read_dead_letters, mesh, rid, by_record_id)
 
 
-def _read_dead_letters(mesh: Mesh, rid: str, by_record_id: bool, timeout_s: float = 30.0) -> list[dict]:
+def _read_dead_letters(mesh: Mesh, rid: str, by_record_id: bool, timeout_s: float = 30.0) -> list[tuple[dict, bytes]]:
     consumer = Consumer(
         {
             "bootstrap.servers": mesh.kafka_bootstrap,
@@ -141,7 +212,7 @@ def _read_dead_letters(mesh: Mesh, rid: str, by_record_id: bool, timeout_s: floa
         }
     )
     consumer.subscribe([mesh.requests_topic + ".dlq"])
-    found: list[dict] = []
+    found: list[tuple[dict, bytes]] = []
     try:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and not found:
@@ -154,7 +225,77 @@ def _read_dead_letters(mesh: Mesh, rid: str, by_record_id: bool, timeout_s: floa
                 if (by_record_id and headers.get("tessera-record-id") == rid) or (
                     not by_record_id and (key == rid or rid in body)
                 ):
-                    found.append(headers)
+                    found.append((headers, message.value() or b""))
     finally:
         consumer.close()
     return found
+
+
+async def test_a_batch_slower_than_the_poll_interval_is_answered_once_and_committed(mesh: Mesh, unique: str) -> None:
+    # One request at a time: a batch of long generations takes far longer than the consumer's poll interval.
+    endpoint = f"slow-{unique}"
+    await mesh.serving_stub().CreateEndpoint(
+        pb.CreateEndpointRequest(
+            name=endpoint,
+            served_models=[pb.ServedModel(model_name=mesh.llm_model, version=1)],
+            max_concurrency=1,
+            wait=True,
+        ),
+        metadata=bearer(ALICE),
+    )
+    topic, group = f"test.slow-requests.{unique}", f"serving-slow-{unique}"
+    kafka_admin.ensure_topics(mesh.kafka_bootstrap, [topic, topic + ".dlq"], partitions=1)
+    app = mesh.serving
+
+    def replica() -> KafkaRequestServer:
+        return KafkaRequestServer(
+            app.inference,
+            app.server.authenticator,
+            app.producer,
+            bootstrap=mesh.kafka_bootstrap,
+            topic=topic,
+            group_id=group,
+            reply_topics=ReplyTopics("", mesh.responses_topic),
+            batch_size=64,
+            payload_log=app.payload_log,
+            request_timeout_s=3.0,
+            **{"session.timeout.ms": 6_000, "max.poll.interval.ms": 6_000},
+        )
+
+    # Two replicas in the group: were the busy one evicted, the other would take the partition and run the batch again.
+    replicas = [replica(), replica()]
+    running = []
+    for server in replicas:
+        running.append(asyncio.create_task(server.run()))
+        await server.loop.wait_assigned()
+    ids = [_rid(f"slow{i}") for i in range(80)]
+    try:
+        sampling = events_pb.SamplingParams(max_tokens=128, ignore_eos=True)
+        for rid in ids:
+            request = events_pb.InferenceRequest(
+                request_id=rid, endpoint=endpoint, prompt="Sort.", sampling=sampling, auth_token=ALICE
+            )
+            mesh.producer.produce(topic, request, key=rid)
+        await mesh.producer.flush()
+
+        responses = await mesh.responses.wait_for(ids, timeout=180)
+        await asyncio.sleep(10.0)  # past the poll interval: a redelivered batch would be answered again
+        assert {rid: len(mesh.responses.by_key[rid]) for rid in ids} == dict.fromkeys(ids, 1)
+        statuses = {responses[rid][0].status for rid in ids}
+        assert "DEADLINE_EXCEEDED" in statuses and statuses <= {"OK", "DEADLINE_EXCEEDED"}
+        await mesh.payloads.wait_for(ids)
+        assert {rid: len(mesh.payloads.by_key[rid]) for rid in ids} == dict.fromkeys(ids, 1)
+    finally:
+        for server in replicas:
+            server.stop()
+        await asyncio.gather(*running)
+    assert await asyncio.to_thread(_committed, mesh.kafka_bootstrap, group, topic) == len(ids)
+
+
+def _committed(bootstrap: str, group: str, topic: str) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        (position,) = consumer.committed([TopicPartition(topic, 0)], timeout=10)
+        return position.offset
+    finally:
+        consumer.close()

@@ -14,7 +14,9 @@ from prometheus_client import REGISTRY
 from tessera.events.v1 import serving_pb2 as events_pb
 from tessera.serving.v1 import serving_pb2 as pb
 
-from services.common.auth import bearer
+from services.common.auth import Principal, bearer
+from services.common.errors import NotFound
+from services.serving.app import ServingApp
 from tests.integration.serving.conftest import ALICE, Mesh
 
 pytestmark = pytest.mark.integration
@@ -102,3 +104,31 @@ async def test_every_path_logs_exactly_one_record_per_request(mesh: Mesh) -> Non
 
 async def test_no_payload_log_record_was_dropped(mesh: Mesh) -> None:
     assert REGISTRY.get_sample_value("tessera_serving_payload_logs_dropped_total") == 0
+
+
+async def test_a_stopped_replica_delivers_its_whole_payload_queue(mesh: Mesh) -> None:
+    settings = mesh.serving.settings
+    replica = ServingApp(
+        type(settings)(
+            **{**settings.__dict__, "serving_run_request_consumer": False, "serving_run_registry_consumer": False}
+        ),
+        serve_metrics=False,
+    )
+    await replica.start()
+    u = uuid.uuid4().hex[:6]
+    ids = [f"queued-{u}-{i}" for i in range(3000)]
+    try:
+        for rid in ids:
+            replica.inference.log_rejected(rid, "no-such-endpoint", "grpc", Principal("alice"), NotFound("gone"), {})
+    finally:
+        await replica.stop()  # with thousands still queued
+
+    logged = await mesh.payloads.wait_for(ids, timeout=120)
+    assert all(records[0].status == "NOT_FOUND" for records in logged.values())
+
+
+async def test_the_payload_backlog_is_exported_and_drains_to_zero(mesh: Mesh) -> None:
+    async with asyncio.timeout(60):
+        while REGISTRY.get_sample_value("tessera_serving_payload_backlog_records") != 0:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+    assert REGISTRY.get_sample_value("tessera_serving_payload_backlog_bytes") == 0
