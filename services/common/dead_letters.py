@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from confluent_kafka import Message
@@ -65,6 +66,10 @@ class DeadLetter:
         return _record_size(self.key, self.value, self.headers)
 
 
+# The value a DLQ copy keeps, computed from the original record (e.g. with a token blanked).
+Redactor = Callable[[Message], bytes | None]
+
+
 def error_code(exc: BaseException) -> str:
     return exc.code_name if isinstance(exc, TesseraError) else type(exc).__name__
 
@@ -91,12 +96,21 @@ def dead_letter_headers(
 
 
 def dead_letter_record(
-    message: Message, exc: BaseException, group_id: str, *, attempts: int = 1, max_bytes: int = DLQ_MAX_BYTES
+    message: Message,
+    exc: BaseException,
+    group_id: str,
+    *,
+    attempts: int = 1,
+    max_bytes: int = DLQ_MAX_BYTES,
+    redact: Redactor | None = None,
 ) -> DeadLetter:
-    """The DLQ copy of `message`, no larger than `max_bytes`: oversize parts are cut, and the copy says so."""
+    """The DLQ copy of `message`, no larger than `max_bytes`: oversize parts are cut, and the copy says so.
+
+    `redact` gives the value to keep instead of the original (e.g. without a credential it carries)."""
     ours = dead_letter_headers(message, exc, group_id, attempts=attempts)
-    original = list(message.headers() or ())
-    key, value = message.key(), message.value()
+    # A credential a producer sent along (retrieval's signed sync records) is never copied.
+    original = [(k, v) for k, v in message.headers() or () if k.lower() != "authorization"]
+    key, value = message.key(), (redact(message) if redact is not None else message.value())
     cuts: list[str] = []
     if _headers_size(original) > max_bytes // 4:
         cuts.append(f"headers: dropped {len(original)} ({_headers_size(original)} bytes)")
@@ -127,12 +141,13 @@ async def dead_letter(
     group_id: str,
     attempts: int = 1,
     max_bytes: int = DLQ_MAX_BYTES,
+    redact: Redactor | None = None,
 ) -> Delivered:
     """Send `message` to `<topic>.dlq` with `exc` as the reason and wait for Kafka's acknowledgement.
 
     One try: raises `DeliveryError`/`KafkaException` when Kafka refuses; `ConsumerLoop.dead_letter`
     retries for a consumer."""
-    record = dead_letter_record(message, exc, group_id, attempts=attempts, max_bytes=max_bytes)
+    record = dead_letter_record(message, exc, group_id, attempts=attempts, max_bytes=max_bytes, redact=redact)
     _log.warning(
         "%s: %s[%d]@%d to DLQ: %s: %s",
         group_id,

@@ -45,6 +45,7 @@ from services.common.dead_letters import (
     DLQ_MAX_BYTES,
     ERROR_CODE_HEADER,
     ERROR_HEADER,
+    Redactor,
     dead_letter,
 )
 from services.common.errors import Unavailable
@@ -151,6 +152,7 @@ class ConsumerLoop(Generic[M]):
         max_attempts: int | None = None,
         dlq_max_bytes: int = DLQ_MAX_BYTES,
         on_dead_letter: Callable[[Message, BaseException], Awaitable[None]] | None = None,
+        redact: Redactor | None = None,
         readiness: Readiness = READINESS,
         restart_backoff_s: tuple[float, float] = _RESTART_BACKOFF_S,
         **config: object,
@@ -172,6 +174,8 @@ class ConsumerLoop(Generic[M]):
         self._max_backoff = max_backoff_s
         self._max_attempts = max_attempts
         self._dlq_max_bytes = dlq_max_bytes
+        # What a DLQ copy keeps of a record's value (credentials blanked); the whole value by default.
+        self._redact = redact
         # Called after a record went to the DLQ (e.g. to answer a requester who waits for a reply).
         self._on_dead_letter = on_dead_letter
         self._readiness = readiness
@@ -264,7 +268,15 @@ class ConsumerLoop(Generic[M]):
         pause, max_bytes = 0.1, self._dlq_max_bytes
         while True:
             send = asyncio.ensure_future(
-                dead_letter(self._dlq, message, exc, group_id=self.group_id, attempts=attempts, max_bytes=max_bytes)
+                dead_letter(
+                    self._dlq,
+                    message,
+                    exc,
+                    group_id=self.group_id,
+                    attempts=attempts,
+                    max_bytes=max_bytes,
+                    redact=self._redact,
+                )
             )
             stopping = asyncio.ensure_future(self._stopping.wait())
             try:

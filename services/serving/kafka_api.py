@@ -33,8 +33,9 @@ import time
 from confluent_kafka import Message
 from tessera.events.v1 import serving_pb2 as events_pb
 
-from services.common import serialization, topics
+from services.common import serialization
 from services.common.auth import ANONYMOUS, Principal, TokenAuthenticator
+from services.common.dead_letters import dead_letter
 from services.common.errors import (
     DeadlineExceeded,
     FailedPrecondition,
@@ -44,7 +45,7 @@ from services.common.errors import (
     TesseraError,
     Unauthenticated,
 )
-from services.common.kafka_consumer import ERROR_CODE_HEADER, ERROR_HEADER, ConsumerLoop, Record, RetriableError
+from services.common.kafka_consumer import ConsumerLoop, Record, RetriableError
 from services.common.kafka_producer import DeliveryError, EventProducer
 from services.serving.converters import kafka_call, tensors_to_struct
 from services.serving.entities import GenerateCall
@@ -119,6 +120,7 @@ class KafkaRequestServer:
             dlq_producer=producer,
             batch_size=batch_size,
             on_dead_letter=self._answer_undecodable,
+            redact=redacted_request,
             **consumer_config,
         )
         self._stopping = False
@@ -178,7 +180,7 @@ class KafkaRequestServer:
         except Exception:  # noqa: BLE001 - answered and dead-lettered, never a crash of the loop
             _log.exception("kafka request %s failed", request_id)
             response.status, response.error_message = "INTERNAL", "internal error; see the service log"
-            await self._deliver(self._dead_letter, record, RuntimeError("internal error"))
+            await self._deliver(self._dead_letter, record, TesseraError("internal error; see the service log"))
         response.latency_ms = (time.perf_counter() - started) * 1000
         await self._deliver(self._producer.send, reply_to, response, key=request_id or None)
 
@@ -255,21 +257,8 @@ class KafkaRequestServer:
                 backoff = min(backoff * 2, 10.0)
 
     async def _dead_letter(self, record: Record, exc: TesseraError | Exception) -> None:
-        message = record.raw
-        code = exc.code_name if isinstance(exc, TesseraError) else "INTERNAL"
-        reason = exc.message if isinstance(exc, TesseraError) else str(exc)
-        headers = list(message.headers() or [])
-        headers += [
-            (ERROR_HEADER, reason[:4000].encode()),
-            (ERROR_CODE_HEADER, code.encode()),
-            ("tessera-original-topic", message.topic().encode()),
-            ("tessera-original-partition", str(message.partition()).encode()),
-            ("tessera-original-offset", str(message.offset()).encode()),
-            ("tessera-consumer-group", self.loop.group_id.encode()),
-        ]
-        await self._producer.send_bytes(
-            topics.dlq(message.topic()), redacted_request(message), key=message.key(), headers=headers
-        )
+        """One attempt at the record's DLQ copy (token redacted); `_deliver` retries it."""
+        await dead_letter(self._producer, record.raw, exc, group_id=self.loop.group_id, redact=redacted_request)
 
     async def _answer_undecodable(self, message: Message, exc: BaseException) -> None:
         """A record that is not an InferenceRequest: answer it when its request id can be read."""

@@ -226,6 +226,15 @@ def test_a_dead_letter_copy_keeps_the_record_and_says_why():
     assert headers["tessera-consumer-group"] == b"g" and TRUNCATED_HEADER not in headers
 
 
+def test_a_dead_letter_copy_carries_no_credential():
+    message = _message(b"token=s3cret", headers=[("schema", b"x"), ("Authorization", b"Bearer s3cret")])
+    record = dead_letter_record(
+        message, InvalidArgument("bad"), "g", redact=lambda m: m.value().replace(b"s3cret", b"[redacted]")
+    )
+    assert record.value == b"token=[redacted]"
+    assert all(b"s3cret" not in value for _key, value in record.headers)
+
+
 def test_an_oversize_dead_letter_copy_is_truncated_and_says_so():
     value = bytes(range(256)) * 4096  # 1 MiB
     record = dead_letter_record(_message(value), ValueError("x" * 10_000), "g", max_bytes=64 * 1024)

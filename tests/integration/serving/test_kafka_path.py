@@ -183,7 +183,9 @@ async def test_garbage_goes_to_the_dlq_and_is_answered_when_its_id_is_readable(m
     # JSON that is not an InferenceRequest (wrong types), with a readable request id.
     await mesh.producer.send_bytes(
         mesh.requests_topic,
-        json.dumps({"request_id": readable, "endpoint": 42, "sampling": "hot"}).encode(),
+        json.dumps(
+            {"request_id": readable, "endpoint": 42, "sampling": "hot", "auth_token": "garbage-secret"}
+        ).encode(),
         headers=[("content-type", b"application/json")],
     )
     # Bytes that are not protobuf at all, with no key: nothing to answer, but dead-lettered.
@@ -193,7 +195,10 @@ async def test_garbage_goes_to_the_dlq_and_is_answered_when_its_id_is_readable(m
 
     (response,) = (await mesh.responses.wait_for([readable]))[readable]
     assert response.status == "INVALID_ARGUMENT" and "invalid JSON" in response.error_message
-    assert (await _dead_letters(mesh, readable))[0][0]["tessera-error-code"] == "INVALID_ARGUMENT"
+    ((headers, value),) = await _dead_letters(mesh, readable)
+    assert headers["tessera-error-code"] == "INVALID_ARGUMENT"
+    # Even a record that never decoded keeps no credential in its dead-letter copy.
+    assert b"garbage-secret" not in value and readable.encode() in value
     assert await _dead_letters(mesh, unreadable, by_record_id=True)
     assert unreadable not in mesh.responses.by_key
 
