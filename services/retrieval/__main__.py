@@ -3,7 +3,7 @@
 from services.common.config import load
 from services.common.lifecycle import run_service
 from services.retrieval.app import RetrievalApp
-from services.retrieval.config import RetrievalSettings
+from services.retrieval.settings import RetrievalSettings
 
 
 def main() -> None:

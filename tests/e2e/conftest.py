@@ -30,7 +30,7 @@ from services.monitoring.config import MonitoringSettings
 from services.registry.app import RegistryApp
 from services.registry.settings import RegistrySettings
 from services.retrieval.app import RetrievalApp
-from services.retrieval.config import RetrievalSettings
+from services.retrieval.settings import RetrievalSettings
 from services.serving.app import ServingApp
 from services.serving.settings import ServingSettings
 from tests.integration.serving.models import RegistryClient

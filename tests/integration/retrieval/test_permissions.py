@@ -18,7 +18,7 @@ from services.common.config import load
 from services.registry.app import RegistryApp
 from services.registry.settings import RegistrySettings
 from services.retrieval.app import RetrievalApp
-from services.retrieval.config import RetrievalSettings
+from services.retrieval.settings import RetrievalSettings
 
 pytestmark = pytest.mark.integration
 
