@@ -119,6 +119,7 @@ async def mesh(pg_dsn: str, kafka_bootstrap: str):
                 retrieval_schema=schemas["retrieval"],
                 retrieval_run_sync_consumer=False,
                 retrieval_authz="registry",
+                retrieval_registry_events_topic=topics["registry"],
                 registry_address=registry_address,
             ),
             serve_metrics=False,
