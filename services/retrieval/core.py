@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -236,9 +235,10 @@ class RetrievalCore:
                 raise InvalidArgument(
                     f"vector has {got} dimensions, index {spec.name} needs {spec.dimension}", field=where
                 )
-            if not all(math.isfinite(x) for x in vector):
+            vector = doc.vector = np.asarray(vector, dtype=np.float32)
+            if not np.isfinite(vector).all():
                 raise InvalidArgument("vector has NaN or infinite values", field=where)
-            if spec.metric is Metric.COSINE and not any(vector):
+            if spec.metric is Metric.COSINE and not vector.any():
                 raise InvalidArgument("a zero vector has no cosine distance", field=where)
         if spec.text_columns:
             return "\n".join(doc.metadata[c] or "" for c in spec.text_columns)

@@ -32,6 +32,8 @@ class RetrievalSettings(CommonSettings):
     # How far an iterative HNSW scan may go before the exact fallback (pgvector's hnsw.max_scan_tuples).
     retrieval_max_scan_tuples: int = 20000
     retrieval_query_pool_size: int = 10
+    # Run on uvloop when it is installed (`pip install uvloop`); false keeps asyncio's own loop.
+    retrieval_uvloop: bool = True
     # The sync consumer: topic and group (tests use their own).
     retrieval_sync_topic: str = topics.RETRIEVAL_SYNC
     retrieval_sync_group: str = "tessera-retrieval-sync"
