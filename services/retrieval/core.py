@@ -49,6 +49,7 @@ MAX_DIMENSION = 16000
 MAX_BATCH = 10_000
 MAX_ID_LENGTH = 512
 MAX_QUERY_BATCH = 1000
+LIST_WINDOW = 100
 
 
 class RetrievalCore:
@@ -66,6 +67,7 @@ class RetrievalCore:
         self.embeddings = embeddings
         self.authorizer = authorizer
         self.build_workers = build_workers
+        self.list_window = LIST_WINDOW
         # Specs never change after creation: cache them so a query costs no catalog read.
         self._infos: dict[str, IndexInfo] = {}
         self.searcher = Searcher(search_store, embeddings, self._forget, default_ef_search)
@@ -130,12 +132,16 @@ class RetrievalCore:
         if not isinstance(after, str):
             raise InvalidArgument("invalid page token", field="page_token")
         visible: list[IndexInfo] = []
+        # Windows of at least LIST_WINDOW rows: a caller who sees few of many indexes costs few round trips.
+        fetch = max(size + 1, self.list_window)
         while len(visible) <= size:
-            window = await self.store.list_indexes(after, size + 1)
+            window = await self.store.list_indexes(after, fetch)
             for info in window:
+                if len(visible) > size:
+                    break
                 if await self._may_use(principal, info.spec.name):
                     visible.append(info)
-            if len(window) <= size:
+            if len(window) < fetch:
                 break  # the catalog has no more rows
             after = window[-1].spec.name
         if len(visible) <= size:

@@ -29,6 +29,7 @@ from services.common.kafka_producer import EventProducer
 from services.registry.app import RegistryApp
 from services.registry.settings import RegistrySettings
 from services.retrieval.app import RetrievalApp
+from services.retrieval.core import LIST_WINDOW
 from services.retrieval.settings import RetrievalSettings
 from tests.integration.retrieval.test_sync import dlq_reasons
 
@@ -221,7 +222,7 @@ async def _is(coro, expected) -> bool:
 
 
 async def test_list_indexes_pages_past_indexes_the_caller_may_not_see(mesh):
-    registry, retrieval, _ = mesh
+    registry, retrieval, app = mesh
     catalog = f"c_{uuid.uuid4().hex[:8]}"
     # Schemas s0..s5: bob may use the even ones; by name, hidden and visible indexes alternate.
     names, visible = [], []
@@ -256,6 +257,13 @@ async def test_list_indexes_pages_past_indexes_the_caller_may_not_see(mesh):
 
     for size in (1, 2, 3):
         assert await eventually(lambda size=size: all_visible(size)) == visible
+    # Small catalog windows too, so one page spans several of them.
+    app.core.list_window = 1
+    try:
+        for size in (1, 2):
+            assert await all_visible(size) == visible
+    finally:
+        app.core.list_window = LIST_WINDOW
 
 
 async def test_a_sync_record_is_applied_only_for_a_sender_with_modify(mesh, kafka_bootstrap):
