@@ -67,6 +67,8 @@ class RpcPipeline(grpc.aio.ServerInterceptor):
         self._auth = authenticator
         self._tracer = trace.get_tracer("tessera.grpc")
         self._children: dict[tuple[str, grpc.StatusCode], tuple] = {}
+        # method -> (the servicer's handler, its wrapped twin): wrapping once, not on every call.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -77,6 +79,14 @@ class RpcPipeline(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method = details.method
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = self._wrap(handler, method)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         public = self._auth.is_public(method)
         if handler.unary_unary:
             return handler._replace(unary_unary=self._wrap_unary(handler.unary_unary, method, public))

@@ -16,6 +16,9 @@ watermark earlier but commits later would otherwise be skipped forever.
 
 The stored state (watermark, last id, last delete sequence) advances only after
 Kafka acknowledged the records: at-least-once, never lost.
+
+Every record carries the connector's token in an `authorization` header: the
+sync consumer applies it only if that principal may MODIFY the index's schema.
 """
 
 from __future__ import annotations
@@ -35,9 +38,10 @@ from pgvector.psycopg import register_vector_async
 from psycopg import sql
 from tessera.events.v1.retrieval_pb2 import RetrievalSyncRecord
 
-from services.common.db import Database
 from services.common.kafka_producer import EventProducer
 from services.retrieval import metrics
+from services.retrieval.kafka_api import AUTHORIZATION_HEADER
+from services.retrieval.store import ConnectorState, IndexStore
 
 _log = logging.getLogger(__name__)
 
@@ -89,11 +93,13 @@ def _micros(ts: datetime) -> int:
 
 
 class SourceTableConnector:
-    def __init__(self, spec: ConnectorSpec, state_db: Database, producer: EventProducer, topic: str) -> None:
+    def __init__(self, spec: ConnectorSpec, store: IndexStore, producer: EventProducer, topic: str, token: str) -> None:
+        """`token`: the bearer token the records carry (the service's own, or one the connector was given)."""
         self.spec = spec
-        self.state_db = state_db
+        self.store = store
         self.producer = producer
         self.topic = topic
+        self._headers = {AUTHORIZATION_HEADER: f"Bearer {token}"}
         self._stopping = asyncio.Event()
 
     async def install_delete_capture(self) -> None:
@@ -121,28 +127,11 @@ class SourceTableConnector:
                 ).format(trigger=sql.Identifier(trigger), table=spec.table_ident(), fn=fn)
             )
 
-    async def _state(self) -> tuple[datetime | None, str, int]:
-        async with self.state_db.connection() as conn:
-            cur = await conn.execute(
-                "SELECT watermark, last_id, deletes_watermark FROM connector_state WHERE connector = %s",
-                (self.spec.name,),
-            )
-            row = await cur.fetchone()
-        return (row[0], row[1], row[2]) if row else (None, "", 0)
-
-    async def _save_state(self, watermark: datetime | None, last_id: str, deletes_seq: int) -> None:
-        async with self.state_db.transaction() as conn:
-            await conn.execute(
-                "INSERT INTO connector_state (connector, watermark, last_id, deletes_watermark) VALUES (%s,%s,%s,%s)"
-                " ON CONFLICT (connector) DO UPDATE SET watermark = EXCLUDED.watermark, last_id = EXCLUDED.last_id,"
-                " deletes_watermark = EXCLUDED.deletes_watermark, updated_at = now()",
-                (self.spec.name, watermark, last_id, deletes_seq),
-            )
-
     async def sync_once(self) -> tuple[int, int]:
         """Publish every settled change since the stored state; returns (upserts, deletes) published."""
         spec = self.spec
-        watermark, last_id, deletes_seq = await self._state()
+        state = await self.store.connector_state(spec.name)
+        watermark, last_id, deletes_seq = state.watermark, state.last_id, state.deletes_seq
         upserts = deletes = 0
         async with await psycopg.AsyncConnection.connect(spec.source_dsn, autocommit=True) as conn:
             if spec.vector_column:
@@ -152,10 +141,10 @@ class SourceTableConnector:
                 if not rows:
                     break
                 for row in rows:
-                    self.producer.produce(self.topic, self._upsert_record(row), key=spec.index)
+                    self.producer.produce(self.topic, self._upsert_record(row), key=spec.index, headers=self._headers)
                 await self.producer.flush()
                 watermark, last_id = rows[-1][spec.watermark_column], str(rows[-1][spec.id_column])
-                await self._save_state(watermark, last_id, deletes_seq)
+                await self.store.save_connector_state(spec.name, ConnectorState(watermark, last_id, deletes_seq))
                 upserts += len(rows)
                 metrics.CONNECTOR_ROWS.labels(spec.name, "upsert").inc(len(rows))
             while True:
@@ -174,10 +163,10 @@ class SourceTableConnector:
                         index=spec.index, op=RetrievalSyncRecord.DELETE, document_id=doc_id, version=_micros(deleted_at)
                     )
                     record.source_timestamp.FromDatetime(deleted_at)
-                    self.producer.produce(self.topic, record, key=spec.index)
+                    self.producer.produce(self.topic, record, key=spec.index, headers=self._headers)
                 await self.producer.flush()
                 deletes_seq = tombstones[-1][0]
-                await self._save_state(watermark, last_id, deletes_seq)
+                await self.store.save_connector_state(spec.name, ConnectorState(watermark, last_id, deletes_seq))
                 deletes += len(tombstones)
                 metrics.CONNECTOR_ROWS.labels(spec.name, "delete").inc(len(tombstones))
         return upserts, deletes
@@ -238,40 +227,3 @@ class SourceTableConnector:
 
     def stop(self) -> None:
         self._stopping.set()
-
-
-async def _main(spec_path: Path, once: bool) -> None:
-    from services.common.config import load
-    from services.common.db import migrate
-    from services.retrieval.app import MIGRATIONS
-    from services.retrieval.config import RetrievalSettings
-
-    settings = load(RetrievalSettings)
-    db = await Database(settings.resolved_pg_dsn(), settings.retrieval_schema).open()
-    await migrate(db, MIGRATIONS)
-    producer = EventProducer(settings.kafka_bootstrap, client_id="retrieval-connector")
-    connector = SourceTableConnector(ConnectorSpec.from_json(spec_path), db, producer, settings.retrieval_sync_topic)
-    try:
-        await connector.install_delete_capture()
-        if once:
-            upserts, deletes = await connector.sync_once()
-            _log.info("published %d upserts and %d deletes", upserts, deletes)
-        else:
-            await connector.run(settings.retrieval_connector_poll_s)
-    finally:
-        producer.close()
-        await db.close()
-
-
-if __name__ == "__main__":
-    # `python -m services.retrieval.connector spec.json [--once]`: on demand, or continuously.
-    import argparse
-
-    from services.common.lifecycle import configure_logging
-
-    parser = argparse.ArgumentParser(description="Sync a PostgreSQL table into a retrieval index through Kafka")
-    parser.add_argument("spec", type=Path, help="a JSON ConnectorSpec")
-    parser.add_argument("--once", action="store_true", help="publish what changed since the last run, then exit")
-    arguments = parser.parse_args()
-    configure_logging()
-    asyncio.run(_main(arguments.spec, arguments.once))

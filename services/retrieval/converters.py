@@ -11,7 +11,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from tessera.retrieval.v1 import retrieval_pb2 as pb
 
 from services.common.errors import InvalidArgument
-from services.retrieval.models import (
+from services.retrieval.entities import (
     AllOf,
     AnyOf,
     BuildState,

@@ -1,27 +1,27 @@
 """The retrieval core: indexes, versioned document writes, queries and recall. No transport here.
 
 Every public method takes the caller's principal and checks the registry's
-grant on the index's schema first (USE_SCHEMA to read, MODIFY to write); the
-Kafka sync path, which has no caller, uses the `apply_*` methods.
+grant on the index's schema first (USE_SCHEMA to read, MODIFY to write), the
+Kafka sync path included (its records name their sender). Only the scheduled
+recall job, which reads nobody's data out, uses the unchecked `*_internal` methods.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import Sequence
 
 import numpy as np
-import psycopg
+from tessera.events.v1 import registry_pb2 as events_pb
 
 from services.common.auth import Principal
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from services.common.paging import Page, decode_token, encode_token
 from services.retrieval import metrics
-from services.retrieval.authz import MODIFY, USE_SCHEMA, Authorizer
-from services.retrieval.embeddings import EmbeddingModelRegistry
-from services.retrieval.filters import coerce
-from services.retrieval.models import (
+from services.retrieval.authorization import MODIFY, USE_SCHEMA, Authorizer
+from services.retrieval.embeddings import EmbeddingModels
+from services.retrieval.entities import (
     COLUMN_NAME,
     RESERVED_COLUMNS,
     BuildState,
@@ -38,6 +38,7 @@ from services.retrieval.models import (
     schema_of,
     validate_index_name,
 )
+from services.retrieval.filters import coerce
 from services.retrieval.search import Searcher
 from services.retrieval.search_store import SearchStore
 from services.retrieval.store import IndexStore
@@ -48,6 +49,7 @@ MAX_DIMENSION = 16000
 MAX_BATCH = 10_000
 MAX_ID_LENGTH = 512
 MAX_QUERY_BATCH = 1000
+LIST_WINDOW = 100
 
 
 class RetrievalCore:
@@ -55,7 +57,7 @@ class RetrievalCore:
         self,
         store: IndexStore,
         search_store: SearchStore,
-        embeddings: EmbeddingModelRegistry,
+        embeddings: EmbeddingModels,
         authorizer: Authorizer,
         *,
         default_ef_search: int = 100,
@@ -65,6 +67,7 @@ class RetrievalCore:
         self.embeddings = embeddings
         self.authorizer = authorizer
         self.build_workers = build_workers
+        self.list_window = LIST_WINDOW
         # Specs never change after creation: cache them so a query costs no catalog read.
         self._infos: dict[str, IndexInfo] = {}
         self.searcher = Searcher(search_store, embeddings, self._forget, default_ef_search)
@@ -96,7 +99,7 @@ class RetrievalCore:
     def _validated_spec(self, spec: IndexSpec) -> IndexSpec:
         seen: set[str] = set()
         for f in spec.metadata_schema:
-            if not COLUMN_NAME.match(f.name) or f.name in RESERVED_COLUMNS:
+            if not COLUMN_NAME.fullmatch(f.name) or f.name in RESERVED_COLUMNS:
                 raise InvalidArgument(f"metadata column {f.name!r} is not a valid, unreserved identifier")
             if f.name in seen:
                 raise InvalidArgument(f"metadata column {f.name!r} declared twice")
@@ -123,16 +126,34 @@ class RetrievalCore:
         await self._authorize(principal, name, USE_SCHEMA)
         return await self.store.get_index(name, with_count=True)
 
-    async def list_indexes(self, principal: Principal, after: str = "", limit: int = 100) -> list[IndexInfo]:
-        """Indexes the caller may use, by name; a page may come back short when some are hidden."""
-        visible = []
-        for info in await self.store.list_indexes(after, limit):
-            try:
-                await self._authorize(principal, info.spec.name, USE_SCHEMA)
-            except (PermissionDenied, NotFound):
-                continue  # hidden from this caller, or its schema is gone from the registry
-            visible.append(info)
-        return visible
+    async def list_indexes(self, principal: Principal, size: int, token: str = "") -> Page[IndexInfo]:
+        """Indexes the caller may use, by name; hidden ones are skipped, never cutting a page short."""
+        after = decode_token(token).get("after", "")
+        if not isinstance(after, str):
+            raise InvalidArgument("invalid page token", field="page_token")
+        visible: list[IndexInfo] = []
+        # Windows of at least LIST_WINDOW rows: a caller who sees few of many indexes costs few round trips.
+        fetch = max(size + 1, self.list_window)
+        while len(visible) <= size:
+            window = await self.store.list_indexes(after, fetch)
+            for info in window:
+                if len(visible) > size:
+                    break
+                if await self._may_use(principal, info.spec.name):
+                    visible.append(info)
+            if len(window) < fetch:
+                break  # the catalog has no more rows
+            after = window[-1].spec.name
+        if len(visible) <= size:
+            return Page(visible)
+        return Page(visible[:size], encode_token({"after": visible[size - 1].spec.name}))
+
+    async def _may_use(self, principal: Principal, index_name: str) -> bool:
+        try:
+            await self._authorize(principal, index_name, USE_SCHEMA)
+        except (PermissionDenied, NotFound):
+            return False  # hidden from this caller, or its schema is gone from the registry
+        return True
 
     async def delete_index(self, principal: Principal, name: str) -> None:
         await self._authorize(principal, name, MODIFY)
@@ -155,15 +176,8 @@ class RetrievalCore:
     # -- writes -------------------------------------------------------------------
 
     async def upsert(self, principal: Principal, index: str, docs: Sequence[Document]) -> WriteResult:
-        await self._authorize(principal, index, MODIFY)
-        return await self.apply_upserts(index, docs)
-
-    async def delete_documents(self, principal: Principal, index: str, refs: Sequence[DocumentRef]) -> WriteResult:
-        await self._authorize(principal, index, MODIFY)
-        return await self.apply_deletes(index, refs)
-
-    async def apply_upserts(self, index: str, docs: Sequence[Document]) -> WriteResult:
         """Validate, embed (managed indexes) and write `docs`; older versions are skipped."""
+        await self._authorize(principal, index, MODIFY)
         info = await self._info(index)
         if not docs:
             return WriteResult()
@@ -179,13 +193,14 @@ class RetrievalCore:
             vectors = np.asarray([doc.vector for doc in docs], dtype=np.float32)
         try:
             result = await self.store.upsert(info, docs, vectors, contents)
-        except psycopg.errors.UndefinedTable as exc:
+        except NotFound:
             self._forget(index)
-            raise NotFound(f"index {index!r} does not exist") from exc
+            raise
         metrics.DOCUMENTS_WRITTEN.labels(index, "upsert").inc(result.applied)
         return result
 
-    async def apply_deletes(self, index: str, refs: Sequence[DocumentRef]) -> WriteResult:
+    async def delete_documents(self, principal: Principal, index: str, refs: Sequence[DocumentRef]) -> WriteResult:
+        await self._authorize(principal, index, MODIFY)
         info = await self._info(index)
         if len(refs) > MAX_BATCH:
             raise InvalidArgument(f"at most {MAX_BATCH} documents per batch", field="documents")
@@ -193,9 +208,9 @@ class RetrievalCore:
             self._validate_id(ref.id, ref.version, f"documents[{i}]")
         try:
             result = await self.store.delete(info, refs)
-        except psycopg.errors.UndefinedTable as exc:
+        except NotFound:
             self._forget(index)
-            raise NotFound(f"index {index!r} does not exist") from exc
+            raise
         metrics.DOCUMENTS_WRITTEN.labels(index, "delete").inc(result.applied)
         return result
 
@@ -226,9 +241,10 @@ class RetrievalCore:
                 raise InvalidArgument(
                     f"vector has {got} dimensions, index {spec.name} needs {spec.dimension}", field=where
                 )
-            if not all(math.isfinite(x) for x in vector):
+            vector = doc.vector = np.asarray(vector, dtype=np.float32)
+            if not np.isfinite(vector).all():
                 raise InvalidArgument("vector has NaN or infinite values", field=where)
-            if spec.metric is Metric.COSINE and not any(vector):
+            if spec.metric is Metric.COSINE and not vector.any():
                 raise InvalidArgument("a zero vector has no cosine distance", field=where)
         if spec.text_columns:
             return "\n".join(doc.metadata[c] or "" for c in spec.text_columns)
@@ -258,9 +274,29 @@ class RetrievalCore:
         info = await self._info(index)
         if not 1 <= k <= 1000 or not 1 <= sample_size <= 10_000:
             raise InvalidArgument("need 1 <= k <= 1000 and 1 <= sample_size <= 10000")
-        report = await self.searcher.measure_recall(info, k, sample_size, ef_search)
+        report = await self.measure_recall_internal(info, k, sample_size, ef_search)
         if report.queries == 0:
             raise FailedPrecondition(f"index {index!r} is empty: nothing to measure")
-        metrics.RECALL.labels(index, str(k)).set(report.recall)
-        await self.store.set_last_recall(index, report.recall)
         return report
+
+    # -- the scheduled recall job (trusted, no caller) ------------------------------
+
+    async def indexes_to_measure(self, after: str = "", limit: int = 100) -> list[IndexInfo]:
+        """A window of the catalog by name (built or not): the recall job walks it all."""
+        return await self.store.list_indexes(after, limit)
+
+    async def measure_recall_internal(
+        self, info: IndexInfo, k: int, sample_size: int, ef_search: int = 0
+    ) -> RecallReport:
+        """recall@k of `info`, published as a metric and stored (when there was anything to measure)."""
+        report = await self.searcher.measure_recall(info, k, sample_size, ef_search)
+        if report.queries:
+            metrics.RECALL.labels(info.spec.name, str(k)).set(report.recall)
+            await self.store.set_last_recall(info.spec.name, report.recall)
+        return report
+
+    # -- registry events ----------------------------------------------------------
+
+    def on_registry_event(self, event: events_pb.RegistryEvent) -> None:
+        """A grant or owner changed somewhere: cached answers may be wrong now."""
+        self.authorizer.on_registry_event(event)

@@ -132,7 +132,7 @@ class SentenceTransformerEmbedder:
         await self.embed(["warm up"])
 
 
-class EmbeddingModelRegistry:
+class EmbeddingModels:
     """Named embedding models; any object with `name`, `dimension` and `async embed()` can be registered."""
 
     def __init__(self, extra_folders: dict[str, Path] | None = None, batch_size: int = 64) -> None:

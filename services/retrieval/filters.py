@@ -14,7 +14,7 @@ from typing import Any
 from psycopg import sql
 
 from services.common.errors import InvalidArgument
-from services.retrieval.models import AllOf, AnyOf, Comparison, FieldType, Filter, IndexSpec, Not, Op
+from services.retrieval.entities import AllOf, AnyOf, Comparison, FieldType, Filter, IndexSpec, Not, Op
 
 MAX_DEPTH = 16
 MAX_IN_VALUES = 10_000

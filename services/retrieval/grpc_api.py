@@ -10,7 +10,7 @@ from services.common.auth import current_principal
 from services.common.errors import InvalidArgument
 from services.retrieval import converters
 from services.retrieval.core import RetrievalCore
-from services.retrieval.models import DocumentRef, WriteResult
+from services.retrieval.entities import DocumentRef, WriteResult
 
 SERVICE_NAME = "tessera.retrieval.v1.RetrievalService"
 DEFAULT_PAGE = 100
@@ -32,12 +32,10 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         size = request.page.page_size or DEFAULT_PAGE
         if not 0 < size <= MAX_PAGE:
             raise InvalidArgument(f"page_size must be 1..{MAX_PAGE}", field="page.page_size")
-        infos = await self.core.list_indexes(current_principal(), request.page.page_token, size + 1)
-        more = len(infos) > size
-        infos = infos[:size]
+        page = await self.core.list_indexes(current_principal(), size, request.page.page_token)
         return pb.ListIndexesResponse(
-            indexes=[converters.index_to_proto(i) for i in infos],
-            page=common_pb2.PageResponse(next_page_token=infos[-1].spec.name if more else ""),
+            indexes=[converters.index_to_proto(i) for i in page.items],
+            page=common_pb2.PageResponse(next_page_token=page.next_token),
         )
 
     async def DeleteIndex(self, request, context):

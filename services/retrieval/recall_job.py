@@ -6,9 +6,8 @@ import asyncio
 import logging
 
 from services.common.errors import TesseraError
-from services.retrieval import metrics
 from services.retrieval.core import RetrievalCore
-from services.retrieval.models import BuildState
+from services.retrieval.entities import BuildState
 
 _log = logging.getLogger(__name__)
 
@@ -26,20 +25,18 @@ class RecallJob:
         measured: dict[str, float] = {}
         after = ""
         while True:
-            page = await self.core.store.list_indexes(after, 100)
+            page = await self.core.indexes_to_measure(after, 100)
             if not page:
                 return measured
             for info in page:
                 if info.build_state is not BuildState.READY:
                     continue
                 try:
-                    report = await self.core.searcher.measure_recall(info, self.k, self.sample_size, 0)
+                    report = await self.core.measure_recall_internal(info, self.k, self.sample_size)
                 except TesseraError as exc:
                     _log.info("recall of %s not measured: %s", info.spec.name, exc.message)
                     continue
                 if report.queries:
-                    metrics.RECALL.labels(info.spec.name, str(self.k)).set(report.recall)
-                    await self.core.store.set_last_recall(info.spec.name, report.recall)
                     measured[info.spec.name] = report.recall
             after = page[-1].spec.name
 

@@ -7,13 +7,12 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-import psycopg
 
 from services.common.errors import InvalidArgument, NotFound
 from services.retrieval import metrics
-from services.retrieval.embeddings import EmbeddingModelRegistry
+from services.retrieval.embeddings import EmbeddingModels
+from services.retrieval.entities import Hit, IndexInfo, Metric, Query, QueryMode, RecallReport
 from services.retrieval.filters import check_columns, compile_filter
-from services.retrieval.models import Hit, IndexInfo, Metric, Query, QueryMode, RecallReport
 from services.retrieval.search_store import SearchStore
 
 MAX_K = 1000
@@ -32,7 +31,7 @@ class Searcher:
     def __init__(
         self,
         store: SearchStore,
-        embeddings: EmbeddingModelRegistry,
+        embeddings: EmbeddingModels,
         forget_index: Callable[[str], None],
         default_ef_search: int,
     ) -> None:
@@ -107,9 +106,9 @@ class Searcher:
                 metrics.EXACT_FALLBACKS.labels(spec.name).inc()
                 rows = await self.store.exact(info, vector, k, where, params, columns, query.include_text)
             return self._hits(rows, columns, query.include_text, lambda d: score_of(spec.metric, d))
-        except psycopg.errors.UndefinedTable as exc:
-            self._forget_index(spec.name)
-            raise NotFound(f"index {spec.name!r} does not exist") from exc
+        except NotFound:
+            self._forget_index(spec.name)  # deleted, perhaps by another replica
+            raise
 
     @staticmethod
     def _hits(

@@ -21,8 +21,8 @@ import psycopg
 from psycopg import sql
 
 from services.common.db import Database
-from services.retrieval.models import IndexInfo
-from services.retrieval.store import DISTANCE_OP, TEXT_CONFIG
+from services.retrieval.entities import IndexInfo
+from services.retrieval.store import DISTANCE_OP, TEXT_CONFIG, index_table
 
 RRF_K = 60
 
@@ -87,7 +87,7 @@ class SearchStore:
                 t=self._table(info),
                 where=where,
             )
-        async with self._db.connection() as conn:
+        async with index_table(info.spec.name), self._db.connection() as conn:
             if key and key not in self._rendered:
                 if len(self._rendered) > 10_000:
                     self._rendered.clear()
@@ -116,7 +116,7 @@ class SearchStore:
         statement = sql.SQL(
             "SELECT id, version, embedding {op} %b AS distance{cols} FROM {t} WHERE {where} ORDER BY distance LIMIT %s"
         ).format(op=op, cols=self._select_list(columns, include_text), t=self._table(info), where=where)
-        async with self._db.connection() as conn, conn.transaction():
+        async with index_table(info.spec.name), self._db.connection() as conn, conn.transaction():
             await conn.execute("SET LOCAL enable_indexscan = off")
             cur = await conn.execute(statement, [vector, *where_params, k])
             return await cur.fetchall()
@@ -142,7 +142,7 @@ class SearchStore:
             cfg=sql.Literal(TEXT_CONFIG),
             where=where,
         )
-        async with self._db.connection() as conn:
+        async with index_table(info.spec.name), self._db.connection() as conn:
             cur = await conn.execute(statement, [text, *where_params, k])
             return await cur.fetchall()
 
@@ -185,14 +185,14 @@ class SearchStore:
             cols=self._select_list(columns, include_text, prefix="d"),
         )
         params = [vector, *where_params, candidates, text, *where_params, candidates, k]
-        async with self._db.connection() as conn:
+        async with index_table(info.spec.name), self._db.connection() as conn:
             # Strict order: the vector ranks feed the fusion, so they must be true ranks.
             await self._scan_settings(conn, ef_search, "strict_order")
             cur = await conn.execute(statement, params)
             return await cur.fetchall()
 
     async def sample_vectors(self, info: IndexInfo, count: int) -> list[np.ndarray]:
-        async with self._db.connection() as conn:
+        async with index_table(info.spec.name), self._db.connection() as conn:
             cur = await conn.execute(
                 sql.SQL("SELECT embedding FROM {} ORDER BY random() LIMIT %s").format(self._table(info)), (count,)
             )

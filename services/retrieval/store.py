@@ -10,7 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +23,7 @@ from psycopg import sql
 
 from services.common.db import Database
 from services.common.errors import AlreadyExists, NotFound
-from services.retrieval.models import (
+from services.retrieval.entities import (
     BuildState,
     Document,
     DocumentRef,
@@ -42,6 +46,26 @@ OPCLASS = {Metric.COSINE: "vector_cosine_ops", Metric.L2: "vector_l2_ops", Metri
 DISTANCE_OP = {Metric.COSINE: "<=>", Metric.L2: "<->", Metric.INNER_PRODUCT: "<#>"}
 # Text search configuration for the generated tsvector and the queries against it.
 TEXT_CONFIG = "english"
+# The numbered SQL files of retrieval's own schema (the catalog and the connectors' state).
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+@asynccontextmanager
+async def index_table(index_name: str) -> AsyncIterator[None]:
+    """Turn "the index's table is gone" (deleted by another replica) into NotFound."""
+    try:
+        yield
+    except psycopg.errors.UndefinedTable as exc:
+        raise NotFound(f"index {index_name!r} does not exist") from exc
+
+
+@dataclass(frozen=True)
+class ConnectorState:
+    """Where a source-table connector has read up to."""
+
+    watermark: datetime | None = None
+    last_id: str = ""
+    deletes_seq: int = 0
 
 
 def new_table_name(index_name: str) -> str:
@@ -159,7 +183,7 @@ class IndexStore:
         )
 
     async def get_index(self, name: str, *, with_count: bool = False) -> IndexInfo:
-        async with self.db.connection() as conn:
+        async with index_table(name), self.db.connection() as conn:
             cur = conn.cursor(row_factory=psycopg.rows.dict_row)
             await cur.execute("SELECT * FROM indexes WHERE name = %s", (name,))
             row = await cur.fetchone()
@@ -172,6 +196,7 @@ class IndexStore:
         return _info_from_row(row, count)
 
     async def list_indexes(self, after: str, limit: int) -> list[IndexInfo]:
+        """Up to `limit` indexes named after `after`, by name."""
         async with self.db.connection() as conn:
             cur = conn.cursor(row_factory=psycopg.rows.dict_row)
             await cur.execute("SELECT * FROM indexes WHERE name > %s ORDER BY name LIMIT %s", (after, limit))
@@ -236,7 +261,7 @@ class IndexStore:
             (doc.id, doc.version, vectors[i], contents[i], *(doc.metadata.get(f.name) for f in spec.metadata_schema))
             for i, doc in enumerate(docs)
         ]
-        async with self.db.transaction() as conn:
+        async with index_table(spec.name), self.db.transaction() as conn:
             cur = conn.cursor()
             await cur.executemany(statement, params)
             applied = max(cur.rowcount, 0)
@@ -249,7 +274,7 @@ class IndexStore:
             "INSERT INTO {tomb} AS d (id, version) VALUES (%s, %s)"
             " ON CONFLICT (id) DO UPDATE SET version = GREATEST(d.version, EXCLUDED.version)"
         ).format(tomb=tomb)
-        async with self.db.transaction() as conn:
+        async with index_table(info.spec.name), self.db.transaction() as conn:
             cur = conn.cursor()
             await cur.executemany(remove, [(r.id, r.version, r.version) for r in refs])
             applied = max(cur.rowcount, 0)
@@ -257,3 +282,22 @@ class IndexStore:
             if versioned:
                 await cur.executemany(remember, versioned)
         return WriteResult(applied=applied, skipped=len(refs) - applied)
+
+    # -- source-table connectors ----------------------------------------------------
+
+    async def connector_state(self, connector: str) -> ConnectorState:
+        async with self.db.connection() as conn:
+            cur = await conn.execute(
+                "SELECT watermark, last_id, deletes_watermark FROM connector_state WHERE connector = %s", (connector,)
+            )
+            row = await cur.fetchone()
+        return ConnectorState(row[0], row[1], row[2]) if row else ConnectorState()
+
+    async def save_connector_state(self, connector: str, state: ConnectorState) -> None:
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO connector_state (connector, watermark, last_id, deletes_watermark) VALUES (%s,%s,%s,%s)"
+                " ON CONFLICT (connector) DO UPDATE SET watermark = EXCLUDED.watermark, last_id = EXCLUDED.last_id,"
+                " deletes_watermark = EXCLUDED.deletes_watermark, updated_at = now()",
+                (connector, state.watermark, state.last_id, state.deletes_seq),
+            )

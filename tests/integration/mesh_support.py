@@ -189,6 +189,7 @@ async def running_mesh(
                 retrieval_sync_topic=topics["sync"],
                 retrieval_sync_group=groups["retrieval"],
                 retrieval_authz="registry",
+                retrieval_registry_events_topic=topics["registry"],
                 registry_address=registry_address,
             ),
             serve_metrics=False,

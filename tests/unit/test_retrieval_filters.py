@@ -6,9 +6,8 @@ import pytest
 from psycopg import sql
 
 from services.common.errors import InvalidArgument
-from services.retrieval.authz import DecisionCache
-from services.retrieval.filters import check_columns, coerce, compile_filter
-from services.retrieval.models import (
+from services.retrieval.entities import (
+    COLUMN_NAME,
     AllOf,
     AnyOf,
     Comparison,
@@ -20,6 +19,7 @@ from services.retrieval.models import (
     schema_of,
     validate_index_name,
 )
+from services.retrieval.filters import check_columns, coerce, compile_filter
 
 pytestmark = pytest.mark.unit
 
@@ -100,11 +100,9 @@ def test_index_names_are_three_lower_case_identifiers():
             validate_index_name(bad)
 
 
-def test_decision_cache_remembers_allows_only_until_they_expire():
-    cache = DecisionCache(ttl_s=0.0)
-    cache.remember(("alice", "main.docs", "MODIFY"))
-    assert not cache.allowed(("alice", "main.docs", "MODIFY"))
-    cache = DecisionCache(ttl_s=60.0)
-    cache.remember(("alice", "main.docs", "MODIFY"))
-    assert cache.allowed(("alice", "main.docs", "MODIFY"))
-    assert not cache.allowed(("bob", "main.docs", "MODIFY"))
+def test_names_with_a_trailing_newline_are_refused():
+    # `$` matches before a final newline; the names are matched whole.
+    for bad in ("main.docs.articles\n", "main.docs\n.articles", "\nmain.docs.articles"):
+        with pytest.raises(InvalidArgument):
+            validate_index_name(bad)
+    assert COLUMN_NAME.fullmatch("lang") and not COLUMN_NAME.fullmatch("lang\n")

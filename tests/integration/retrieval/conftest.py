@@ -15,7 +15,7 @@ from services.common import kafka_admin
 from services.common.auth import bearer
 from services.common.config import load
 from services.retrieval.app import RetrievalApp
-from services.retrieval.config import RetrievalSettings
+from services.retrieval.settings import RetrievalSettings
 
 TOKEN = "retrieval-test-token"
 METADATA = bearer(TOKEN)

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from services.common.errors import InvalidArgument
-from services.retrieval.embeddings import DEFAULT_MODEL, EmbeddingModelRegistry, SentenceTransformerEmbedder
+from services.retrieval.embeddings import DEFAULT_MODEL, EmbeddingModels, SentenceTransformerEmbedder
 
 pytestmark = pytest.mark.integration
 
 
 async def test_concurrent_callers_share_batches_and_get_their_own_vectors():
-    registry = EmbeddingModelRegistry()
+    registry = EmbeddingModels()
     embedder = registry.get(DEFAULT_MODEL)
     assert isinstance(embedder, SentenceTransformerEmbedder) and embedder.dimension == 384
     texts = [f"sentence number {i} about {topic}" for i, topic in enumerate(["cats", "ships", "bread", "rain"] * 4)]
@@ -38,6 +38,6 @@ async def test_concurrent_callers_share_batches_and_get_their_own_vectors():
 
 def test_unknown_models_are_a_clear_error(tmp_path):
     with pytest.raises(InvalidArgument, match="unknown embedding model"):
-        EmbeddingModelRegistry().get("no-such-model")
+        EmbeddingModels().get("no-such-model")
     with pytest.raises(ValueError, match="not a folder"):
-        EmbeddingModelRegistry({"mine": tmp_path / "missing"})
+        EmbeddingModels({"mine": tmp_path / "missing"})

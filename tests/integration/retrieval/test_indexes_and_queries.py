@@ -324,3 +324,20 @@ async def test_a_query_batch_answers_like_single_queries_in_request_order(retrie
     assert [[h.id for h in r.hits] for r in batch.results] == [[h.id for h in r.hits] for r in singles]
     bad = pb.QueryBatchRequest(queries=[queries[0], pb.QueryRequest(index=name, vector=[1, 2], k=5)])
     await expect_error(stub.QueryBatch(bad, metadata=METADATA), grpc.StatusCode.INVALID_ARGUMENT)
+
+
+async def test_names_ending_in_a_newline_are_invalid(retrieval):
+    stub = retrieval.stub
+    invalid = grpc.StatusCode.INVALID_ARGUMENT
+    await expect_error(
+        stub.CreateIndex(pb.CreateIndexRequest(name=index_name() + "\n", dimension=3), metadata=METADATA), invalid
+    )
+    await expect_error(
+        stub.CreateIndex(
+            pb.CreateIndexRequest(name=index_name(), dimension=3, metadata_schema=[field("label\n", pb.STRING)]),
+            metadata=METADATA,
+        ),
+        invalid,
+    )
+    name = await create(stub, dimension=3)
+    await expect_error(stub.Query(pb.QueryRequest(index=name + "\n", vector=[1, 2, 3]), metadata=METADATA), invalid)

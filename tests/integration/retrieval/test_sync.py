@@ -18,10 +18,13 @@ from services.common.kafka_consumer import ERROR_HEADER
 from services.common.kafka_producer import EventProducer
 from services.retrieval import metrics
 from services.retrieval.connector import ConnectorSpec, SourceTableConnector
-from tests.integration.retrieval.conftest import METADATA, field, index_name
+from tests.integration.retrieval.conftest import METADATA, TOKEN, field, index_name
 from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
+
+# The sender of a sync record, as gRPC metadata names a caller.
+SENDER = {"authorization": f"Bearer {TOKEN}"}
 
 
 async def stored(stub, name: str, dim: int) -> dict[str, tuple[int, str]]:
@@ -58,7 +61,7 @@ async def test_sync_records_apply_in_order_and_redelivery_changes_nothing(retrie
     ]
     ids = [producer.next_record_id() for _ in records]
     for rec, rid in zip(records, ids, strict=True):
-        producer.produce(topic, rec, key=name, record_id=rid)
+        producer.produce(topic, rec, key=name, record_id=rid, headers=SENDER)
     await producer.flush()
     expected = {"a": (2, "a v2"), "c": (5, "c v5")}
     assert await eventually(lambda: _equals(stored(retrieval.stub, name, 2), expected)) == expected
@@ -67,7 +70,7 @@ async def test_sync_records_apply_in_order_and_redelivery_changes_nothing(retrie
     skipped_before = metrics.SYNC_APPLIED.labels(name, "skipped")._value.get()
     # The same records again, as after a crash before the offset commit.
     for rec, rid in zip(records, ids, strict=True):
-        producer.produce(topic, rec, key=name, record_id=rid)
+        producer.produce(topic, rec, key=name, record_id=rid, headers=SENDER)
     await producer.flush()
 
     async def all_skipped():
@@ -75,6 +78,29 @@ async def test_sync_records_apply_in_order_and_redelivery_changes_nothing(retrie
 
     assert await eventually(all_skipped)
     assert await stored(stub, name, 2) == expected
+
+
+async def dlq_reasons(kafka_bootstrap: str, dlq: str, labels: set[str]) -> dict[str, str]:
+    """The error header of each DLQ record labelled (`tessera-test` header) with one of `labels`."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": kafka_bootstrap,
+            "group.id": f"dlq-reader-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([dlq])
+    reasons: dict[str, str] = {}
+    deadline = time.monotonic() + 30
+    while len(reasons) < len(labels) and time.monotonic() < deadline:
+        message = await asyncio.to_thread(consumer.poll, 0.5)
+        if message is None or message.error():
+            continue
+        headers = {k: (v or b"").decode() for k, v in message.headers() or []}
+        if headers.get("tessera-test") in labels:
+            reasons[headers["tessera-test"]] = headers[ERROR_HEADER]
+    consumer.close()
+    return reasons
 
 
 async def _equals(coro, expected):
@@ -97,29 +123,12 @@ async def test_malformed_sync_records_go_to_the_dlq_and_good_ones_still_apply(re
         if rec is None:
             producer.produce_bytes(topic, b"\xff\x00not protobuf", key=name, headers=[("tessera-test", label.encode())])
         else:
-            producer.produce(topic, rec, key=name, headers={"tessera-test": label})
-    producer.produce(topic, record(name, up, "good", 1, [1, 1], "good"), key=name)
+            producer.produce(topic, rec, key=name, headers={**SENDER, "tessera-test": label})
+    producer.produce(topic, record(name, up, "good", 1, [1, 1], "good"), key=name, headers=SENDER)
     await producer.flush()
     assert await eventually(lambda: _equals(stored(stub, name, 2), {"good": (1, "good")})) == {"good": (1, "good")}
 
-    consumer = Consumer(
-        {
-            "bootstrap.servers": kafka_bootstrap,
-            "group.id": f"dlq-reader-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-        }
-    )
-    consumer.subscribe([topic + ".dlq"])
-    reasons: dict[str, str] = {}
-    deadline = time.monotonic() + 30
-    while len(reasons) < len(bad) and time.monotonic() < deadline:
-        message = await asyncio.to_thread(consumer.poll, 0.5)
-        if message is None or message.error():
-            continue
-        headers = {k: (v or b"").decode() for k, v in message.headers() or []}
-        if "tessera-test" in headers:
-            reasons[headers["tessera-test"]] = headers[ERROR_HEADER]
-    consumer.close()
+    reasons = await dlq_reasons(kafka_bootstrap, topic + ".dlq", set(bad))
     assert set(reasons) == set(bad)
     assert "protobuf" in reasons["garbage"]
     assert "does not exist" in reasons["unknown-index"]
@@ -155,7 +164,7 @@ async def test_the_connector_follows_inserts_updates_and_deletes_of_a_source_tab
         metadata_columns=("title", "category"),
         settle_s=0.0,
     )
-    connector = SourceTableConnector(spec, retrieval.db, retrieval.producer, retrieval.topic)
+    connector = SourceTableConnector(spec, retrieval.core.store, retrieval.producer, retrieval.topic, TOKEN)
     await connector.install_delete_capture()
     table = sql.Identifier(source_schema, "articles")
     try:
@@ -195,3 +204,31 @@ async def _titles(stub, name: str, ids: set[str], want: dict[str, str] | None = 
     if set(titles) != ids or any(titles.get(k) != v for k, v in (want or {}).items()):
         return None
     return titles
+
+
+async def test_sync_records_without_a_known_sender_go_to_the_dlq_and_change_nothing(
+    retrieval, producer, kafka_bootstrap
+):
+    stub, topic = retrieval.stub, retrieval.topic
+    name = index_name()
+    await stub.CreateIndex(pb.CreateIndexRequest(name=name, dimension=2), metadata=METADATA)
+    up = RetrievalSyncRecord.UPSERT
+    unsigned = {
+        "no-header": {},
+        "unknown-token": {"authorization": "Bearer not-a-known-token"},
+        "not-bearer": {"authorization": TOKEN},
+    }
+    for label, headers in unsigned.items():
+        producer.produce(
+            topic, record(name, up, label, 1, [1, 0]), key=name, headers={**headers, "tessera-test": label}
+        )
+    producer.produce(topic, record(name, up, "signed", 1, [1, 1], "signed"), key=name, headers=SENDER)
+    await producer.flush()
+    expected = {"signed": (1, "signed")}
+    assert await eventually(lambda: _equals(stored(stub, name, 2), expected)) == expected
+
+    reasons = await dlq_reasons(kafka_bootstrap, topic + ".dlq", set(unsigned))
+    assert set(reasons) == set(unsigned)
+    assert "missing bearer token" in reasons["no-header"]
+    assert "invalid bearer token" in reasons["unknown-token"]
+    assert "Bearer" in reasons["not-bearer"]

@@ -12,8 +12,9 @@ from services.common.errors import InvalidArgument
 
 # `catalog.schema.index`, each part a lower-case identifier.
 _PART = r"[a-z_][a-z0-9_]{0,62}"
-INDEX_NAME = re.compile(rf"^{_PART}\.{_PART}\.{_PART}$")
-COLUMN_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# Matched with fullmatch: `$` would also accept a trailing newline.
+INDEX_NAME = re.compile(rf"{_PART}\.{_PART}\.{_PART}")
+COLUMN_NAME = re.compile(_PART)
 # Columns of every index table; metadata may not shadow them.
 RESERVED_COLUMNS = frozenset(
     {"id", "version", "embedding", "content", "content_tsv", "updated_at", "distance", "score"}
@@ -182,7 +183,7 @@ class RecallReport:
 
 
 def validate_index_name(name: str) -> str:
-    if not INDEX_NAME.match(name or ""):
+    if not INDEX_NAME.fullmatch(name or ""):
         raise InvalidArgument(
             f"index name {name!r} must be catalog.schema.index (lower-case identifiers)", field="name"
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from services.common import topics
 from services.common.config import CommonSettings
 
 AUTHZ_REGISTRY = "registry"
@@ -17,9 +18,13 @@ class RetrievalSettings(CommonSettings):
     metrics_port: int = 9104
     # The PostgreSQL schema holding the catalog of indexes and one table per index.
     retrieval_schema: str = "retrieval"
-    # `registry`: ask the registry (CheckPrivilege) for every call; `none`: allow everything (logged loudly).
+    # `registry`: ask the registry (CheckPrivilege, answers cached); `none`: allow everything (logged loudly).
     retrieval_authz: str = AUTHZ_REGISTRY
     registry_address: str = "127.0.0.1:50051"
+    # How long a registry answer is reused; grant events drop the cache sooner.
+    retrieval_privilege_cache_s: float = 30.0
+    # Where the registry announces grant changes; every replica follows it in a group of its own.
+    retrieval_registry_events_topic: str = topics.REGISTRY_EVENTS
     # Extra embedding models as `name=/path/to/sentence-transformers/folder` pairs, comma separated.
     retrieval_embedding_models: str = ""
     retrieval_embedding_batch_size: int = 64
@@ -27,8 +32,10 @@ class RetrievalSettings(CommonSettings):
     # How far an iterative HNSW scan may go before the exact fallback (pgvector's hnsw.max_scan_tuples).
     retrieval_max_scan_tuples: int = 20000
     retrieval_query_pool_size: int = 10
+    # Run on uvloop when it is installed (`pip install uvloop`); false keeps asyncio's own loop.
+    retrieval_uvloop: bool = True
     # The sync consumer: topic and group (tests use their own).
-    retrieval_sync_topic: str = "tessera.retrieval.sync"
+    retrieval_sync_topic: str = topics.RETRIEVAL_SYNC
     retrieval_sync_group: str = "tessera-retrieval-sync"
     retrieval_run_sync_consumer: bool = True
     # Source-table connectors to run continuously: paths of JSON files (see connector.ConnectorSpec).
