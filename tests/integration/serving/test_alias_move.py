@@ -15,9 +15,9 @@ from tessera.serving.v1 import serving_pb2 as pb
 
 from services.common.auth import bearer
 from services.common.errors import FailedPrecondition
+from services.fixtures.tabular import build_tabular_model
 from services.serving.registry_catalog import RegistryCatalog
 from tests.integration.serving.conftest import ALICE, SERVICE, Mesh
-from tests.integration.serving.models import build_tabular_model
 from tests.integration.serving.topic_reader import until
 
 pytestmark = pytest.mark.integration

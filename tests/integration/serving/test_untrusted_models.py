@@ -29,12 +29,13 @@ from tessera.serving.v1 import serving_pb2_grpc
 from services.common import kafka_admin
 from services.common.auth import bearer
 from services.common.config import load
+from services.fixtures.registry_client import RegistryClient
+from services.fixtures.tabular import build_tabular_model
 from services.registry.app import RegistryApp
 from services.registry.settings import RegistrySettings
 from services.serving.app import ServingApp
 from services.serving.oip_api import MAX_STREAM_IN_FLIGHT
 from services.serving.settings import ServingSettings
-from tests.integration.serving.models import RegistryClient, build_tabular_model
 
 pytestmark = pytest.mark.integration
 
