@@ -161,6 +161,8 @@ class MonitoringCore:
 
     async def list_monitors(self, principal: Principal, endpoint: str) -> list[MonitorSpec]:
         """The monitors (of one endpoint, or all) the principal may read."""
+        if len(endpoint) > MAX_ENDPOINT:
+            raise InvalidArgument(f"endpoint: at most {MAX_ENDPOINT} characters", field="endpoint")
         await self.refresh_monitors()
         candidates = [s for s in self._monitors.values() if not endpoint or s.endpoint == endpoint]
         visible = await self.authorization.visible_monitors(principal, [s.monitor_id for s in candidates])

@@ -136,6 +136,9 @@ class ModelRegistry:
         tags: dict | None = None,
         model_id: str = "",
     ) -> ModelVersion:
+        # Only a caller who may add versions learns anything about the source it names.
+        async with self.ctx.unit() as unit:
+            await self._model(unit.conn, principal, full_name, Privilege.MODIFY)
         # Resolve (and authorize reading) the source before anything is written.
         source_path = await self._resolve_source(principal, source, run_id) if source else None
         async with self.ctx.unit() as unit:

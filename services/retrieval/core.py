@@ -48,6 +48,8 @@ _log = logging.getLogger(__name__)
 MAX_DIMENSION = 16000
 MAX_BATCH = 10_000
 MAX_ID_LENGTH = 512
+# A document's text (what is embedded and full-text indexed): a chunk, not a whole book.
+MAX_TEXT_LENGTH = 1_000_000
 MAX_QUERY_BATCH = 1000
 LIST_WINDOW = 100
 
@@ -248,6 +250,8 @@ class RetrievalCore:
                 raise InvalidArgument("a zero vector has no cosine distance", field=where)
         if spec.text_columns:
             return "\n".join(doc.metadata[c] or "" for c in spec.text_columns)
+        if len(doc.text) > MAX_TEXT_LENGTH:
+            raise InvalidArgument(f"text is over {MAX_TEXT_LENGTH} characters; split the document", field=where)
         if "\x00" in doc.text:
             raise InvalidArgument("text may not contain NUL characters", field=where)
         return doc.text

@@ -42,6 +42,7 @@ from services.common.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
     TesseraError,
     Unauthenticated,
 )
@@ -55,7 +56,8 @@ from services.serving.payload_log import PayloadLogWriter
 _log = logging.getLogger(__name__)
 
 # The requester's fault: dead-lettered for someone to look at, besides the error response.
-_BAD_REQUEST = (InvalidArgument, NotFound, PermissionDenied, Unauthenticated, FailedPrecondition)
+# RESOURCE_EXHAUSTED here is an oversize request: Kafka requests wait for a slot instead of being refused.
+_BAD_REQUEST = (InvalidArgument, NotFound, PermissionDenied, Unauthenticated, FailedPrecondition, ResourceExhausted)
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _MAX_REQUEST_ID = 256
 _REDACTED = "[redacted]"

@@ -180,6 +180,8 @@ class Outcome:
 
 
 DENIED = Outcome("denied")
+# Refused by hiding: the object does not exist for the caller (NOT_FOUND), or PERMISSION_DENIED.
+HIDDEN = Outcome("hidden")
 OPEN = Outcome("open")
 PUBLIC = Outcome("public")
 UNIMPLEMENTED = Outcome("unimplemented")
@@ -429,7 +431,7 @@ ROWS: dict[str, tuple[Callable[[World], object], Outcome]] = {
     ),
     S + "UpdateEndpoint": (lambda w: spb.UpdateEndpointRequest(name=w.endpoint, served_models=_served(w)), DENIED),
     S + "DeleteEndpoint": (lambda w: spb.DeleteEndpointRequest(name=w.endpoint), DENIED),
-    S + "GetEndpoint": (lambda w: spb.GetEndpointRequest(name=w.endpoint), DENIED),
+    S + "GetEndpoint": (lambda w: spb.GetEndpointRequest(name=w.endpoint), HIDDEN),
     S + "ListEndpoints": (lambda w: spb.ListEndpointsRequest(), Filtered(admin_objects)),
     S + "Generate": (lambda w: spb.GenerateRequest(endpoint=w.endpoint, prompt="hello"), DENIED),
     S + "GenerateStream": (lambda w: spb.GenerateRequest(endpoint=w.endpoint, prompt="hello"), DENIED),
@@ -437,13 +439,13 @@ ROWS: dict[str, tuple[Callable[[World], object], Outcome]] = {
     O + "ServerLive": (lambda w: oip.ServerLiveRequest(), OPEN),
     O + "ServerReady": (lambda w: oip.ServerReadyRequest(), OPEN),
     O + "ServerMetadata": (lambda w: oip.ServerMetadataRequest(), OPEN),
-    O + "ModelReady": (lambda w: oip.ModelReadyRequest(name=w.endpoint), DENIED),
+    O + "ModelReady": (lambda w: oip.ModelReadyRequest(name=w.endpoint), HIDDEN),
     O + "ModelMetadata": (lambda w: oip.ModelMetadataRequest(name=w.endpoint), DENIED),
     O + "ModelInfer": (lambda w: tabular_request(w.endpoint, f"mallory-{uuid.uuid4().hex[:6]}"), DENIED),
     O + "ModelStreamInfer": (lambda w: [tabular_request(w.endpoint, f"mallory-{uuid.uuid4().hex[:6]}")], DENIED),
-    O + "ModelConfig": (lambda w: oip.ModelConfigRequest(name=w.endpoint), UNIMPLEMENTED),
-    O + "ModelStatistics": (lambda w: oip.ModelStatisticsRequest(name=w.endpoint), UNIMPLEMENTED),
-    O + "RepositoryIndex": (lambda w: oip.RepositoryIndexRequest(), UNIMPLEMENTED),
+    O + "ModelConfig": (lambda w: oip.ModelConfigRequest(name=w.endpoint), DENIED),
+    O + "ModelStatistics": (lambda w: oip.ModelStatisticsRequest(name=w.endpoint), DENIED),
+    O + "RepositoryIndex": (lambda w: oip.RepositoryIndexRequest(), Filtered(admin_objects)),
     O + "RepositoryModelLoad": (lambda w: oip.RepositoryModelLoadRequest(model_name=w.endpoint), UNIMPLEMENTED),
     O + "RepositoryModelUnload": (lambda w: oip.RepositoryModelUnloadRequest(model_name=w.endpoint), UNIMPLEMENTED),
     O + "SystemSharedMemoryStatus": (lambda w: oip.SystemSharedMemoryStatusRequest(), UNIMPLEMENTED),
@@ -580,11 +582,17 @@ async def test_ungranted_principal(world: World, full_name: str) -> None:
         code, details = exc.code(), exc.details()
         if outcome is DENIED or (outcome.kind == "filtered" and outcome.may_deny):
             assert code == grpc.StatusCode.PERMISSION_DENIED, f"{full_name}: {code.name} {details}"
+        elif outcome is HIDDEN:
+            assert code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED), f"{full_name}: {code.name}"
         elif outcome is UNIMPLEMENTED:
             assert code == grpc.StatusCode.UNIMPLEMENTED, f"{full_name}: {code.name} {details}"
         else:
             pytest.fail(f"{full_name} should answer mallory, got {code.name}: {details}")
         return
+    if outcome is HIDDEN:
+        pytest.fail(
+            f"{full_name} answered mallory about an object she may not see: {[str(r)[:200] for r in responses]}"
+        )
     if outcome is DENIED:
         # Only ModelStreamInfer may answer a refusal in-band: every response an error, none with a result.
         refusals = _stream_refusals(responses)

@@ -448,8 +448,11 @@ def garbage() -> bytes:
     return b"\x00\xff\xfe garbage \x13\x37" + secrets.token_bytes(64)
 
 
-async def send_raw(stage: Stage, topic: str, value: bytes, key: str) -> None:
-    await stage.producer.send_bytes(topic, value, key=key, headers=[("content-type", b"application/x-protobuf")])
+async def send_raw(stage: Stage, topic: str, value: bytes, key: str, *, signed: bool = False) -> None:
+    headers = [("content-type", b"application/x-protobuf")]
+    if signed:
+        headers.append(("authorization", f"Bearer {TOKENS['admin']}".encode()))
+    await stage.producer.send_bytes(topic, value, key=key, headers=headers)
 
 
 async def test_bad_serving_requests_are_dead_lettered_and_the_partition_moves_on(stage: Stage) -> None:
@@ -527,13 +530,17 @@ async def test_bad_sync_records_are_dead_lettered_and_the_partition_moves_on(sta
     bad = {f"hostile-garbage-{u}": garbage(), f"hostile-big-{u}": oversize.SerializeToString()}
     goods = []
     for n, (key, value) in enumerate(bad.items()):
-        await send_raw(stage, topic, value, key)
+        # Signed, so the oversize record is refused for its size, not for a missing sender.
+        await send_raw(stage, topic, value, key, signed=True)
         good = f"good-{n}-{u}"
         goods.append(good)
         record = rspb.RetrievalSyncRecord(
             record_id=good, index=stage.index, op=up, document_id=good, version=1, vector=[0, 0, 1]
         )
-        await stage.producer.send(topic, record, key=stage.index, record_id=good)
+        # Sync records carry their sender's token (retrieval checks MODIFY before applying them).
+        await stage.producer.send(
+            topic, record, key=stage.index, record_id=good, headers={"authorization": f"Bearer {TOKENS['admin']}"}
+        )
 
     async def all_applied() -> bool:
         hits = await mesh.retrieval_stub().Query(
