@@ -13,6 +13,7 @@ import logging
 import grpc
 from tessera.registry.v1 import registry_pb2, registry_pb2_grpc
 
+from services.common import channels
 from services.common.auth import Principal, bearer
 from services.common.errors import NotFound, PermissionDenied, Unavailable
 from services.retrieval.authz import MODIFY, USE_SCHEMA, DecisionCache
@@ -34,7 +35,7 @@ class RegistryAuthorizer:
     def _registry(self) -> registry_pb2_grpc.RegistryServiceStub:
         # Created on first use, inside the running event loop that grpc.aio binds it to.
         if self._stub is None:
-            self._channel = grpc.aio.insecure_channel(self.address)
+            self._channel = channels.channel(self.address)
             self._stub = registry_pb2_grpc.RegistryServiceStub(self._channel)
         return self._stub
 

@@ -16,7 +16,7 @@ import time
 from confluent_kafka import Message
 from tessera.events.v1 import serving_pb2 as events_pb
 
-from services.common import topics
+from services.common import telemetry, topics
 from services.common.auth import ANONYMOUS, Principal, TokenAuthenticator
 from services.common.errors import (
     FailedPrecondition,
@@ -71,7 +71,7 @@ class KafkaRequestServer:
         self.loop.stop()
 
     async def _handle(self, records: list[Record[events_pb.InferenceRequest]]) -> None:
-        await asyncio.gather(*(self._serve(record) for record in records))
+        await asyncio.gather(*(telemetry.run_in(record.trace, self._serve(record)) for record in records))
 
     async def _serve(self, record: Record[events_pb.InferenceRequest]) -> None:
         request = record.value
