@@ -99,8 +99,9 @@ def start_metrics_server(port: int, host: str = "127.0.0.1") -> int:
 
 
 def inject_headers(headers: list[tuple[str, bytes]], context: Context | None = None) -> None:
+    """Write the trace context (`context`, or the current one) into a record's headers."""
     # Nothing to propagate outside a span; skipping the propagator keeps the hot produce path cheap.
-    if context is None and not trace.get_current_span().get_span_context().is_valid:
+    if not trace.get_current_span(context).get_span_context().is_valid:
         return
     carrier: dict[str, str] = {}
     propagate.inject(carrier, context=context)

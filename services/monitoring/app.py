@@ -67,9 +67,10 @@ class MonitoringApp:
                 dlq_producer=self.producer,
             )
             self._tasks.append(asyncio.create_task(self.registry_events.run(), name="monitoring-registry-events"))
+        store = MonitoringStore(self.db)
         self.core = MonitoringCore(
-            MonitoringStore(self.db),
-            DriftEventPublisher(self.producer, s.monitoring_drift_topic),
+            store,
+            DriftEventPublisher(self.producer, s.monitoring_drift_topic, window_traces=store.window_trace_ids),
             window_grace_s=s.monitoring_window_grace_s,
             idle_watermark_s=s.monitoring_idle_watermark_s,
             retention_days=s.monitoring_retention_days,

@@ -9,11 +9,15 @@ so the retry finds them already in the table and changes nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from opentelemetry import trace
 from tessera.events.v1.payload_log_pb2 import PayloadLog
 from tessera.events.v1.registry_pb2 import RegistryEvent
 
+from services.common import telemetry
 from services.common.errors import InvalidArgument
 from services.common.kafka_consumer import ConsumerLoop, Record
 from services.common.kafka_producer import EventProducer
@@ -100,18 +104,51 @@ def registry_event_consumer(
 
 
 class DriftEventPublisher:
-    """Publishes the core's drift events, keyed by endpoint so one endpoint's events stay ordered."""
+    """Publishes the core's drift events, keyed by endpoint so one endpoint's events stay ordered.
 
-    def __init__(self, producer: EventProducer, topic: str) -> None:
+    When spans are exported, each event is sent in a span linked to the traces of the requests
+    its window was computed from (`window_traces`), so a drift alarm leads back to them."""
+
+    def __init__(
+        self,
+        producer: EventProducer,
+        topic: str,
+        *,
+        window_traces: Callable[[str, float, float, int], Awaitable[list[str]]] | None = None,
+    ) -> None:
         self.producer = producer
         self.topic = topic
+        self._window_traces = window_traces
+        self._tracer = trace.get_tracer("tessera.monitoring")
 
     async def __call__(self, events: list[dict[str, Any]]) -> None:
         for event in events:
-            self.producer.produce(
-                self.topic,
-                converters.drift_event(DriftEventRecord.from_json(event)),
-                key=event["endpoint"],
-                record_id=event["event_id"],
-            )
+            with await self._span(event):
+                self.producer.produce(
+                    self.topic,
+                    converters.drift_event(DriftEventRecord.from_json(event)),
+                    key=event["endpoint"],
+                    record_id=event["event_id"],
+                )
         await self.producer.flush()
+
+    async def _span(self, event: dict[str, Any]) -> contextlib.AbstractContextManager:
+        if not telemetry.exporting():
+            return contextlib.nullcontext()
+        trace_ids: list[str] = []
+        if self._window_traces is not None:
+            trace_ids = await self._window_traces(
+                event["endpoint"], event["window_start"], event["window_end"], telemetry.MAX_LINKS
+            )
+        return self._tracer.start_as_current_span(
+            "drift event",
+            kind=trace.SpanKind.PRODUCER,
+            links=telemetry.link_to_traces(trace_ids),
+            attributes={
+                "tessera.monitor_id": event["monitor_id"],
+                "tessera.endpoint": event["endpoint"],
+                "tessera.drift.kind": event["kind"],
+                "tessera.drift.feature": event["feature"],
+                "tessera.window.traces": len(trace_ids),
+            },
+        )

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from google.protobuf import struct_pb2
+from opentelemetry import context as otel_context
 from prometheus_client import Counter
 from tessera.events.v1 import payload_log_pb2
 
@@ -49,6 +50,8 @@ class PayloadRecord:
     principal: str = ""
     finish_reason: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
+    # The request's trace, captured where the record is made: the writer task produces it later.
+    trace_context: Any = field(default_factory=otel_context.get_current, repr=False, compare=False)
 
     def to_proto(self) -> payload_log_pb2.PayloadLog:
         message = payload_log_pb2.PayloadLog(
@@ -137,6 +140,7 @@ class PayloadLogWriter:
                     key=record.endpoint or None,
                     record_id=record.request_id,
                     on_delivery=_count_failure,
+                    trace_context=record.trace_context,
                 )
             except Exception:  # noqa: BLE001 - logging never fails a request nor stops the writer
                 DROPPED.inc()
