@@ -137,9 +137,14 @@ def common_env(kafka_bootstrap: str, pg_dsn: str, **extra: str) -> dict[str, str
 
 
 def group_assignment(bootstrap: str, group_id: str) -> dict[str, set[tuple[str, int]]]:
-    """Members of a consumer group (by client host and id) and the partitions each holds now."""
+    """Members of a consumer group and the partitions each holds, once the group is stable
+    (empty while it rebalances: a joining member holds nothing yet)."""
+    from confluent_kafka import ConsumerGroupState
+
     admin = AdminClient({"bootstrap.servers": bootstrap})
     description = admin.describe_consumer_groups([group_id])[group_id].result(timeout=10)
+    if description.state != ConsumerGroupState.STABLE:
+        return {}
     return {
         member.member_id: {(tp.topic, tp.partition) for tp in member.assignment.topic_partitions}
         for member in description.members
@@ -329,7 +334,15 @@ async def deploy_tabular(mesh: Mesh, serving: ServiceProcess, users: list[str]) 
                 timeout=300,
             )
         for user in users:
-            await client.grant(rpb.SECURABLE_TYPE_ENDPOINT, endpoint, user, [rpb.PRIVILEGE_EXECUTE])
+            await client.grant(rpb.SECURABLE_TYPE_CATALOG, catalog, user, [rpb.PRIVILEGE_USE_CATALOG])
+            await client.grant(rpb.SECURABLE_TYPE_SCHEMA, f"{catalog}.{schema}", user, [rpb.PRIVILEGE_USE_SCHEMA])
+            await client.grant(rpb.SECURABLE_TYPE_REGISTERED_MODEL, model, user, [rpb.PRIVILEGE_EXECUTE])
+            try:
+                # Where serving registers its endpoints as securables, calling one takes EXECUTE on it.
+                await client.grant(rpb.SECURABLE_TYPE_ENDPOINT, endpoint, user, [rpb.PRIVILEGE_EXECUTE])
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
         return TabularEndpoint(endpoint, model, version)
     finally:
         await client.channel.close()

@@ -61,6 +61,11 @@ def _split(mesh: Mesh, group: str, topic: str) -> dict[str, set[int]] | None:
     return members if sorted(owned) == list(range(PARTITIONS)) else None
 
 
+def _shared(mesh: Mesh, group: str, topic: str) -> dict[str, set[int]] | None:
+    members = _split(mesh, group, topic)
+    return members if members and len(members) == 2 and all(members.values()) else None
+
+
 def _ingested(mesh: Mesh, request_ids: list[str]) -> dict[str, int]:
     with psycopg.connect(mesh.pg_dsn) as conn:
         rows = conn.execute(
@@ -100,10 +105,9 @@ async def test_each_service_splits_its_partitions_between_its_replicas(replicas:
         (replicas.groups["serving"], replicas.topics["requests"]),
         (replicas.groups["monitoring"], replicas.topics["payloads"]),
     ):
-        members = await eventually(lambda g=group, t=topic: _split(replicas, g, t), timeout=60)
-        assert members, f"{group}: the partitions of {topic} never all had an owner"
         # Two members, both holding partitions, none held twice.
-        assert len(members) == 2 and all(members.values()), members
+        members = await eventually(lambda g=group, t=topic: _shared(replicas, g, t), timeout=60)
+        assert members, f"{group}: the partitions of {topic} were never shared by two replicas"
         owned = [p for ps in members.values() for p in ps]
         assert len(owned) == len(set(owned)) == PARTITIONS
 
