@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import tempfile
 import time
 import uuid
+from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import psycopg
@@ -28,6 +32,7 @@ from services.common.kafka_producer import EventProducer
 from tests.integration.mesh_processes import (
     USER_TOKENS,
     Mesh,
+    TabularEndpoint,
     deploy_tabular,
     group_assignment,
     start_mesh,
@@ -40,15 +45,32 @@ pytestmark = pytest.mark.integration
 PARTITIONS = 4
 
 
+@dataclass
+class Replicas:
+    mesh: Mesh
+    # Created before the second serving replica started, so both serve it whether or not
+    # endpoints propagate between running replicas.
+    endpoint: TabularEndpoint
+
+
 @pytest_asyncio.fixture(scope="module")
-async def replicas(kafka_bootstrap: str, pg_dsn: str, tmp_path_factory):
+async def replicas(kafka_bootstrap: str, pg_dsn: str, request: pytest.FixtureRequest):
     mesh = await start_mesh(
-        kafka_bootstrap, pg_dsn, tmp_path_factory.mktemp("replicas"), serving=2, monitoring=2, partitions=PARTITIONS
+        kafka_bootstrap,
+        pg_dsn,
+        Path(tempfile.mkdtemp(prefix="tessera-replicas-")),
+        serving=1,
+        monitoring=2,
+        partitions=PARTITIONS,
     )
     try:
-        yield mesh
+        endpoint = await deploy_tabular(mesh, mesh.serving[0], users=list(USER_TOKENS))
+        await mesh.add("serving")
+        yield Replicas(mesh, endpoint)
     finally:
         mesh.stop()
+    if not request.session.testsfailed:  # after a failure the service logs stay for reading
+        shutil.rmtree(mesh.work, ignore_errors=True)
 
 
 def _split(mesh: Mesh, group: str, topic: str) -> dict[str, set[int]] | None:
@@ -100,23 +122,25 @@ def _payload_log(endpoint: str, request_id: str) -> PayloadLog:
     return log
 
 
-async def test_each_service_splits_its_partitions_between_its_replicas(replicas: Mesh):
+async def test_each_service_splits_its_partitions_between_its_replicas(replicas: Replicas):
+    mesh = replicas.mesh
     for group, topic in (
-        (replicas.groups["serving"], replicas.topics["requests"]),
-        (replicas.groups["monitoring"], replicas.topics["payloads"]),
+        (mesh.groups["serving"], mesh.topics["requests"]),
+        (mesh.groups["monitoring"], mesh.topics["payloads"]),
     ):
         # Two members, both holding partitions, none held twice.
-        members = await eventually(lambda g=group, t=topic: _shared(replicas, g, t), timeout=60)
+        members = await eventually(lambda g=group, t=topic: _shared(mesh, g, t), timeout=60)
         assert members, f"{group}: the partitions of {topic} were never shared by two replicas"
         owned = [p for ps in members.values() for p in ps]
         assert len(owned) == len(set(owned)) == PARTITIONS
 
 
-async def test_an_endpoint_created_on_one_replica_is_served_by_the_other(replicas: Mesh):
-    endpoint = await deploy_tabular(replicas, replicas.serving[0], users=["alice"])
+async def test_an_endpoint_created_on_one_replica_is_served_by_the_other(replicas: Replicas):
+    mesh = replicas.mesh
+    endpoint = await deploy_tabular(mesh, mesh.serving[0], users=["alice"])
 
     async def answered_by_b() -> str:
-        async with grpc.aio.insecure_channel(replicas.serving[1].address) as channel:
+        async with grpc.aio.insecure_channel(mesh.serving[1].address) as channel:
             try:
                 reply = await grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
                     tensor_request(endpoint.name, f"on-b-{uuid.uuid4().hex[:6]}"),
@@ -127,22 +151,22 @@ async def test_an_endpoint_created_on_one_replica_is_served_by_the_other(replica
                 return f"not yet: {exc.code().name} {exc.details()}"
         return "ok" if reply.outputs else "no outputs"
 
-    outcome = await eventually(lambda: _ok(answered_by_b()), timeout=120, every=1.0)
-    assert outcome == "ok", outcome
+    outcomes: list[str] = []
+
+    async def served() -> bool:
+        outcomes.append(await answered_by_b())
+        return outcomes[-1] == "ok"
+
+    assert await eventually(served, timeout=120, every=1.0), f"replica B never served it: {outcomes[-1]}"
 
 
-async def _ok(call) -> str | None:
-    result = await call
-    return result if result == "ok" else None
-
-
-async def test_requests_over_kafka_are_answered_once_across_replicas(replicas: Mesh):
-    endpoint = await deploy_tabular(replicas, replicas.serving[0], users=["bob"])
-    await _wait_served_everywhere(replicas, endpoint.name, "bob")
+async def test_requests_over_kafka_are_answered_once_across_replicas(replicas: Replicas):
+    mesh, endpoint = replicas.mesh, replicas.endpoint
+    await _wait_served_everywhere(mesh, endpoint.name, "bob")
     ids = [f"kafka-{i}-{uuid.uuid4().hex[:6]}" for i in range(40)]
-    responses = _reader(replicas, replicas.topics["responses"])
+    responses = _reader(mesh, mesh.topics["responses"])
     try:
-        producer = Producer({"bootstrap.servers": replicas.kafka_bootstrap})
+        producer = Producer({"bootstrap.servers": mesh.kafka_bootstrap})
         for rid in ids:
             body = {
                 "request_id": rid,
@@ -152,7 +176,7 @@ async def test_requests_over_kafka_are_answered_once_across_replicas(replicas: M
             }
             # Keys spread the requests over every partition, so both replicas answer some.
             producer.produce(
-                replicas.topics["requests"],
+                mesh.topics["requests"],
                 json.dumps(body).encode(),
                 key=rid,
                 headers=[("content-type", b"application/json")],
@@ -163,19 +187,20 @@ async def test_requests_over_kafka_are_answered_once_across_replicas(replicas: M
         responses.close()
     assert set(seen) == set(ids)
     assert all(count == 1 for count in seen.values()), {k: v for k, v in seen.items() if v != 1}
-    ingested = await eventually(lambda: _all_ingested(replicas, ids), timeout=60)
+    ingested = await eventually(lambda: _all_ingested(mesh, ids), timeout=60)
     assert ingested and all(count == 1 for count in ingested.values())
 
 
-async def test_a_killed_monitoring_replica_hands_over_and_every_log_is_ingested_once(replicas: Mesh):
+async def test_a_killed_monitoring_replica_hands_over_and_every_log_is_ingested_once(replicas: Replicas):
+    mesh = replicas.mesh
     endpoint = f"killed-{uuid.uuid4().hex[:6]}"
     ids = [f"{endpoint}-{i}" for i in range(3000)]
-    producer = EventProducer(replicas.kafka_bootstrap, client_id="replica-test")
-    victim, survivor = replicas.monitoring[1], replicas.monitoring[0]
+    producer = EventProducer(mesh.kafka_bootstrap, client_id="replica-test")
+    victim, survivor = mesh.monitoring[1], mesh.monitoring[0]
     try:
         # A stream over every partition; one replica dies in the middle of it.
         for i, rid in enumerate(ids):
-            producer.produce(replicas.topics["payloads"], _payload_log(endpoint, rid), key=rid, record_id=rid)
+            producer.produce(mesh.topics["payloads"], _payload_log(endpoint, rid), key=rid, record_id=rid)
             if i % 100 == 99:
                 await producer.flush()
                 await asyncio.sleep(0.02)
@@ -186,28 +211,26 @@ async def test_a_killed_monitoring_replica_hands_over_and_every_log_is_ingested_
     finally:
         producer.close()
     members = await eventually(
-        lambda: (
-            (m := _split(replicas, replicas.groups["monitoring"], replicas.topics["payloads"])) and len(m) == 1 and m
-        ),
+        lambda: (m := _split(mesh, mesh.groups["monitoring"], mesh.topics["payloads"])) and len(m) == 1 and m,
         timeout=90,
     )
     assert members and list(members.values()) == [set(range(PARTITIONS))], "the survivor never took every partition"
-    ingested = await eventually(lambda: _all_ingested(replicas, ids), timeout=120)
-    assert ingested, f"only {len(_ingested(replicas, ids))} of {len(ids)} logs were ingested"
+    ingested = await eventually(lambda: _all_ingested(mesh, ids), timeout=120)
+    assert ingested, f"only {len(_ingested(mesh, ids))} of {len(ids)} logs were ingested"
     assert all(count == 1 for count in ingested.values())
     assert survivor.alive()
     # Nothing was dead-lettered on the way.
-    assert _count(replicas, replicas.topics["payloads"] + ".dlq") == 0
+    assert _count(mesh, mesh.topics["payloads"] + ".dlq") == 0
 
 
-async def test_a_killed_serving_replica_hands_its_requests_to_the_other(replicas: Mesh):
-    endpoint = await deploy_tabular(replicas, replicas.serving[0], users=["carol"])
-    await _wait_served_everywhere(replicas, endpoint.name, "carol")
-    replicas.serving[1].kill()
+async def test_a_killed_serving_replica_hands_its_requests_to_the_other(replicas: Replicas):
+    mesh, endpoint = replicas.mesh, replicas.endpoint
+    await _wait_served_everywhere(mesh, endpoint.name, "carol")
+    mesh.serving[1].kill()
     ids = [f"after-kill-{i}-{uuid.uuid4().hex[:6]}" for i in range(20)]
-    responses = _reader(replicas, replicas.topics["responses"])
+    responses = _reader(mesh, mesh.topics["responses"])
     try:
-        producer = Producer({"bootstrap.servers": replicas.kafka_bootstrap})
+        producer = Producer({"bootstrap.servers": mesh.kafka_bootstrap})
         for rid in ids:
             body = {
                 "request_id": rid,
@@ -216,7 +239,7 @@ async def test_a_killed_serving_replica_hands_its_requests_to_the_other(replicas
                 "auth_token": USER_TOKENS["carol"],
             }
             producer.produce(
-                replicas.topics["requests"],
+                mesh.topics["requests"],
                 json.dumps(body).encode(),
                 key=rid,
                 headers=[("content-type", b"application/json")],
