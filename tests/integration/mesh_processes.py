@@ -162,6 +162,8 @@ class Mesh:
     schemas: dict[str, str]
     groups: dict[str, str]
     common: dict[str, str]
+    # Settings of the monitoring replicas only (e.g. TESSERA_MONITORING_AUTHZ).
+    monitoring_env: dict[str, str]
     registry: ServiceProcess
     registry_http_port: int
     serving: list[ServiceProcess] = field(default_factory=list)
@@ -199,6 +201,7 @@ class Mesh:
             "TESSERA_MONITORING_EVALUATE_EVERY_S": "0.5",
             # Small batches: a replica killed mid-stream holds some of them uncommitted.
             "TESSERA_MONITORING_BATCH_SIZE": "50",
+            **self.monitoring_env,
         }
         return self._process("monitoring", replica, own)
 
@@ -244,6 +247,7 @@ async def start_mesh(
     monitoring: int = 1,
     partitions: int = 4,
     extra_env: Mapping[str, str] | None = None,
+    monitoring_env: Mapping[str, str] | None = None,
 ) -> Mesh:
     import uuid
 
@@ -281,6 +285,7 @@ async def start_mesh(
         schemas={name: f"{name}_mesh_{u}" for name in ("registry", "serving", "monitoring")},
         groups={"serving": f"mesh-serving-{u}", "monitoring": f"mesh-monitoring-{u}"},
         common=common,
+        monitoring_env=dict(monitoring_env or {}),
         registry=registry,
         registry_http_port=http_port,
     )

@@ -23,14 +23,20 @@ from pathlib import Path
 
 import aiohttp
 import grpc
+import numpy as np
 import psycopg
 import pytest
 import pytest_asyncio
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer
 from inference import grpc_service_pb2_grpc
 from psycopg import sql
+from tessera.events.v1.drift_pb2 import DriftEvent
+from tessera.events.v1.payload_log_pb2 import PayloadLog
+from tessera.monitoring.v1 import monitoring_pb2 as mpb
+from tessera.monitoring.v1 import monitoring_pb2_grpc
 
 from services.common.auth import bearer
+from services.common.kafka_producer import EventProducer
 from tests.integration.mesh_processes import (
     ADMIN_TOKEN,
     USER_TOKENS,
@@ -86,6 +92,9 @@ async def traced(jaeger: Jaeger, kafka_bootstrap: str, pg_dsn: str, tmp_path_fac
         tmp_path_factory.mktemp("mesh"),
         partitions=1,
         extra_env={"TESSERA_OTLP_ENDPOINT": jaeger.otlp_endpoint, "OTEL_BSP_SCHEDULE_DELAY": "200"},
+        # The drift test monitors an endpoint of its own that no registry knows: monitoring's
+        # authorization is not the subject here.
+        monitoring_env={"TESSERA_MONITORING_AUTHZ": "none"},
     )
     try:
         endpoint = await deploy_tabular(mesh, mesh.serving[0], users=["alice", "bob"])
@@ -217,3 +226,65 @@ async def test_without_a_traceparent_each_request_gets_a_trace_of_its_own(traced
     await _wait_for_trace(
         jaeger, ids[0], {"serving": ["ModelInfer"], "monitoring": [f"{mesh.topics['payloads']} process"]}
     )
+
+
+async def test_a_drift_event_links_the_traces_of_its_window(traced, jaeger):
+    mesh, _endpoint = traced
+    endpoint, window = f"drifting-{secrets.token_hex(4)}", 60
+    rng = np.random.default_rng(5)
+    monitor = mpb.Monitor(endpoint=endpoint, window_seconds=window, features=[mpb.FeatureSpec(path="latency_ms")])
+    monitor.baseline.reference.values.add(feature="latency_ms", numbers=rng.normal(100, 10, 2000))
+    async with grpc.aio.insecure_channel(mesh.monitoring[0].address) as channel:
+        created = await monitoring_pb2_grpc.MonitoringServiceStub(channel).CreateMonitor(
+            mpb.CreateMonitorRequest(monitor=monitor), metadata=bearer(ADMIN_TOKEN)
+        )
+    base = (int(time.time()) // window - 30) * window
+    # Two windows of requests, each with a trace of its own; the second one's latency drifts.
+    traces: dict[int, set[str]] = {0: set(), 1: set()}
+    producer = EventProducer(mesh.kafka_bootstrap, client_id="drift-trace-test")
+    try:
+        for w, mean in enumerate((100.0, 160.0)):
+            for i, latency in enumerate(rng.normal(mean, 10, 60)):
+                log = PayloadLog(
+                    request_id=f"{endpoint}-{w}-{i}",
+                    endpoint=endpoint,
+                    served_model="m",
+                    model_version="1",
+                    source="grpc",
+                    status="OK",
+                    latency_ms=float(latency),
+                    trace_id=secrets.token_hex(16),
+                )
+                log.timestamp.FromNanoseconds(int((base + w * window + i * 0.9) * 1e9))
+                traces[w].add(log.trace_id)
+                producer.produce(mesh.topics["payloads"], log, key=endpoint, record_id=log.request_id)
+        await producer.flush()
+    finally:
+        producer.close()
+    event_trace = await eventually(lambda: _drift_event_trace(mesh, created.monitor_id, base + window), timeout=90)
+    assert event_trace, "no drift event for the drifting window"
+    found, spans = await _wait_for_trace(jaeger, event_trace, {"monitoring": ["drift event"]})
+    (drift_span,) = [s for s in found["spans"] if s["operationName"] == "drift event"]
+    linked = {ref["traceID"] for ref in drift_span.get("references", []) if ref["traceID"] != event_trace}
+    # The event links every request of the window it was computed from, and none of another window.
+    assert linked == traces[1]
+
+
+def _drift_event_trace(mesh: Mesh, monitor_id: str, window_start: int) -> str | None:
+    """The trace id a DETECTED event for the window carries in its record's traceparent."""
+    consumer = Consumer(
+        {"bootstrap.servers": mesh.kafka_bootstrap, "group.id": secrets.token_hex(6), "auto.offset.reset": "earliest"}
+    )
+    try:
+        consumer.subscribe([mesh.topics["drift"]])
+        for message in consumer.consume(1000, 3.0):
+            if message.error():
+                continue
+            event = DriftEvent.FromString(message.value())
+            if event.monitor_id == monitor_id and event.window_start.seconds == window_start:
+                headers = dict(message.headers() or [])
+                if "traceparent" in headers:
+                    return headers["traceparent"].decode().split("-")[1]
+        return None
+    finally:
+        consumer.close()
