@@ -17,6 +17,7 @@ costs next to nothing.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -249,18 +250,33 @@ class _ClientTracing:
     @staticmethod
     def _end_when_done(call: Any, span: trace.Span | None) -> Any:
         if span is not None:
-
+            # A grpc.aio call's status is read with a coroutine: read it in a task once the call is
+            # done. Nothing here may raise: the callback runs inside grpc's own completion path.
             def done(finished: Any) -> None:
                 try:
-                    code = finished.code()
-                except Exception:  # noqa: BLE001 - a cancelled call has no code to read
-                    code = grpc.StatusCode.CANCELLED
-                if code is not None and code != grpc.StatusCode.OK:
-                    span.set_status(trace.Status(trace.StatusCode.ERROR, code.name))
-                span.end()
+                    task = asyncio.get_running_loop().create_task(_end_span(finished, span))
+                    _ENDING.add(task)
+                    task.add_done_callback(_ENDING.discard)
+                except Exception:  # noqa: BLE001 - no loop: end it without a status
+                    span.end()
 
             call.add_done_callback(done)
         return call
+
+
+_ENDING: set[asyncio.Task] = set()  # tasks nobody else references may be collected before they run
+
+
+async def _end_span(call: Any, span: trace.Span) -> None:
+    try:
+        code = await call.code()
+        if code is not None and code != grpc.StatusCode.OK:
+            span.set_status(trace.Status(trace.StatusCode.ERROR, code.name))
+            span.set_attribute("rpc.grpc.status_code", code.value[0])
+    except Exception:  # noqa: BLE001 - a cancelled call may have no status to read
+        span.set_status(trace.Status(trace.StatusCode.ERROR, "CANCELLED"))
+    finally:
+        span.end()
 
 
 class _UnaryUnary(_ClientTracing, grpc.aio.UnaryUnaryClientInterceptor):

@@ -14,7 +14,9 @@ import asyncio
 import json
 import os
 import secrets
+import shutil
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -85,11 +87,11 @@ def jaeger(tmp_path_factory):
 
 
 @pytest_asyncio.fixture(scope="module")
-async def traced(jaeger: Jaeger, kafka_bootstrap: str, pg_dsn: str, tmp_path_factory):
+async def traced(jaeger: Jaeger, kafka_bootstrap: str, pg_dsn: str, request: pytest.FixtureRequest):
     mesh = await start_mesh(
         kafka_bootstrap,
         pg_dsn,
-        tmp_path_factory.mktemp("mesh"),
+        Path(tempfile.mkdtemp(prefix="tessera-traced-")),
         partitions=1,
         extra_env={"TESSERA_OTLP_ENDPOINT": jaeger.otlp_endpoint, "OTEL_BSP_SCHEDULE_DELAY": "200"},
         # The drift test monitors an endpoint of its own that no registry knows: monitoring's
@@ -101,6 +103,8 @@ async def traced(jaeger: Jaeger, kafka_bootstrap: str, pg_dsn: str, tmp_path_fac
         yield mesh, endpoint
     finally:
         mesh.stop()
+    if not request.session.testsfailed:  # after a failure the service logs stay for reading
+        shutil.rmtree(mesh.work, ignore_errors=True)
 
 
 def _traceparent() -> tuple[str, str]:
