@@ -28,6 +28,7 @@ from psycopg import sql
 from tessera.events.v1.payload_log_pb2 import PayloadLog
 
 from services.common.auth import bearer
+from services.common.db import Database
 from services.common.kafka_producer import EventProducer
 from tests.integration.mesh_processes import (
     USER_TOKENS,
@@ -249,6 +250,24 @@ async def test_a_killed_serving_replica_hands_its_requests_to_the_other(replicas
     finally:
         responses.close()
     assert set(seen) == set(ids) and all(count == 1 for count in seen.values()), seen
+
+
+async def test_replicas_starting_together_set_up_their_schema_once(pg_dsn: str):
+    """Found by starting two serving replicas at once: both ran CREATE SCHEMA IF NOT EXISTS and
+    one died on the catalog's unique index."""
+    schema = f"replica_setup_{uuid.uuid4().hex[:8]}"
+    databases = [Database(pg_dsn, schema, max_size=1) for _ in range(6)]
+    try:
+        for _attempt in range(3):  # the race is narrow: give it several chances to show
+            opened = await asyncio.gather(*(db.open() for db in databases), return_exceptions=True)
+            assert not [o for o in opened if isinstance(o, BaseException)], opened
+            await asyncio.gather(*(db.close() for db in databases))
+            with psycopg.connect(pg_dsn, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+            databases = [Database(pg_dsn, schema, max_size=1) for _ in range(6)]
+    finally:
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 # -- helpers -----------------------------------------------------------------------------------------
