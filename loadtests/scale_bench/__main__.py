@@ -1,6 +1,6 @@
 """`python -m loadtests.scale_bench`: one and two replicas of serving and monitoring on one machine.
 
-For REPLICAS in (1, 2), real service processes (tests/integration/mesh_processes: what
+For REPLICAS in (1, 2), real service processes (services/fixtures/mesh_processes: what
 `make up REPLICAS=2` runs) on one Kafka and one PostgreSQL, 4 partitions per topic:
 1. Serving: a backlog of tensor requests over Kafka answered on the reply topic; requests/s,
    and any request answered twice.
@@ -34,7 +34,7 @@ from tessera.events.v1.payload_log_pb2 import PayloadLog
 
 from loadtests import report
 from services.common.kafka_producer import RECORD_ID
-from tests.integration.mesh_processes import (
+from services.fixtures.mesh_processes import (
     USER_TOKENS,
     Mesh,
     deploy_tabular,

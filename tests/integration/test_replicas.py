@@ -30,7 +30,7 @@ from tessera.events.v1.payload_log_pb2 import PayloadLog
 from services.common.auth import bearer
 from services.common.db import Database
 from services.common.kafka_producer import EventProducer
-from tests.integration.mesh_processes import (
+from services.fixtures.mesh_processes import (
     USER_TOKENS,
     Mesh,
     TabularEndpoint,

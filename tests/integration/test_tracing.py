@@ -40,7 +40,7 @@ from tessera.monitoring.v1 import monitoring_pb2_grpc
 from services.common import telemetry
 from services.common.auth import bearer
 from services.common.kafka_producer import EventProducer
-from tests.integration.mesh_processes import (
+from services.fixtures.mesh_processes import (
     ADMIN_TOKEN,
     USER_TOKENS,
     Mesh,
