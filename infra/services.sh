@@ -58,13 +58,19 @@ known_replicas() {
 
 healthy() {
   "$python" - "$1" <<'PY'
+import os
 import sys
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+address, ca_file = f"127.0.0.1:{sys.argv[1]}", os.environ.get("TESSERA_TLS_CA_FILE")
 try:
-    with grpc.insecure_channel(f"127.0.0.1:{sys.argv[1]}") as channel:
+    with (
+        grpc.secure_channel(address, grpc.ssl_channel_credentials(open(ca_file, "rb").read()))
+        if ca_file
+        else grpc.insecure_channel(address)
+    ) as channel:
         reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
     sys.exit(0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1)
 except grpc.RpcError:
