@@ -32,10 +32,10 @@ $(STAMP):
 
 setup: $(STAMP)  ## install everything (idempotent, quick when done)
 
-up: setup  ## start Kafka, PostgreSQL and the services on 127.0.0.1
+up: setup  ## start Kafka, PostgreSQL and the services on 127.0.0.1 (REPLICAS=2: two processes of each)
 	@bash infra/kafka/kafka.sh start
 	@$(PY) infra/postgres/postgres.py start
-	@bash infra/services.sh start
+	@REPLICAS=$(or $(REPLICAS),1) bash infra/services.sh start
 
 down:  ## stop everything `make up` started
 	@bash infra/services.sh stop
@@ -59,7 +59,7 @@ test-integration: setup  ## only the tests on real infrastructure
 demo: up  ## bring the platform up and run the scenario
 	@$(PY) -m services.demo
 
-BENCHES := kafka_bench registry_bench retrieval_bench monitoring_bench serving_bench
+BENCHES := kafka_bench registry_bench retrieval_bench monitoring_bench serving_bench scale_bench
 
 bench: setup  ## run every benchmark in loadtests/ (bounded; tables on stdout, JSON in loadtests/results/)
 	@bash infra/kafka/kafka.sh start

@@ -66,6 +66,17 @@ class CommonSettings:
     # The token this process presents when it calls another service.
     service_token: str = DEV_SERVICE_TOKEN
     otlp_endpoint: str = ""
+    # Signed JWT bearer tokens, beside the static ones: verified against this JWKS file (RS256/ES256),
+    # with the issuer and audience checked when set; the principal is the named claim.
+    auth_jwks_file: str = ""
+    auth_jwt_issuer: str = ""
+    auth_jwt_audience: str = ""
+    auth_jwt_principal_claim: str = "sub"
+    # TLS: servers (gRPC, the registry's HTTP) use this certificate and key when both are set;
+    # clients verify servers against this CA bundle when it is set (plaintext otherwise).
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_ca_file: str = ""
     log_level: str = "INFO"
     shutdown_grace_s: float = 10.0
     # Any statement running longer is cancelled by PostgreSQL (0: no limit).

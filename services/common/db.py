@@ -31,6 +31,7 @@ from services.common.errors import DeadlineExceeded, Unavailable
 _log = logging.getLogger(__name__)
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_SETUP_LOCK = zlib.crc32(b"tessera-database-setup")
 _MIGRATION_FILE = re.compile(r"(\d{4})_[\w-]+\.sql")
 
 # Server verdicts after which the same statement may well succeed later: the server is going away
@@ -112,6 +113,9 @@ class Database:
 
     async def open(self) -> Database:
         async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
+            # Replicas starting together would race "IF NOT EXISTS" into a unique violation on the
+            # catalog: one at a time (the lock goes with the session).
+            await conn.execute("SELECT pg_advisory_lock(%s)", (_SETUP_LOCK,))
             try:
                 await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
             except psycopg.errors.InsufficientPrivilege:

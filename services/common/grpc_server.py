@@ -3,14 +3,16 @@
 `TesseraServer` adds, beside the service's own servicers:
 - `grpc.health.v1.Health` (SERVING per registered service once started) and
   server reflection, so `grpcurl` and `grpc_health_probe` work;
-- one interceptor pipeline per call: authentication (bearer token -> principal),
-  an OpenTelemetry span, Prometheus metrics, and mapping of core exceptions
+- one interceptor pipeline per call: authentication (bearer token or signed
+  JWT -> principal), an OpenTelemetry span continuing the caller's trace
+  (`traceparent` metadata), Prometheus metrics, and mapping of core exceptions
   (`services.common.errors`) to status codes with a clear message, never a
   stack trace;
 - health that follows the process's `Readiness`: NOT_SERVING while a
   background worker (a Kafka consumer) is down;
 - graceful stop: health goes NOT_SERVING, in-flight calls get `grace` seconds.
 
+TLS when TESSERA_TLS_CERT_FILE and TESSERA_TLS_KEY_FILE are set.
 A server refuses to start on a non-loopback host while a default token is
 configured (`CommonSettings.check_listen_safety`).
 """
@@ -31,7 +33,9 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import Counter, Histogram
 
+from services.common import telemetry
 from services.common.auth import TokenAuthenticator, reset_principal, set_principal
+from services.common.channels import server_credentials
 from services.common.config import CommonSettings
 from services.common.errors import TesseraError
 from services.common.lifecycle import READINESS, Readiness
@@ -144,7 +148,9 @@ class RpcPipeline(grpc.aio.ServerInterceptor):
     def _wrap_unary(self, behavior: Callable[..., Awaitable[Any]], method: str, public: bool):
         async def call(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
             outcome, started = _Outcome(), time.perf_counter()
-            with self._tracer.start_as_current_span(method.lstrip("/"), kind=SpanKind.SERVER) as span:
+            with self._tracer.start_as_current_span(
+                method.lstrip("/"), telemetry.context_from_metadata(context.invocation_metadata()), SpanKind.SERVER
+            ) as span:
                 token = None
                 try:
                     token = self._begin(context, public)
@@ -164,7 +170,9 @@ class RpcPipeline(grpc.aio.ServerInterceptor):
     def _wrap_stream(self, behavior: Callable[..., Any], method: str, public: bool):
         async def call(request_or_iterator: Any, context: grpc.aio.ServicerContext):
             outcome, started = _Outcome(), time.perf_counter()
-            with self._tracer.start_as_current_span(method.lstrip("/"), kind=SpanKind.SERVER) as span:
+            with self._tracer.start_as_current_span(
+                method.lstrip("/"), telemetry.context_from_metadata(context.invocation_metadata()), SpanKind.SERVER
+            ) as span:
                 token = None
                 try:
                     token = self._begin(context, public)
@@ -200,9 +208,7 @@ class TesseraServer:
     ) -> None:
         settings.check_listen_safety()
         self.settings = settings
-        self.authenticator = authenticator or TokenAuthenticator(
-            settings.token_table(), enabled=settings.auth_mode != "none"
-        )
+        self.authenticator = authenticator or TokenAuthenticator.from_settings(settings)
         self._server = grpc.aio.server(
             interceptors=[RpcPipeline(settings.service_name, self.authenticator), *(extra_interceptors or [])],
             options=[
@@ -229,7 +235,12 @@ class TesseraServer:
         reflection.enable_server_reflection(
             [*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server
         )
-        self.port = self._server.add_insecure_port(f"{self.settings.host}:{self.settings.grpc_port}")
+        address = f"{self.settings.host}:{self.settings.grpc_port}"
+        credentials = server_credentials(self.settings)
+        if credentials is None:
+            self.port = self._server.add_insecure_port(address)
+        else:
+            self.port = self._server.add_secure_port(address, credentials)
         if self.port == 0:
             raise RuntimeError(f"cannot listen on {self.settings.host}:{self.settings.grpc_port}")
         await self._server.start()

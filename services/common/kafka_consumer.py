@@ -79,7 +79,7 @@ class Record(Generic[M]):
     """A decoded record and where it came from. Headers, key and trace context
     are read from the raw message on demand: most handlers need only the value."""
 
-    __slots__ = ("topic", "partition", "offset", "value", "record_id", "raw")
+    __slots__ = ("topic", "partition", "offset", "value", "record_id", "raw", "trace")
 
     def __init__(self, topic: str, partition: int, offset: int, value: M, record_id: str, raw: Message) -> None:
         self.topic = topic
@@ -88,6 +88,8 @@ class Record(Generic[M]):
         self.value = value
         self.record_id = record_id
         self.raw = raw
+        # The record's CONSUMER span context while it is handled (None when spans are not exported).
+        self.trace: Context | None = None
 
     @property
     def key(self) -> str | None:
@@ -350,7 +352,8 @@ class ConsumerLoop(Generic[M]):
         backoff, attempts = 0.1, 0
         while True:
             try:
-                await self._handler(records)
+                with telemetry.consumer_spans(records, self.group_id):
+                    await self._handler(records)
                 return True
             except Exception as exc:  # noqa: BLE001 - every failure is either retried or dead-lettered
                 failure = classify(exc)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, Message, Producer
 from google.protobuf.message import Message as ProtoMessage
+from opentelemetry.context import Context
 from prometheus_client import Counter
 
 from services.common import serialization, telemetry
@@ -122,13 +123,16 @@ class EventProducer:
         record_id: str,
         content_type: str = serialization.PROTOBUF,
         extra: dict[str, str] | None = None,
+        trace_context: Context | None = None,
     ) -> list[tuple[str, bytes]]:
+        """`trace_context`: the trace the record belongs to, when it is produced outside it (a
+        background writer); the current one otherwise."""
         headers = [
             ("content-type", _CONTENT_TYPES.get(content_type) or content_type.encode()),
             ("schema", _schema_bytes(message)),
             (RECORD_ID, record_id.encode()),
         ]
-        telemetry.inject_headers(headers)
+        telemetry.inject_headers(headers, trace_context)
         if extra:
             headers.extend((k, v.encode()) for k, v in extra.items())
         return headers
@@ -142,9 +146,12 @@ class EventProducer:
         record_id: str | None = None,
         headers: dict[str, str] | None = None,
         on_delivery: DeliveryCallback | None = None,
+        trace_context: Context | None = None,
     ) -> None:
         """Queue one record without waiting; failures surface in `flush()` (and `on_delivery`)."""
-        record_headers = self.headers_for(message, record_id or self.next_record_id(), extra=headers)
+        record_headers = self.headers_for(
+            message, record_id or self.next_record_id(), extra=headers, trace_context=trace_context
+        )
         self.produce_bytes(
             topic, serialization.encode(message), key=key, headers=record_headers, on_delivery=on_delivery
         )

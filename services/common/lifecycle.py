@@ -18,6 +18,8 @@ import signal
 from collections.abc import Callable
 from typing import Protocol
 
+from services.common import telemetry
+
 _log = logging.getLogger(__name__)
 
 
@@ -101,4 +103,7 @@ async def run_until_signalled(service: Service) -> None:
 
 def run_service(service: Service, log_level: str = "INFO") -> None:
     configure_logging(log_level)
-    asyncio.run(run_until_signalled(service))
+    try:
+        asyncio.run(run_until_signalled(service))
+    finally:
+        telemetry.shutdown_tracing()  # the last spans are exported, not lost with the process

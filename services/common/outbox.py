@@ -38,6 +38,7 @@ from google.protobuf.message import Message as ProtoMessage
 from prometheus_client import Counter
 from psycopg import AsyncConnection, sql
 
+from services.common import telemetry
 from services.common.db import Database
 from services.common.kafka_producer import EventProducer
 
@@ -54,6 +55,8 @@ class OutboxEvent:
 
     key: str
     payload: bytes
+    # W3C traceparent of the change (empty: the trace current when the event is added).
+    traceparent: str = ""
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ class ClaimedEvent:
     topic: str
     key: str
     payload: bytes
+    traceparent: str = ""
 
 
 class Outbox:
@@ -88,7 +92,7 @@ class Outbox:
         return (
             f"CREATE TABLE IF NOT EXISTS {self.table} (id bigserial PRIMARY KEY, topic text NOT NULL,"
             " key text NOT NULL, payload bytea NOT NULL, created_at timestamptz NOT NULL DEFAULT now(),"
-            f" sent_at timestamptz);\nCREATE INDEX IF NOT EXISTS {self.table}_unsent ON {self.table} (id)"
+            f" sent_at timestamptz, traceparent text);\nCREATE INDEX IF NOT EXISTS {self.table}_unsent ON {self.table} (id)"
             " WHERE sent_at IS NULL;\n"
         )
 
@@ -96,10 +100,11 @@ class Outbox:
         """Call inside the change's own transaction: the events commit or roll back with it."""
         if not events:
             return
+        current = telemetry.current_traceparent()
         async with conn.cursor() as cur:
             await cur.executemany(
-                sql.SQL("INSERT INTO {} (topic, key, payload) VALUES (%s, %s, %s)").format(self._t),
-                [(topic, e.key, e.payload) for e in events],
+                sql.SQL("INSERT INTO {} (topic, key, payload, traceparent) VALUES (%s, %s, %s, %s)").format(self._t),
+                [(topic, e.key, e.payload, e.traceparent or current or None) for e in events],
             )
 
     async def claim_unsent(self, conn: AsyncConnection, lock_key: int, limit: int) -> list[ClaimedEvent] | None:
@@ -108,12 +113,12 @@ class Outbox:
         if not (await cur.fetchone())[0]:
             return None
         cur = await conn.execute(
-            sql.SQL("SELECT id, topic, key, payload FROM {} WHERE sent_at IS NULL ORDER BY id LIMIT %s").format(
-                self._t
-            ),
+            sql.SQL(
+                "SELECT id, topic, key, payload, traceparent FROM {} WHERE sent_at IS NULL ORDER BY id LIMIT %s"
+            ).format(self._t),
             (limit,),
         )
-        return [ClaimedEvent(row[0], row[1], row[2], bytes(row[3])) for row in await cur.fetchall()]
+        return [ClaimedEvent(row[0], row[1], row[2], bytes(row[3]), row[4] or "") for row in await cur.fetchall()]
 
     async def mark_sent(self, conn: AsyncConnection, row_ids: list[int]) -> None:
         await conn.execute(sql.SQL("UPDATE {} SET sent_at = now() WHERE id = ANY(%s)").format(self._t), (row_ids,))
@@ -208,7 +213,10 @@ class OutboxPublisher:
                     event.topic,
                     self._encoding.stamp_event_id(event.payload, event_id),
                     key=event.key,
-                    headers=self._producer.headers_for(template, event_id),
+                    # The record continues the trace of the change it announces.
+                    headers=self._producer.headers_for(
+                        template, event_id, trace_context=telemetry.context_from_traceparent(event.traceparent)
+                    ),
                 )
             await self._producer.flush()
             await self._outbox.mark_sent(conn, [event.row_id for event in claimed])

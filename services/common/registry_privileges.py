@@ -29,6 +29,7 @@ from tessera.events.v1 import registry_pb2 as events_pb
 from tessera.registry.v1 import registry_pb2 as pb
 from tessera.registry.v1 import registry_pb2_grpc
 
+from services.common import channels
 from services.common.auth import Principal, bearer
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, TesseraError, Unavailable
 
@@ -251,7 +252,7 @@ class RegistryPrivileges:
     def _registry(self) -> registry_pb2_grpc.RegistryServiceStub:
         # Created on first use, inside the running event loop that grpc.aio binds it to.
         if self._stub is None:
-            self._channel = grpc.aio.insecure_channel(self.address)
+            self._channel = channels.channel(self.address)
             self._stub = registry_pb2_grpc.RegistryServiceStub(self._channel)
         return self._stub
 

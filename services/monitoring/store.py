@@ -434,6 +434,16 @@ class MonitoringStore:
         )
         return [event for _seq, event in sorted(await cur.fetchall())]
 
+    async def window_trace_ids(self, endpoint: str, start: float, end: float, limit: int) -> list[str]:
+        """Trace ids of the requests a window holds (a drift event links them), at most `limit`."""
+        async with self.db.connection() as conn:
+            cur = await conn.execute(
+                "SELECT DISTINCT trace_id FROM inference_records WHERE endpoint = %s AND event_time >= %s"
+                " AND event_time < %s AND trace_id <> '' LIMIT %s",
+                (endpoint, ts(start), ts(end), limit),
+            )
+            return [row[0] for row in await cur.fetchall()]
+
     async def list_events(self, monitor_id: str) -> list[DriftEventRecord]:
         async with self.db.connection() as conn:
             cur = await conn.execute("SELECT event FROM drift_events WHERE monitor_id = %s ORDER BY seq", (monitor_id,))

@@ -13,14 +13,17 @@ window updates its numbers without replaying events out of order.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+from opentelemetry import trace
 from tessera.events.v1.drift_pb2 import DriftEvent
 
+from services.common import telemetry
 from services.common.outbox import Outbox, OutboxEncoding, OutboxEvent
 from services.monitoring import converters, drift, metrics
 from services.monitoring.entities import (
@@ -36,6 +39,7 @@ from services.monitoring.profiles import Profile, merge_all
 from services.monitoring.store import MonitoringStore, ts
 
 _log = logging.getLogger(__name__)
+_TRACER = trace.get_tracer("tessera.monitoring")
 
 # Table `outbox` in the monitoring schema (migration 0004). A payload keeps the event id it was
 # given with its `drift_events` row, so Kafka and ListDriftEvents name an event alike.
@@ -163,7 +167,8 @@ class WindowEvaluator:
             )
             if events:
                 await self.store.add_events(conn, events)
-                await OUTBOX.add(conn, self.drift_topic, outbox_events(events))
+                with await self._drift_span(spec, start, end, events):
+                    await OUTBOX.add(conn, self.drift_topic, outbox_events(events))
             await self.store.mark_evaluated(conn, spec.monitor_id, start, version)
         metrics.WINDOWS_EVALUATED.labels(spec.monitor_id).inc()
         if events:
@@ -171,6 +176,27 @@ class WindowEvaluator:
                 metrics.DRIFT_EVENTS.labels(event["endpoint"], event["kind"]).inc()
             self.on_events_committed()
         return len(events)
+
+    async def _drift_span(
+        self, spec: MonitorSpec, start: float, end: float, events: list[dict[str, Any]]
+    ) -> contextlib.AbstractContextManager:
+        """When spans are exported: the events' span, linked to the traces of the requests the window
+        holds, so an alarm leads back to them (its records carry this span's trace)."""
+        if not telemetry.exporting():
+            return contextlib.nullcontext()
+        trace_ids = await self.store.window_trace_ids(spec.endpoint, start, end, telemetry.MAX_LINKS)
+        return _TRACER.start_as_current_span(
+            "drift event",
+            kind=trace.SpanKind.PRODUCER,
+            links=telemetry.link_to_traces(trace_ids),
+            attributes={
+                "tessera.monitor_id": spec.monitor_id,
+                "tessera.endpoint": spec.endpoint,
+                "tessera.drift.kinds": ",".join(sorted({e["kind"] for e in events})),
+                "tessera.drift.features": ",".join(sorted({e["feature"] for e in events})),
+                "tessera.window.traces": len(trace_ids),
+            },
+        )
 
     @staticmethod
     def _event(

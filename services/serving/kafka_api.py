@@ -33,7 +33,7 @@ import time
 from confluent_kafka import Message
 from tessera.events.v1 import serving_pb2 as events_pb
 
-from services.common import serialization
+from services.common import serialization, telemetry
 from services.common.auth import ANONYMOUS, Principal, TokenAuthenticator
 from services.common.dead_letters import dead_letter
 from services.common.errors import (
@@ -137,7 +137,9 @@ class KafkaRequestServer:
     # -- one batch -------------------------------------------------------------
 
     async def _handle(self, records: list[Record[events_pb.InferenceRequest]]) -> None:
-        outcomes = await asyncio.gather(*(self._settle(r) for r in records), return_exceptions=True)
+        outcomes = await asyncio.gather(
+            *(telemetry.run_in(r.trace, self._settle(r)) for r in records), return_exceptions=True
+        )
         if self._payload_log is not None:
             # The offsets are committed after this returns: the batch's logs must be durable first.
             await self._payload_log.wait_durable()

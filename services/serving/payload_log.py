@@ -48,10 +48,11 @@ from typing import Any
 import numpy as np
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from google.protobuf import struct_pb2
+from opentelemetry import context as otel_context
 from prometheus_client import Counter, Gauge
 from tessera.events.v1 import payload_log_pb2
 
-from services.common import serialization
+from services.common import serialization, telemetry
 from services.common.errors import Unavailable
 from services.common.kafka_producer import RECORD_ID, producer_config
 from services.serving.payload_spool import PayloadSpool, SpooledRecord, encode_frame
@@ -117,6 +118,8 @@ class PayloadRecord:
     principal: str = ""
     finish_reason: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
+    # The request's trace, captured where the record is made: the writer task produces it later.
+    trace_context: Any = field(default_factory=otel_context.get_current, repr=False, compare=False)
 
     def to_proto(self, max_bytes: int = 1024 * 1024) -> payload_log_pb2.PayloadLog:
         """The record as logged; inputs and outputs that would make it over `max_bytes` are summarised."""
@@ -356,7 +359,8 @@ class PayloadLogWriter:
             _log.exception("payload log for %s: inputs/outputs not convertible", record.request_id)
             bare = PayloadRecord(**{**record.__dict__, "inputs": {"unloggable": str(exc)[:200]}, "outputs": {}})
             value = bare.to_proto(self._max_record_bytes).SerializeToString()
-        return encode_frame(record.endpoint.encode()[:1024], record.request_id.encode(), value)
+        traceparent = _traceparent(record.trace_context).encode()
+        return encode_frame(record.endpoint.encode()[:1024], record.request_id.encode(), value, traceparent)
 
     def _produce_window(self) -> bool:
         """Produce spooled records while the in-flight window has room; True if any was produced."""
@@ -387,7 +391,8 @@ class PayloadLogWriter:
                 record.topic,
                 value=record.value,
                 key=record.key or None,
-                headers=[*_HEADERS, (RECORD_ID, record.record_id)],
+                headers=[*_HEADERS, (RECORD_ID, record.record_id)]
+                + ([(telemetry.TRACEPARENT, record.traceparent)] if record.traceparent else []),
                 on_delivery=functools.partial(self._on_delivery, record.segment, record.offset, record.size),
             )
         except BufferError:
@@ -468,3 +473,12 @@ def _settle_future(future: asyncio.Future, outcome: object) -> None:
         future.set_exception(outcome)
     else:
         future.set_result(outcome)
+
+
+def _traceparent(context: Any) -> str:
+    """The traceparent of the request's trace, captured when its record was made ("" for none)."""
+    token = otel_context.attach(context)
+    try:
+        return telemetry.current_traceparent()
+    finally:
+        otel_context.detach(token)

@@ -51,6 +51,8 @@ class SpooledRecord:
     key: bytes
     record_id: bytes
     value: bytes
+    # W3C traceparent of the request the record logs (b"" when it had none).
+    traceparent: bytes = b""
 
 
 @dataclass
@@ -68,8 +70,10 @@ class _Segment:
     reader: BinaryIO | None = field(default=None, repr=False)
 
 
-def encode_frame(key: bytes, record_id: bytes, value: bytes) -> bytes:
-    body = b"".join((_LENGTH.pack(len(key)), key, _LENGTH.pack(len(record_id)), record_id, value))
+def encode_frame(key: bytes, record_id: bytes, value: bytes, traceparent: bytes = b"") -> bytes:
+    """A frame: length and CRC, then key, record id and traceparent (each length-prefixed), then the value."""
+    fields = b"".join(_LENGTH.pack(len(f)) + f for f in (key, record_id, traceparent))
+    body = fields + value
     return _FRAME.pack(len(body), zlib.crc32(body)) + body
 
 
@@ -102,13 +106,15 @@ def _read_frame(handle: BinaryIO) -> tuple[bytes, int] | None:
     return body, _FRAME.size + length
 
 
-def _split_body(body: bytes) -> tuple[bytes, bytes, bytes]:
-    (key_length,) = _LENGTH.unpack_from(body, 0)
-    key = body[4 : 4 + key_length]
-    at = 4 + key_length
-    (id_length,) = _LENGTH.unpack_from(body, at)
-    record_id = body[at + 4 : at + 4 + id_length]
-    return key, record_id, body[at + 4 + id_length :]
+def _split_body(body: bytes) -> tuple[bytes, bytes, bytes, bytes]:
+    """(key, record id, traceparent, value) of a frame's body."""
+    fields, at = [], 0
+    for _ in range(3):
+        (length,) = _LENGTH.unpack_from(body, at)
+        fields.append(body[at + 4 : at + 4 + length])
+        at += 4 + length
+    key, record_id, traceparent = fields
+    return key, record_id, traceparent, body[at:]
 
 
 class PayloadSpool:
@@ -309,8 +315,8 @@ class PayloadSpool:
         frame = _read_frame(segment.reader)
         if frame is None:  # cannot happen below `end`, which only counts intact frames
             raise OSError(f"payload spool segment {segment.path} is damaged at {offset}")
-        key, record_id, value = _split_body(frame[0])
-        return SpooledRecord(segment.seq, offset, frame[1], segment.topic, key, record_id, value)
+        key, record_id, traceparent, value = _split_body(frame[0])
+        return SpooledRecord(segment.seq, offset, frame[1], segment.topic, key, record_id, value, traceparent)
 
     # -- settling ----------------------------------------------------------
 

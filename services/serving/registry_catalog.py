@@ -19,6 +19,7 @@ import grpc
 from tessera.registry.v1 import registry_pb2 as pb
 from tessera.registry.v1 import registry_pb2_grpc
 
+from services.common import channels
 from services.common.auth import bearer
 from services.common.errors import (
     FailedPrecondition,
@@ -48,9 +49,7 @@ def _translated(exc: grpc.aio.AioRpcError, what: str) -> TesseraError:
 
 class RegistryCatalog:
     def __init__(self, address: str, service_token: str, cache_dir: Path, *, timeout_s: float = 30.0) -> None:
-        self._channel = grpc.aio.insecure_channel(
-            address, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)]
-        )
+        self._channel = channels.channel(address, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
         self._stub = registry_pb2_grpc.RegistryServiceStub(self._channel)
         self._metadata = bearer(service_token)
         self._cache = Path(cache_dir)

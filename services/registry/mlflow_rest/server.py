@@ -5,7 +5,9 @@ server process or thread, streams request and response bodies (artifacts of
 any size), and is one small dependency. Every request authenticates with the
 same bearer tokens as gRPC (`MLFLOW_TRACKING_TOKEN`, or basic auth whose
 password is a token), and core errors come back as MLflow's
-`{"error_code", "message"}` with MLflow's codes and HTTP statuses.
+`{"error_code", "message"}` with MLflow's codes and HTTP statuses. A request
+continues its caller's trace (`traceparent` header) in a SERVER span, and the
+server speaks HTTPS when TESSERA_TLS_CERT_FILE/KEY_FILE are set.
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ import json
 import logging
 
 from aiohttp import web
+from opentelemetry import trace
 
+from services.common import telemetry
 from services.common.auth import TokenAuthenticator
+from services.common.channels import ssl_context
 from services.common.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -68,6 +73,7 @@ class MlflowRestServer:
         self.auth = authenticator
         self.names = Names(registry.settings.registry_default_catalog, registry.settings.registry_default_schema)
         self._runner: web.AppRunner | None = None
+        self._tracer = trace.get_tracer("tessera.http")
         self.app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
         tracking_routes.add_routes(self.app, registry)
         registry_routes.add_routes(self.app, registry, self.names)
@@ -77,6 +83,20 @@ class MlflowRestServer:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler):
+        with self._tracer.start_as_current_span(
+            f"{request.method} {request.path}",
+            telemetry.context_from_headers(request.headers),
+            trace.SpanKind.SERVER,
+            attributes={"http.request.method": request.method, "url.path": request.path},
+        ) as span:
+            response = await self._handle(request, handler)
+            if span.is_recording():
+                span.set_attribute("http.response.status_code", response.status)
+                if response.status >= 500:
+                    span.set_status(trace.Status(trace.StatusCode.ERROR))
+            return response
+
+    async def _handle(self, request: web.Request, handler):
         try:
             if request.path not in ("/health", "/version"):
                 request[PRINCIPAL] = self.auth.authenticate(_credentials(request)).name
@@ -109,10 +129,11 @@ class MlflowRestServer:
     async def start(self, host: str, port: int) -> int:
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        tls = ssl_context(self.registry.settings)
+        site = web.TCPSite(self._runner, host, port, reuse_address=True, ssl_context=tls)
         await site.start()
         bound = site._server.sockets[0].getsockname()[1]
-        _log.info("MLflow REST API on http://%s:%d", host, bound)
+        _log.info("MLflow REST API on %s://%s:%d", "https" if tls else "http", host, bound)
         return bound
 
     async def stop(self) -> None:
