@@ -85,6 +85,8 @@ class CommonSettings:
     # and how long dead-letter topics keep records (longer than their source: someone has to look at them).
     kafka_replication_factor: int = -1
     kafka_dlq_retention_ms: int = 30 * 24 * 3600 * 1000
+    # min.insync.replicas of the topics Tessera creates (0: the broker's default).
+    kafka_min_insync_replicas: int = 0
     # Tries of a record that keeps failing transiently (a conflict, a timeout) before it is dead-lettered.
     kafka_consumer_max_attempts: int = 5
 

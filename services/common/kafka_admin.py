@@ -33,6 +33,13 @@ def ping(bootstrap: str, timeout: float = 5.0) -> int:
     return len(metadata.brokers)
 
 
+def _topic_config(name: str, dlq_retention_ms: int, min_insync_replicas: int) -> dict[str, str]:
+    config = {"retention.ms": str(dlq_retention_ms)} if name.endswith(topic_names.DLQ_SUFFIX) else {}
+    if min_insync_replicas > 0:
+        config["min.insync.replicas"] = str(min_insync_replicas)
+    return config
+
+
 def ensure_topics(
     bootstrap: str,
     names: list[str] | tuple[str, ...],
@@ -40,10 +47,12 @@ def ensure_topics(
     *,
     replication_factor: int = _DEFAULTS.kafka_replication_factor,
     dlq_retention_ms: int = _DEFAULTS.kafka_dlq_retention_ms,
+    min_insync_replicas: int = _DEFAULTS.kafka_min_insync_replicas,
 ) -> list[str]:
     """Create the topics that do not exist yet; returns those created. Idempotent.
 
-    `replication_factor` -1 leaves it to the broker; `<topic>.dlq` topics keep records for `dlq_retention_ms`."""
+    `replication_factor` -1 leaves it to the broker; `<topic>.dlq` topics keep records for `dlq_retention_ms`;
+    `min_insync_replicas` > 0 sets `min.insync.replicas` (with acks=all, how many copies a write needs)."""
     client = admin(bootstrap)
     existing = set(client.list_topics(timeout=10).topics)
     missing = [n for n in names if n not in existing]
@@ -55,7 +64,7 @@ def ensure_topics(
                 n,
                 num_partitions=partitions,
                 replication_factor=replication_factor,
-                config={"retention.ms": str(dlq_retention_ms)} if n.endswith(topic_names.DLQ_SUFFIX) else {},
+                config=_topic_config(n, dlq_retention_ms, min_insync_replicas),
             )
             for n in missing
         ],
@@ -88,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             args.partitions,
             replication_factor=settings.kafka_replication_factor,
             dlq_retention_ms=settings.kafka_dlq_retention_ms,
+            min_insync_replicas=settings.kafka_min_insync_replicas,
         )
         print(f"topics: {len(created)} created, {len(topic_names.all_topics()) - len(created)} already there")
     else:

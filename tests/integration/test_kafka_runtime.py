@@ -464,6 +464,23 @@ def test_dead_letter_topics_keep_records_longer_and_replication_follows_the_sett
     with pytest.raises(KafkaException) as refused:
         kafka_admin.ensure_topics(kafka_bootstrap, [f"{name}.three"], partitions=1, replication_factor=3)
     assert refused.value.args[0].code() == KafkaError.INVALID_REPLICATION_FACTOR
+    # min.insync.replicas per topic when set (acks=all then needs that many copies of a write).
+    kafka_admin.ensure_topics(kafka_bootstrap, [f"{name}.isr"], partitions=1, min_insync_replicas=1)
+    described = _topic_config(client, f"{name}.isr")["min.insync.replicas"]
+    assert described.value == "1" and not described.is_default
+
+
+def _topic_config(client, topic: str, attempts: int = 50) -> dict:
+    """A new topic's configuration (its metadata may take a moment to reach the broker we ask)."""
+    for attempt in range(attempts):
+        try:
+            (future,) = client.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, topic)]).values()
+            return future.result()
+        except KafkaException:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2)
+    raise AssertionError("unreachable")
 
 
 def committed_offset(bootstrap: str, group: str, topic: str) -> int:
