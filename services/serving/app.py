@@ -21,6 +21,7 @@ from services.serving.endpoints import EndpointControl
 from services.serving.inference import InferenceCore, Limits
 from services.serving.kafka_api import KafkaRequestServer
 from services.serving.model_pool import ModelPool
+from services.serving.openai_api.router import OpenAIRouter, start_http
 from services.serving.payload_log import PayloadLogWriter
 from services.serving.registry_catalog import RegistryCatalog
 from services.serving.registry_events import RegistryEventFollower
@@ -59,6 +60,8 @@ class ServingApp:
         self._tasks: list[asyncio.Task] = []
         self.port = 0
         self.metrics_port = 0
+        self.http_runner = None
+        self.http_port = 0
 
     async def start(self) -> None:
         s = self.settings
@@ -126,6 +129,9 @@ class ServingApp:
             oip_api.SERVICE_NAME,
         )
         self.port = await self.server.start()
+        if s.serving_http_port >= 0:
+            router = OpenAIRouter(self.endpoints, self.inference, self.server.authenticator)
+            self.http_runner, self.http_port = await start_http(router.app(), s.host, s.serving_http_port)
         if s.serving_run_request_consumer:
             self.kafka_requests = KafkaRequestServer(
                 self.inference,
@@ -150,6 +156,8 @@ class ServingApp:
                 _log.exception("reconciling endpoints with the store failed")
 
     async def stop(self) -> None:
+        if self.http_runner is not None:
+            await self.http_runner.cleanup()
         if self.server is not None:
             await self.server.stop()
         for consumer in (self.kafka_requests, self.registry_events):

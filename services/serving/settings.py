@@ -13,6 +13,8 @@ from services.common.config import CommonSettings
 class ServingSettings(CommonSettings):
     service_name: str = "serving"
     grpc_port: int = 50053
+    # The OpenAI-compatible HTTP API (services/serving/openai_api); -1: not served.
+    serving_http_port: int = 8000
     metrics_port: int = 9103
     # PostgreSQL schema of the endpoint table (tests use a unique one).
     serving_schema: str = "serving"

@@ -1,0 +1,226 @@
+"""The OpenAI-compatible HTTP API with the stock openai SDK, on the real vLLM engine and the real registry."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import httpx
+import openai
+import pytest
+from tessera.registry.v1 import registry_pb2 as rpb
+from tessera.serving.v1 import serving_pb2 as pb
+
+from services.common.auth import bearer
+from tests.integration.serving.conftest import ALICE, BOB, MAX_REQUEST_BYTES, MAX_TOKENS, Mesh
+
+pytestmark = pytest.mark.integration
+
+GREEDY = {"temperature": 0.0, "max_tokens": 16, "seed": 1}
+MESSAGES = [{"role": "user", "content": "Sort a list."}]
+
+
+def base_url(mesh: Mesh) -> str:
+    return f"http://127.0.0.1:{mesh.serving.http_port}/v1"
+
+
+def client(mesh: Mesh, token: str = ALICE) -> openai.AsyncOpenAI:
+    # No retries: a refused call must show its own status, not the SDK's retry of it.
+    return openai.AsyncOpenAI(base_url=base_url(mesh), api_key=token, max_retries=0)
+
+
+async def test_models_lists_only_the_endpoints_the_caller_may_execute(mesh: Mesh) -> None:
+    alice = await client(mesh).models.list()
+    bob = await client(mesh, BOB).models.list()
+
+    assert {mesh.llm_endpoint, mesh.tabular_endpoint} <= {m.id for m in alice.data}
+    assert mesh.llm_endpoint not in {m.id for m in bob.data}
+
+
+async def test_the_sync_sdk_answers_chat_and_completions(mesh: Mesh) -> None:
+    sync = openai.OpenAI(base_url=base_url(mesh), api_key=ALICE, max_retries=0)
+
+    chat = await asyncio.to_thread(sync.chat.completions.create, model=mesh.llm_endpoint, messages=MESSAGES, **GREEDY)
+    completion = await asyncio.to_thread(
+        sync.completions.create, model=mesh.llm_endpoint, prompt="Return a sorted list.", **GREEDY
+    )
+
+    assert chat.choices[0].message.content and chat.choices[0].finish_reason in ("stop", "length")
+    assert chat.usage.completion_tokens > 0 and chat.usage.prompt_tokens > 0
+    assert completion.choices[0].text and completion.usage.completion_tokens > 0
+
+
+async def test_streamed_chat_equals_the_unary_greedy_answer_with_the_same_usage(mesh: Mesh) -> None:
+    sdk = client(mesh)
+
+    whole = await sdk.chat.completions.create(model=mesh.llm_endpoint, messages=MESSAGES, **GREEDY)
+    stream = await sdk.chat.completions.create(
+        model=mesh.llm_endpoint, messages=MESSAGES, stream=True, stream_options={"include_usage": True}, **GREEDY
+    )
+    chunks = [chunk async for chunk in stream]
+
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert text == whole.choices[0].message.content
+    assert finish == [whole.choices[0].finish_reason]
+    assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage
+    assert len({c.id for c in chunks}) == 1
+
+
+async def test_streamed_completions_equal_the_unary_greedy_answer(mesh: Mesh) -> None:
+    sdk = client(mesh)
+    prompt = "Return a sorted list."
+
+    whole = await sdk.completions.create(model=mesh.llm_endpoint, prompt=prompt, **GREEDY)
+    stream = await sdk.completions.create(
+        model=mesh.llm_endpoint, prompt=prompt, stream=True, stream_options={"include_usage": True}, **GREEDY
+    )
+    chunks = [chunk async for chunk in stream]
+
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == whole.choices[0].text
+    assert chunks[-1].usage == whole.usage
+
+
+async def test_n_choices_and_prompt_lists_each_get_a_choice(mesh: Mesh) -> None:
+    sdk = client(mesh)
+
+    chat = await sdk.chat.completions.create(model=mesh.llm_endpoint, messages=MESSAGES, n=2, **GREEDY)
+    batch = await sdk.completions.create(model=mesh.llm_endpoint, prompt=["One.", "Two.", "Three."], **GREEDY)
+
+    assert [c.index for c in chat.choices] == [0, 1]
+    assert chat.choices[0].message.content == chat.choices[1].message.content  # greedy
+    assert [c.index for c in batch.choices] == [0, 1, 2] and all(c.text for c in batch.choices)
+
+
+async def test_stop_strings_end_the_answer(mesh: Mesh) -> None:
+    sdk = client(mesh)
+    whole = await sdk.completions.create(model=mesh.llm_endpoint, prompt="Return a sorted list.", **GREEDY)
+    text = whole.choices[0].text
+    stop = text[len(text) // 2 :][:2] or text[:1]
+
+    stopped = await sdk.completions.create(
+        model=mesh.llm_endpoint, prompt="Return a sorted list.", stop=[stop], **GREEDY
+    )
+
+    assert stop not in stopped.choices[0].text and stopped.choices[0].finish_reason == "stop"
+
+
+async def test_the_response_id_is_the_payload_log_request_id_with_usage(mesh: Mesh) -> None:
+    sdk = client(mesh)
+
+    raw = await sdk.chat.completions.with_raw_response.create(model=mesh.llm_endpoint, messages=MESSAGES, **GREEDY)
+    chat = raw.parse()
+    stream = await sdk.completions.create(
+        model=mesh.llm_endpoint, prompt="Sort.", stream=True, stream_options={"include_usage": True}, **GREEDY
+    )
+    chunks = [c async for c in stream]
+
+    assert raw.headers["x-request-id"] == chat.id
+    logged = await mesh.payloads.wait_for([chat.id, chunks[0].id])
+    unary, streamed = logged[chat.id][0], logged[chunks[0].id][0]
+    assert (unary.source, unary.status, unary.principal, unary.endpoint) == ("http", "OK", "alice", mesh.llm_endpoint)
+    assert (unary.prompt_tokens, unary.completion_tokens) == (chat.usage.prompt_tokens, chat.usage.completion_tokens)
+    assert unary.outputs["text"] == chat.choices[0].message.content
+    assert (streamed.prompt_tokens, streamed.completion_tokens) == (
+        chunks[-1].usage.prompt_tokens,
+        chunks[-1].usage.completion_tokens,
+    )
+
+
+async def test_a_missing_or_wrong_key_is_401(mesh: Mesh) -> None:
+    async with httpx.AsyncClient() as http:
+        missing = await http.post(f"{base_url(mesh)}/chat/completions", json={"model": mesh.llm_endpoint})
+    with pytest.raises(openai.AuthenticationError) as wrong:
+        await client(mesh, "not-a-token").chat.completions.create(model=mesh.llm_endpoint, messages=MESSAGES)
+
+    assert missing.status_code == 401 and missing.json()["error"]["type"] == "authentication_error"
+    assert wrong.value.status_code == 401
+
+
+async def test_an_endpoint_the_caller_may_see_but_not_execute_is_403_and_a_hidden_one_404(mesh: Mesh) -> None:
+    name = f"seen-{uuid.uuid4().hex[:6]}"
+    await mesh.serving_stub().CreateEndpoint(
+        pb.CreateEndpointRequest(name=name, served_models=[pb.ServedModel(model_name=mesh.llm_model, version=1)]),
+        metadata=bearer(ALICE),
+    )
+    await mesh.registry.grant(rpb.SECURABLE_TYPE_ENDPOINT, name, "bob", [rpb.PRIVILEGE_SELECT])
+    bob = client(mesh, BOB)
+
+    with pytest.raises(openai.PermissionDeniedError) as seen:
+        await bob.chat.completions.create(model=name, messages=MESSAGES)
+    with pytest.raises(openai.NotFoundError) as hidden:
+        await bob.chat.completions.create(model=mesh.llm_endpoint, messages=MESSAGES)
+    with pytest.raises(openai.NotFoundError) as unknown:
+        await client(mesh).completions.create(model="nowhere-at-all", prompt="hi")
+
+    assert seen.value.status_code == 403
+    assert hidden.value.code == unknown.value.code == "model_not_found"
+    await mesh.serving_stub().DeleteEndpoint(pb.DeleteEndpointRequest(name=name), metadata=bearer(ALICE))
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
+        {"logprobs": True},
+        {"response_format": {"type": "json_object"}},
+        {"presence_penalty": 0.5},
+        {"max_tokens": MAX_TOKENS + 1},
+        {"n": 17},
+        {"temperature": -1},
+        {"stop": ["x"] * 17},
+    ],
+    ids=["tools", "logprobs", "json", "penalty", "max_tokens", "n", "temperature", "stops"],
+)
+async def test_what_the_engine_cannot_honour_is_400(mesh: Mesh, extra: dict) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        await client(mesh).chat.completions.create(model=mesh.llm_endpoint, messages=MESSAGES, **extra)
+
+    assert refused.value.status_code == 400 and refused.value.body["type"] == "invalid_request_error"
+
+
+async def test_unknown_fields_bad_json_and_tensor_endpoints_are_400(mesh: Mesh) -> None:
+    sdk = client(mesh)
+    with pytest.raises(openai.BadRequestError) as unknown:
+        await sdk.chat.completions.create(model=mesh.llm_endpoint, messages=MESSAGES, extra_body={"beam": 4})
+    with pytest.raises(openai.BadRequestError) as tensor:
+        await sdk.chat.completions.create(model=mesh.tabular_endpoint, messages=MESSAGES)
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {ALICE}"}) as http:
+        garbage = await http.post(f"{base_url(mesh)}/completions", content=b"{not json")
+
+    assert "beam" in unknown.value.message
+    assert tensor.value.status_code == 400
+    assert garbage.status_code == 400 and garbage.json()["error"]["type"] == "invalid_request_error"
+
+
+async def test_a_body_over_the_limit_is_refused_before_it_is_read(mesh: Mesh) -> None:
+    with pytest.raises(openai.APIStatusError) as refused:
+        await client(mesh).completions.create(model=mesh.llm_endpoint, prompt="x" * (MAX_REQUEST_BYTES + 1))
+
+    assert refused.value.status_code == 413 and refused.value.body["type"] == "invalid_request_error"
+
+
+async def test_over_the_concurrency_limit_is_429_with_retry_after(mesh: Mesh) -> None:
+    name = f"one-http-{uuid.uuid4().hex[:6]}"
+    await mesh.serving_stub().CreateEndpoint(
+        pb.CreateEndpointRequest(
+            name=name,
+            served_models=[pb.ServedModel(model_name=mesh.llm_model, version=1)],
+            max_concurrency=1,
+            wait=True,
+        ),
+        metadata=bearer(ALICE),
+    )
+    sdk = client(mesh)
+    holding = await sdk.completions.create(
+        model=name, prompt="Sort.", stream=True, max_tokens=MAX_TOKENS, extra_body={}, temperature=1.0
+    )
+    try:
+        await anext(aiter(holding))  # the first call holds the only slot while it streams
+        with pytest.raises(openai.RateLimitError) as refused:
+            await sdk.completions.create(model=name, prompt="Sort.")
+    finally:
+        await holding.close()
+
+    assert refused.value.status_code == 429 and refused.value.response.headers["retry-after"] == "1"
+    await mesh.serving_stub().DeleteEndpoint(pb.DeleteEndpointRequest(name=name), metadata=bearer(ALICE))
