@@ -29,6 +29,8 @@ from services.serving.runtimes.base import RuntimeFactory
 from services.serving.runtimes.factory import runtime_factory
 from services.serving.settings import ServingSettings
 from services.serving.store import MIGRATIONS, EndpointStore
+from services.serving.usage import Prices, UsageMeter
+from services.serving.usage_store import UsageStore
 
 _log = logging.getLogger(__name__)
 
@@ -53,6 +55,7 @@ class ServingApp:
         self.payload_log: PayloadLogWriter | None = None
         self.endpoints: EndpointControl | None = None
         self.inference: InferenceCore | None = None
+        self.usage: UsageMeter | None = None
         self.server: TesseraServer | None = None
         self.kafka_requests: KafkaRequestServer | None = None
         self.registry_events: RegistryEventFollower | None = None
@@ -95,10 +98,19 @@ class ServingApp:
             self.privileges,
             default_concurrency=s.serving_max_concurrency,
         )
+        self.usage = UsageMeter(
+            UsageStore(self.db),
+            Prices.parse(s.serving_prices),
+            self.privileges,
+            default_max_tokens=s.serving_default_max_tokens,
+            limits_cache_s=s.serving_usage_limits_cache_s,
+        )
+        await self.usage.start()
         self.inference = InferenceCore(
             self.endpoints,
             Limits(max_request_bytes=s.serving_max_request_bytes, max_tokens=s.serving_max_tokens),
             self.payload_log,
+            self.usage,
         )
         if s.serving_run_registry_consumer:
             # Every replica follows endpoint changes and alias moves itself: a group of its own.
@@ -170,6 +182,8 @@ class ServingApp:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.endpoints is not None:
             await self.endpoints.stop()
+        if self.usage is not None:
+            await self.usage.stop()
         if self.payload_log is not None:
             await self.payload_log.stop()
         if self.producer is not None:

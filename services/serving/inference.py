@@ -39,6 +39,7 @@ from services.serving.entities import (
 )
 from services.serving.model_pool import LoadedModel
 from services.serving.payload_log import PayloadLogWriter, PayloadRecord
+from services.serving.usage import Reservation, UsageMeter, prompt_bound
 
 CANCELLED = "CANCELLED"
 
@@ -60,10 +61,17 @@ class Limits:
 
 
 class InferenceCore:
-    def __init__(self, endpoints: EndpointControl, limits: Limits, payload_log: PayloadLogWriter) -> None:
+    def __init__(
+        self,
+        endpoints: EndpointControl,
+        limits: Limits,
+        payload_log: PayloadLogWriter,
+        usage: UsageMeter | None = None,
+    ) -> None:
         self._endpoints = endpoints
         self.limits = limits
         self._log = payload_log
+        self.usage = usage
 
     def kind_of(self, endpoint: str) -> str:
         """LLM when every model the endpoint runs here is an LLM, else TENSOR (unknown endpoints fail later)."""
@@ -78,11 +86,15 @@ class InferenceCore:
         """Stream the generation; `wait` queues for a concurrency slot instead of failing at once (Kafka)."""
         outcome = _Outcome(call.request_id, call.endpoint, call.source, principal, call.labels)
         parts: list[str] = []
+        reservation: Reservation | None = None
         try:
             call.check()
             self.limits.check_size(call.size_bytes)
             self.limits.check_sampling(call.sampling)
             deployment = await self._endpoints.callable(call.endpoint, principal)
+            reservation = await self._reserve(
+                deployment, principal, prompt_bound(call.prompt, call.messages), call.sampling.max_tokens
+            )
             outcome.accepted(call.inputs_for_log())
             prompt = call.messages if call.messages is not None else call.prompt
             async with self._model(deployment, wait=wait) as model:
@@ -98,6 +110,7 @@ class InferenceCore:
             raise
         finally:
             outcome.outputs = {"text": "".join(parts)}
+            outcome.settle(self.usage, reservation)
             self._log.submit(outcome.record())
 
     async def generate_all(self, call: GenerateCall, principal: Principal, *, wait: bool = False) -> TextResult:
@@ -122,10 +135,12 @@ class InferenceCore:
 
     async def infer(self, call: TensorCall, principal: Principal, *, wait: bool = False) -> TensorResult:
         outcome = _Outcome(call.request_id, call.endpoint, call.source, principal, call.labels)
+        reservation: Reservation | None = None
         try:
             call.check()
             self.limits.check_size(call.size_bytes)
             deployment = await self._endpoints.callable(call.endpoint, principal)
+            reservation = await self._reserve(deployment, principal, 0, 0)
             outcome.accepted(_tensors_for_log(call.tensors))
             async with self._model(deployment, wait=wait) as model:
                 outcome.served(model.model_name, model.version)
@@ -136,7 +151,17 @@ class InferenceCore:
             outcome.failed(exc)
             raise
         finally:
+            outcome.settle(self.usage, reservation)
             self._log.submit(outcome.record())
+
+    async def _reserve(
+        self, deployment: Deployment, principal: Principal, prompt_tokens_bound: int, max_tokens: int | None
+    ) -> Reservation | None:
+        """Reserve against the endpoint's usage limits (RESOURCE_EXHAUSTED when one would be passed)."""
+        if self.usage is None:
+            return None
+        models = [m.model_name for m in deployment.stored.spec.served_models]
+        return await self.usage.reserve(deployment.name, models, principal, prompt_tokens_bound, max_tokens)
 
     @contextlib.asynccontextmanager
     async def _model(self, deployment: Deployment, *, wait: bool) -> AsyncIterator[LoadedModel]:
@@ -212,6 +237,12 @@ class _Outcome:
             return
         self.record_.status = status_of(exc).name
         self.record_.error_message = exc.message if isinstance(exc, TesseraError) else "internal error"
+
+    def settle(self, usage: UsageMeter | None, reservation: Reservation | None) -> None:
+        """Replace the reservation by what the call used; the cost (None: unpriced) goes in the record."""
+        if usage is not None and reservation is not None:
+            r = self.record_
+            r.cost_usd = usage.settle(reservation, r.served_model, r.prompt_tokens, r.completion_tokens)
 
     def record(self) -> PayloadRecord:
         self.record_.latency_ms = (time.perf_counter() - self.started) * 1000

@@ -49,6 +49,7 @@ class PayloadRecord:
     principal: str = ""
     finish_reason: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
+    cost_usd: float | None = None  # None: the served model has no price ("unpriced", never $0)
 
     def to_proto(self) -> payload_log_pb2.PayloadLog:
         message = payload_log_pb2.PayloadLog(
@@ -71,6 +72,8 @@ class PayloadRecord:
             outputs=_struct(self.outputs),
         )
         message.timestamp.FromDatetime(self.timestamp)
+        if self.cost_usd is not None:
+            message.cost_usd = self.cost_usd
         return message
 
 

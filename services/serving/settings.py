@@ -28,6 +28,12 @@ class ServingSettings(CommonSettings):
     serving_default_max_tokens: int = 256
     # Concurrent requests per endpoint when the endpoint sets none.
     serving_max_concurrency: int = 64
+    # USD per million prompt and completion tokens per served model, JSON:
+    # {"catalog.schema.model": [prompt, completion]}; a model not listed is "unpriced" (never $0).
+    serving_prices: str = ""
+    # How long an endpoint's usage limits are reused before they are read again (changes made
+    # through this replica apply at once).
+    serving_usage_limits_cache_s: float = 5.0
 
     # -- Kafka --------------------------------------------------------------------
     serving_requests_topic: str = topics.SERVING_REQUESTS

@@ -37,7 +37,10 @@ def http_error(exc: BaseException, *, model_not_found: bool = False, request_id:
     message = exc.message if isinstance(exc, TesseraError) else "internal error"
     param = (exc.field or None) if isinstance(exc, TesseraError) else None
     code = "model_not_found" if model_not_found and status == 404 else None
-    return json_error(status, message, error_type, code=code, param=param, request_id=request_id)
+    retry_after = getattr(exc, "retry_after_s", RETRY_AFTER_S)
+    return json_error(
+        status, message, error_type, code=code, param=param, request_id=request_id, retry_after_s=retry_after
+    )
 
 
 def json_error(
@@ -48,10 +51,11 @@ def json_error(
     code: str | None = None,
     param: str | None = None,
     request_id: str = "",
+    retry_after_s: int = RETRY_AFTER_S,
 ) -> web.Response:
     headers = {"x-request-id": request_id} if request_id else {}
     if status in (429, 503):
-        headers["Retry-After"] = str(RETRY_AFTER_S)
+        headers["Retry-After"] = str(retry_after_s)
     return web.Response(
         status=status,
         text=json.dumps(error_body(message, error_type, code, param)),

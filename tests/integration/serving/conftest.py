@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import uuid
@@ -39,6 +40,8 @@ ADMIN, ALICE, BOB, SERVICE = "admin-token", "alice-token", "bob-token", "service
 TOKENS = f"{ADMIN}=admin,{ALICE}=alice,{BOB}=bob,{SERVICE}=tessera-services"
 MAX_REQUEST_BYTES = 64 * 1024
 MAX_TOKENS = 128
+# USD per million prompt and completion tokens of the tiny Llama; the tabular model has no price.
+LLM_PRICES = (1.0, 2.0)
 
 
 @dataclass
@@ -113,6 +116,7 @@ async def mesh(kafka_bootstrap: str, pg_dsn: str):
             ServingSettings,
             grpc_port=0,
             serving_http_port=0,
+            serving_prices=json.dumps({llm_model: LLM_PRICES}),
             kafka_bootstrap=kafka_bootstrap,
             pg_dsn=pg_dsn,
             auth_tokens=TOKENS,
