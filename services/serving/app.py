@@ -18,6 +18,7 @@ from services.common.registry_privileges import RegistryPrivileges
 from services.serving import grpc_api, oip_api
 from services.serving.catalog import ModelCatalog
 from services.serving.endpoints import EndpointControl
+from services.serving.external import CatalogWithExternal, ExternalProviders
 from services.serving.inference import InferenceCore, Limits
 from services.serving.kafka_api import KafkaRequestServer
 from services.serving.model_pool import ModelPool
@@ -73,7 +74,10 @@ class ServingApp:
             self.metrics_port = telemetry.start_metrics_server(s.metrics_port, s.host)
         self.db = await Database(s.resolved_pg_dsn(), s.serving_schema).open()
         await migrate(self.db, MIGRATIONS)
-        self.catalog = self.catalog or RegistryCatalog(s.registry_address, s.service_token, s.model_cache())
+        external = ExternalProviders.parse(s.serving_external_providers)
+        self.catalog = CatalogWithExternal(
+            self.catalog or RegistryCatalog(s.registry_address, s.service_token, s.model_cache()), external
+        )
         self.producer = EventProducer(s.kafka_bootstrap, client_id=f"{s.service_name}-{os.getpid()}")
         self.payload_log = PayloadLogWriter(
             self.producer,
@@ -89,7 +93,10 @@ class ServingApp:
             cache_s=s.serving_privilege_cache_s,
         )
         pool = ModelPool(
-            self.catalog, self.build_runtime or runtime_factory(s), drain_timeout_s=s.serving_drain_timeout_s
+            self.catalog,
+            self.build_runtime or runtime_factory(s),
+            drain_timeout_s=s.serving_drain_timeout_s,
+            external=lambda v: external.runtime(v) if external.is_external(v.model_name) else None,
         )
         self.endpoints = EndpointControl(
             EndpointStore(self.db),
@@ -97,6 +104,7 @@ class ServingApp:
             pool,
             self.privileges,
             default_concurrency=s.serving_max_concurrency,
+            external=external,
         )
         self.usage = UsageMeter(
             UsageStore(self.db),

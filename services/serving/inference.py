@@ -22,7 +22,7 @@ import numpy as np
 
 from services.common import telemetry
 from services.common.auth import Principal
-from services.common.errors import InvalidArgument, ResourceExhausted, TesseraError, status_of
+from services.common.errors import InvalidArgument, ResourceExhausted, TesseraError, Unavailable, status_of
 from services.serving.deployment import Deployment
 from services.serving.endpoints import EndpointControl
 from services.serving.entities import (
@@ -97,14 +97,26 @@ class InferenceCore:
             )
             outcome.accepted(call.inputs_for_log())
             prompt = call.messages if call.messages is not None else call.prompt
-            async with self._model(deployment, wait=wait) as model:
-                outcome.served(model.model_name, model.version)
-                chunks = model.runtime.generate(call.request_id, prompt, call.sampling)
-                async with contextlib.aclosing(chunks) as stream:
-                    async for chunk in stream:
-                        outcome.token(chunk)
-                        parts.append(chunk.text)
-                        yield dataclasses.replace(chunk, served_model=model.model_name, model_version=model.version)
+            async with self._model(deployment, wait=wait) as first:
+                # An unavailable model (a provider failing after its retries) hands the call to the
+                # endpoint's fallback routes, in order, as long as nothing was sent yet.
+                candidates = [first, *deployment.fallbacks(first)]
+                for index, model in enumerate(candidates):
+                    try:
+                        with model.lease() if index else contextlib.nullcontext():
+                            outcome.served(model.model_name, model.version)
+                            chunks = model.runtime.generate(call.request_id, prompt, call.sampling)
+                            async with contextlib.aclosing(chunks) as stream:
+                                async for chunk in stream:
+                                    outcome.token(chunk)
+                                    parts.append(chunk.text)
+                                    yield dataclasses.replace(
+                                        chunk, served_model=model.model_name, model_version=model.version
+                                    )
+                        break
+                    except Unavailable:
+                        if parts or index == len(candidates) - 1:
+                            raise
         except BaseException as exc:
             outcome.failed(exc)
             raise

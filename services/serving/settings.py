@@ -28,6 +28,10 @@ class ServingSettings(CommonSettings):
     serving_default_max_tokens: int = 256
     # Concurrent requests per endpoint when the endpoint sets none.
     serving_max_concurrency: int = 64
+    # External models' providers (OpenAI-compatible servers), JSON; see services/serving/external.py:
+    # {"name": {"base_url": "...", "api_key_env": "VAR" | "api_key_file": "/path", "principals": ["*"],
+    #           "timeout_s": 60, "max_retries": 2, "models": {"served-name": "provider/name"}}}
+    serving_external_providers: str = ""
     # USD per million prompt and completion tokens per served model, JSON:
     # {"catalog.schema.model": [prompt, completion]}; a model not listed is "unpriced" (never $0).
     serving_prices: str = ""
