@@ -17,6 +17,7 @@ from services.common.kafka_producer import EventProducer
 from services.common.registry_privileges import RegistryPrivileges
 from services.serving import grpc_api, oip_api
 from services.serving.catalog import ModelCatalog
+from services.serving.conversations import ConversationStore
 from services.serving.endpoints import EndpointControl
 from services.serving.external import CatalogWithExternal, ExternalProviders
 from services.serving.inference import InferenceCore, Limits
@@ -150,7 +151,7 @@ class ServingApp:
         )
         self.port = await self.server.start()
         if s.serving_http_port >= 0:
-            router = OpenAIRouter(self.endpoints, self.inference, self.server.authenticator)
+            router = OpenAIRouter(self.endpoints, self.inference, self.server.authenticator, ConversationStore(self.db))
             self.http_runner, self.http_port = await start_http(router.app(), s.host, s.serving_http_port)
         if s.serving_run_request_consumer:
             self.kafka_requests = KafkaRequestServer(

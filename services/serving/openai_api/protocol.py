@@ -70,14 +70,14 @@ class GenerationRequest:
 def parse_chat(body: Any, max_tokens_limit: int) -> GenerationRequest:
     body = _object(body)
     _known(body, _CHAT)
-    _refuse_unless_default(body, "logprobs", (None, False))
-    _refuse_unless_default(body, "top_logprobs", (None, 0))
-    _refuse_unless_default(body, "tools", (None, []))
-    _refuse_unless_default(body, "tool_choice", (None, "none"))
-    _refuse_unless_default(body, "functions", (None, []))
-    _refuse_unless_default(body, "function_call", (None, "none"))
-    _refuse_unless_default(body, "modalities", (None, ["text"]))
-    _refuse_unless_default(body, "store", (None, False))
+    refuse_unless_default(body, "logprobs", (None, False))
+    refuse_unless_default(body, "top_logprobs", (None, 0))
+    refuse_unless_default(body, "tools", (None, []))
+    refuse_unless_default(body, "tool_choice", (None, "none"))
+    refuse_unless_default(body, "functions", (None, []))
+    refuse_unless_default(body, "function_call", (None, "none"))
+    refuse_unless_default(body, "modalities", (None, ["text"]))
+    refuse_unless_default(body, "store", (None, False))
     response_format = body.get("response_format")
     if response_format not in (None, {"type": "text"}):
         raise InvalidArgument(
@@ -96,16 +96,16 @@ def parse_chat(body: Any, max_tokens_limit: int) -> GenerationRequest:
     if max_tokens is None:
         max_tokens = body.get("max_tokens")
     request = _common(body, max_tokens, max_tokens_limit)
-    request.messages = [_message(m) for m in messages]
+    request.messages = [message_of(m) for m in messages]
     return request
 
 
 def parse_completions(body: Any, max_tokens_limit: int) -> GenerationRequest:
     body = _object(body)
     _known(body, _COMPLETIONS)
-    _refuse_unless_default(body, "logprobs", (None, 0))
-    _refuse_unless_default(body, "echo", (None, False))
-    _refuse_unless_default(body, "suffix", (None, ""))
+    refuse_unless_default(body, "logprobs", (None, 0))
+    refuse_unless_default(body, "echo", (None, False))
+    refuse_unless_default(body, "suffix", (None, ""))
     best_of = body.get("best_of")
     if best_of is not None and best_of != body.get("n", 1):
         raise InvalidArgument("best_of is not served: leave it out or equal to n", field="best_of")
@@ -132,9 +132,9 @@ def _common(body: Mapping[str, Any], max_tokens: Any, max_tokens_limit: int) -> 
     if not isinstance(model, str) or not model:
         raise InvalidArgument("model is required", field="model")
     for name in ("frequency_penalty", "presence_penalty"):
-        _refuse_unless_default(body, name, (None, 0, 0.0))
-    _refuse_unless_default(body, "logit_bias", (None, {}))
-    _refuse_unless_default(body, "service_tier", (None, "auto", "default"))
+        refuse_unless_default(body, name, (None, 0, 0.0))
+    refuse_unless_default(body, "logit_bias", (None, {}))
+    refuse_unless_default(body, "service_tier", (None, "auto", "default"))
     n = _integer(body, "n", 1, 1, MAX_CHOICES)
     stream = body.get("stream") or False
     if not isinstance(stream, bool):
@@ -171,11 +171,11 @@ def _common(body: Mapping[str, Any], max_tokens: Any, max_tokens_limit: int) -> 
         n=n,
         stream=stream,
         include_usage=include_usage,
-        labels=_labels(body),
+        labels=labels_of(body),
     )
 
 
-def _labels(body: Mapping[str, Any]) -> dict[str, str]:
+def labels_of(body: Mapping[str, Any]) -> dict[str, str]:
     """`metadata` and `user` become the payload log's labels (bounded like every label)."""
     metadata = body.get("metadata") or {}
     if not isinstance(metadata, dict):
@@ -190,7 +190,7 @@ def _labels(body: Mapping[str, Any]) -> dict[str, str]:
     return labels
 
 
-def _message(message: Any) -> dict[str, str]:
+def message_of(message: Any) -> dict[str, str]:
     if not isinstance(message, dict):
         raise InvalidArgument("each message is an object with role and content", field="messages")
     unknown = set(message) - {"role", "content", "name"}
@@ -223,7 +223,7 @@ def _known(body: Mapping[str, Any], known: set[str]) -> None:
         raise InvalidArgument(f"unrecognized request argument supplied: {', '.join(unknown)}", field=unknown[0])
 
 
-def _refuse_unless_default(body: Mapping[str, Any], name: str, defaults: Sequence[Any]) -> None:
+def refuse_unless_default(body: Mapping[str, Any], name: str, defaults: Sequence[Any]) -> None:
     if name in body and not any(body[name] == d and type(body[name]) is type(d) for d in defaults):
         raise InvalidArgument(f"{name} is not served by this endpoint", field=name)
 

@@ -15,7 +15,15 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from services.common.auth import Principal, TokenAuthenticator
-from services.common.errors import InvalidArgument, NotFound, PermissionDenied, TesseraError, Unauthenticated
+from services.common.errors import (
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    TesseraError,
+    Unauthenticated,
+    Unavailable,
+)
+from services.serving.conversations import ConversationStore
 from services.serving.endpoints import EndpointControl
 from services.serving.entities import is_valid_request_id
 from services.serving.inference import InferenceCore
@@ -24,6 +32,7 @@ from services.serving.openai_api.completions import completions
 from services.serving.openai_api.errors import http_error, json_error
 from services.serving.openai_api.generation import HttpCall
 from services.serving.openai_api.protocol import GenerationRequest, parse_chat, parse_completions
+from services.serving.openai_api.responses import responses
 
 # /v1/models lists at most this many endpoints (pages of the endpoint table, EXECUTE checked on each).
 MAX_LISTED_MODELS = 10_000
@@ -33,8 +42,15 @@ Handler = Callable[[InferenceCore, GenerationRequest, HttpCall], Awaitable[web.S
 
 
 class OpenAIRouter:
-    def __init__(self, endpoints: EndpointControl, inference: InferenceCore, authenticator: TokenAuthenticator) -> None:
+    def __init__(
+        self,
+        endpoints: EndpointControl,
+        inference: InferenceCore,
+        authenticator: TokenAuthenticator,
+        conversations: ConversationStore | None = None,
+    ) -> None:
         self._endpoints = endpoints
+        self._conversations = conversations
         self._inference = inference
         self._auth = authenticator
 
@@ -45,8 +61,11 @@ class OpenAIRouter:
         )
         app.router.add_get("/v1/models", self.list_models)
         app.router.add_get("/v1/models/{model}", self.get_model)
-        app.router.add_post("/v1/chat/completions", self._generation(parse_chat, chat_completions, "chatcmpl"))
-        app.router.add_post("/v1/completions", self._generation(parse_completions, completions, "cmpl"))
+        app.router.add_post(
+            "/v1/chat/completions", self._route("chatcmpl", self._generation(parse_chat, chat_completions))
+        )
+        app.router.add_post("/v1/completions", self._route("cmpl", self._generation(parse_completions, completions)))
+        app.router.add_post("/v1/responses", self._route("resp", self._responses))
         app.router.add_get("/health", self.health)
         return app
 
@@ -93,9 +112,11 @@ class OpenAIRouter:
             return http_error(exc, model_not_found=True)
         return web.json_response(_model(view))
 
-    def _generation(
-        self, parse: Callable[[object, int], GenerationRequest], handler: Handler, prefix: str
+    def _route(
+        self, prefix: str, run: Callable[[object, HttpCall], Awaitable[web.StreamResponse]]
     ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        """A POST route: the body parsed, the call run, core errors as OpenAI errors."""
+
         async def route(request: web.Request) -> web.StreamResponse:
             principal = request[_PRINCIPAL]
             asked = request.headers.get("x-request-id", "")
@@ -104,9 +125,8 @@ class OpenAIRouter:
             try:
                 body = await _json_body(request)
                 model = body.get("model", "") if isinstance(body, dict) else ""
-                parsed = parse(body, self._inference.limits.max_tokens)
                 http = HttpCall(request, principal, request_id, request.content_length or 0, int(time.time()))
-                return await handler(self._inference, parsed, http)
+                return await run(body, http)
             except web.HTTPRequestEntityTooLarge:
                 limit = self._inference.limits.max_request_bytes
                 return json_error(
@@ -121,6 +141,17 @@ class OpenAIRouter:
                 return http_error(exc, request_id=request_id)
 
         return route
+
+    def _generation(self, parse: Callable[[object, int], GenerationRequest], handler: Handler):
+        async def run(body: object, http: HttpCall) -> web.StreamResponse:
+            return await handler(self._inference, parse(body, self._inference.limits.max_tokens), http)
+
+        return run
+
+    async def _responses(self, body: object, http: HttpCall) -> web.StreamResponse:
+        if self._conversations is None:
+            raise Unavailable("the Responses API needs the conversation store, which this process does not have")
+        return await responses(self._inference, self._conversations, body, http)
 
     async def _refused(self, exc: TesseraError, model: str, principal: Principal, request_id: str) -> web.Response:
         """403 for an endpoint the caller may see but not call, 404 model_not_found when it may not see it."""

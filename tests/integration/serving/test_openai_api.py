@@ -13,6 +13,7 @@ from tessera.serving.v1 import serving_pb2 as pb
 
 from services.common.auth import bearer
 from tests.integration.serving.conftest import ALICE, BOB, MAX_REQUEST_BYTES, MAX_TOKENS, Mesh
+from tests.integration.serving.support import replica
 
 pytestmark = pytest.mark.integration
 
@@ -224,3 +225,38 @@ async def test_over_the_concurrency_limit_is_429_with_retry_after(mesh: Mesh) ->
 
     assert refused.value.status_code == 429 and refused.value.response.headers["retry-after"] == "1"
     await mesh.serving_stub().DeleteEndpoint(pb.DeleteEndpointRequest(name=name), metadata=bearer(ALICE))
+
+
+async def test_responses_continue_a_conversation_on_another_replica(mesh: Mesh) -> None:
+    first = await client(mesh).responses.create(
+        model=mesh.llm_endpoint, input="Sort a list.", max_output_tokens=8, temperature=0.0
+    )
+    async with replica(mesh) as second:
+        await asyncio.wait_for(second.endpoints.deployment(mesh.llm_endpoint).loaded.wait(), 600)
+        other = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{second.http_port}/v1", api_key=ALICE, max_retries=0)
+        follow_up = await other.responses.create(
+            model=mesh.llm_endpoint, input="Again.", previous_response_id=first.id, max_output_tokens=8
+        )
+    with pytest.raises(openai.BadRequestError) as not_bobs:
+        await client(mesh, BOB).responses.create(model=mesh.llm_endpoint, input="Hi.", previous_response_id=first.id)
+
+    assert first.output_text and first.status in ("completed", "incomplete")
+    # The follow-up's prompt holds the whole first turn: its question and its answer.
+    assert follow_up.usage.input_tokens > first.usage.input_tokens + first.usage.output_tokens
+    assert follow_up.previous_response_id == first.id
+    assert not_bobs.value.status_code == 400
+    logged = await mesh.payloads.wait_for([first.id, follow_up.id])
+    assert logged[follow_up.id][0].inputs["messages"][1]["content"] == first.output_text
+
+
+async def test_langchain_chat_openai_invokes_and_streams(mesh: Mesh) -> None:
+    langchain_openai = pytest.importorskip("langchain_openai")
+    chat = langchain_openai.ChatOpenAI(
+        base_url=base_url(mesh), api_key=ALICE, model=mesh.llm_endpoint, temperature=0.0, max_tokens=16, max_retries=0
+    )
+    expected = await client(mesh).chat.completions.create(model=mesh.llm_endpoint, messages=MESSAGES, **GREEDY)
+
+    whole = await chat.ainvoke("Sort a list.")
+    streamed = "".join([chunk.content async for chunk in chat.astream("Sort a list.")])
+
+    assert whole.content == streamed == expected.choices[0].message.content
