@@ -153,6 +153,8 @@ class ExternalRuntime:
     async def generate(
         self, request_id: str, prompt: str | Sequence[Mapping[str, str]], sampling: SamplingSpec
     ) -> AsyncIterator[TextChunk]:
+        if sampling.logprobs is not None or sampling.prompt_logprobs is not None:
+            raise InvalidArgument("log probabilities are not passed through to external models")
         chat = not isinstance(prompt, str)
         body: dict[str, Any] = {
             "model": self._model,

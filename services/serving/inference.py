@@ -34,6 +34,7 @@ from services.serving.entities import (
     TensorResult,
     TextChunk,
     TextResult,
+    TokenLogprob,
     is_valid_endpoint_name,
     is_valid_request_id,
 )
@@ -128,10 +129,14 @@ class InferenceCore:
     async def generate_all(self, call: GenerateCall, principal: Principal, *, wait: bool = False) -> TextResult:
         """The whole generation as one answer (unary front ends)."""
         parts: list[str] = []
+        logprobs: list[TokenLogprob] = []
+        prompt_logprobs: tuple[TokenLogprob, ...] | None = None
         last: TextChunk | None = None
         async with contextlib.aclosing(self.generate(call, principal, wait=wait)) as chunks:
             async for chunk in chunks:
                 parts.append(chunk.text)
+                logprobs.extend(chunk.logprobs)
+                prompt_logprobs = chunk.prompt_logprobs if prompt_logprobs is None else prompt_logprobs
                 last = chunk
         if last is None:  # a runtime that ends without a chunk still answers
             return TextResult(call.request_id, "", 0, 0, "", "", 0)
@@ -143,6 +148,8 @@ class InferenceCore:
             finish_reason=last.finish_reason or "",
             served_model=last.served_model,
             model_version=last.model_version,
+            logprobs=tuple(logprobs),
+            prompt_logprobs=prompt_logprobs,
         )
 
     async def infer(self, call: TensorCall, principal: Principal, *, wait: bool = False) -> TensorResult:

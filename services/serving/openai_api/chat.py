@@ -10,7 +10,7 @@ from aiohttp import web
 from services.serving.entities import TextChunk
 from services.serving.inference import InferenceCore
 from services.serving.openai_api.generation import HttpCall, calls_of, first_chunk, generate_all, stream_events
-from services.serving.openai_api.protocol import GenerationRequest, usage
+from services.serving.openai_api.protocol import GenerationRequest, chat_logprobs, usage
 
 
 async def chat_completions(inference: InferenceCore, parsed: GenerationRequest, http: HttpCall) -> web.StreamResponse:
@@ -27,7 +27,9 @@ async def chat_completions(inference: InferenceCore, parsed: GenerationRequest, 
             {
                 "index": i,
                 "message": {"role": "assistant", "content": r.text},
-                "logprobs": None,
+                "logprobs": None
+                if parsed.sampling.logprobs is None
+                else chat_logprobs(r.logprobs, parsed.sampling.logprobs),
                 "finish_reason": r.finish_reason or None,
             }
             for i, r in enumerate(results)

@@ -6,10 +6,10 @@ import contextlib
 
 from aiohttp import web
 
-from services.serving.entities import TextChunk
+from services.serving.entities import TextChunk, TextResult
 from services.serving.inference import InferenceCore
 from services.serving.openai_api.generation import HttpCall, calls_of, first_chunk, generate_all, stream_events
-from services.serving.openai_api.protocol import GenerationRequest, usage
+from services.serving.openai_api.protocol import GenerationRequest, completion_logprobs, usage
 
 
 async def completions(inference: InferenceCore, parsed: GenerationRequest, http: HttpCall) -> web.StreamResponse:
@@ -22,10 +22,7 @@ async def completions(inference: InferenceCore, parsed: GenerationRequest, http:
         "object": "text_completion",
         "created": http.created,
         "model": parsed.model,
-        "choices": [
-            {"index": i, "text": r.text, "logprobs": None, "finish_reason": r.finish_reason or None}
-            for i, r in enumerate(results)
-        ],
+        "choices": [_choice(i, r, parsed, calls[i].prompt or "") for i, r in enumerate(results)],
         "usage": usage(sum(r.prompt_tokens for r in results), sum(r.completion_tokens for r in results)),
     }
     return web.json_response(body, headers={"x-request-id": http.request_id})
@@ -56,3 +53,12 @@ async def _stream(inference: InferenceCore, parsed: GenerationRequest, http: Htt
         return [{**head, "choices": [], "usage": counts}]
 
     return await stream_events(http.request, http.request_id, chunks, first, events, closing, [])
+
+
+def _choice(index: int, result: TextResult, parsed: GenerationRequest, prompt: str) -> dict:
+    text = prompt + result.text if parsed.echo else result.text
+    logprobs = None
+    if parsed.sampling.logprobs is not None:
+        echoed = list(result.prompt_logprobs or ()) if parsed.echo else []
+        logprobs = completion_logprobs([*echoed, *result.logprobs])
+    return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": result.finish_reason or None}

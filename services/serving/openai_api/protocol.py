@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.common.errors import InvalidArgument
-from services.serving.entities import MAX_LABEL_VALUE, MAX_MESSAGES, SamplingSpec, check_labels
+from services.serving.entities import (
+    MAX_LABEL_VALUE,
+    MAX_LOGPROBS,
+    MAX_MESSAGES,
+    SamplingSpec,
+    TokenLogprob,
+    check_labels,
+)
 
 # Choices per request (`n`) and prompts per completions request: each is one generation in the engine.
 MAX_CHOICES = 16
@@ -65,13 +72,12 @@ class GenerationRequest:
     stream: bool = False
     include_usage: bool = False
     labels: dict[str, str] = field(default_factory=dict)
+    echo: bool = False  # completions: the prompt (and its log probabilities) before the answer
 
 
 def parse_chat(body: Any, max_tokens_limit: int) -> GenerationRequest:
     body = _object(body)
     _known(body, _CHAT)
-    refuse_unless_default(body, "logprobs", (None, False))
-    refuse_unless_default(body, "top_logprobs", (None, 0))
     refuse_unless_default(body, "tools", (None, []))
     refuse_unless_default(body, "tool_choice", (None, "none"))
     refuse_unless_default(body, "functions", (None, []))
@@ -95,7 +101,13 @@ def parse_chat(body: Any, max_tokens_limit: int) -> GenerationRequest:
     max_tokens = body.get("max_completion_tokens")
     if max_tokens is None:
         max_tokens = body.get("max_tokens")
-    request = _common(body, max_tokens, max_tokens_limit)
+    wants = body.get("logprobs")
+    if wants is not None and not isinstance(wants, bool):
+        raise InvalidArgument("logprobs must be a boolean", field="logprobs")
+    top = _integer(body, "top_logprobs", 0, 0, MAX_LOGPROBS)
+    if top and not wants:
+        raise InvalidArgument("top_logprobs needs logprobs=true", field="top_logprobs")
+    request = _common(body, max_tokens, max_tokens_limit, logprobs=top if wants else None)
     request.messages = [message_of(m) for m in messages]
     return request
 
@@ -103,9 +115,11 @@ def parse_chat(body: Any, max_tokens_limit: int) -> GenerationRequest:
 def parse_completions(body: Any, max_tokens_limit: int) -> GenerationRequest:
     body = _object(body)
     _known(body, _COMPLETIONS)
-    refuse_unless_default(body, "logprobs", (None, 0))
-    refuse_unless_default(body, "echo", (None, False))
     refuse_unless_default(body, "suffix", (None, ""))
+    logprobs = None if body.get("logprobs") is None else _integer(body, "logprobs", 0, 0, MAX_LOGPROBS)
+    echo = body.get("echo") or False
+    if not isinstance(echo, bool):
+        raise InvalidArgument("echo must be a boolean", field="echo")
     best_of = body.get("best_of")
     if best_of is not None and best_of != body.get("n", 1):
         raise InvalidArgument("best_of is not served: leave it out or equal to n", field="best_of")
@@ -120,14 +134,24 @@ def parse_completions(body: Any, max_tokens_limit: int) -> GenerationRequest:
         raise InvalidArgument(f"at most {MAX_PROMPTS} prompts", field="prompt")
     # The completions API's own default is 16 tokens.
     max_tokens = body.get("max_tokens", 16)
-    request = _common(body, max_tokens, max_tokens_limit)
+    request = _common(body, max_tokens, max_tokens_limit, logprobs=logprobs, prompt_logprobs=logprobs if echo else None)
     request.prompts = prompts
+    request.echo = echo
     if request.stream and len(prompts) * request.n > 1:
         raise InvalidArgument("streaming serves one prompt and n=1", field="stream")
+    if request.stream and (echo or logprobs is not None):
+        raise InvalidArgument("echo and logprobs are served on unary calls only", field="stream")
     return request
 
 
-def _common(body: Mapping[str, Any], max_tokens: Any, max_tokens_limit: int) -> GenerationRequest:
+def _common(
+    body: Mapping[str, Any],
+    max_tokens: Any,
+    max_tokens_limit: int,
+    *,
+    logprobs: int | None = None,
+    prompt_logprobs: int | None = None,
+) -> GenerationRequest:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidArgument("model is required", field="model")
@@ -161,8 +185,12 @@ def _common(body: Mapping[str, Any], max_tokens: Any, max_tokens_limit: int) -> 
         max_tokens=max_tokens,
         stop=_stop(body.get("stop")),
         seed=_seed(body.get("seed")),
+        logprobs=logprobs,
+        prompt_logprobs=prompt_logprobs,
     )
     sampling.check()
+    if stream and logprobs is not None:
+        raise InvalidArgument("logprobs are served on unary calls only", field="logprobs")
     return GenerationRequest(
         model=model,
         prompts=None,
@@ -271,4 +299,30 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def completion_logprobs(entries: Sequence[TokenLogprob], offset: int = 0) -> dict[str, list]:
+    """The completions API's logprobs object: tokens, their log probabilities, alternatives, text offsets."""
+    tokens, token_logprobs, top, offsets = [], [], [], []
+    for entry in entries:
+        tokens.append(entry.token)
+        token_logprobs.append(entry.logprob)
+        top.append(dict(entry.top) if entry.logprob is not None else None)
+        offsets.append(offset)
+        offset += len(entry.token)
+    return {"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top, "text_offset": offsets}
+
+
+def chat_logprobs(entries: Sequence[TokenLogprob], top: int) -> dict[str, list]:
+    """The chat API's logprobs object: one entry per generated token with its `top` alternatives."""
+
+    def item(token: str, logprob: float) -> dict[str, Any]:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+
+    return {
+        "content": [
+            {**item(e.token, e.logprob), "top_logprobs": [item(t, lp) for t, lp in e.top[:top]]} for e in entries
+        ],
+        "refusal": None,
     }

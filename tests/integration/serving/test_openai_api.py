@@ -163,7 +163,7 @@ async def test_an_endpoint_the_caller_may_see_but_not_execute_is_403_and_a_hidde
     "extra",
     [
         {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
-        {"logprobs": True},
+        {"top_logprobs": 2},
         {"response_format": {"type": "json_object"}},
         {"presence_penalty": 0.5},
         {"max_tokens": MAX_TOKENS + 1},
@@ -260,3 +260,34 @@ async def test_langchain_chat_openai_invokes_and_streams(mesh: Mesh) -> None:
     streamed = "".join([chunk.content async for chunk in chat.astream("Sort a list.")])
 
     assert whole.content == streamed == expected.choices[0].message.content
+
+
+async def test_completions_echo_the_prompt_with_its_log_probabilities(mesh: Mesh) -> None:
+    """What lm-evaluation-harness's log-likelihood tasks ask: echo, logprobs, one token, greedy."""
+    prompt = "Return a sorted list of numbers."
+
+    reply = await client(mesh).completions.create(
+        model=mesh.llm_endpoint, prompt=prompt, echo=True, logprobs=1, max_tokens=1, temperature=0.0
+    )
+
+    choice, usage = reply.choices[0], reply.usage
+    assert choice.text.startswith(prompt)
+    tokens = choice.logprobs.tokens
+    assert len(tokens) == len(choice.logprobs.token_logprobs) == usage.prompt_tokens + usage.completion_tokens
+    assert choice.logprobs.token_logprobs[0] is None and choice.logprobs.top_logprobs[0] is None
+    assert all(lp <= 0 for lp in choice.logprobs.token_logprobs[1:])
+    # Greedy: the generated token is the most likely one at its position.
+    assert choice.logprobs.token_logprobs[-1] == pytest.approx(max(choice.logprobs.top_logprobs[-1].values()))
+    assert choice.logprobs.text_offset == sorted(choice.logprobs.text_offset)
+
+
+async def test_chat_log_probabilities_with_alternatives(mesh: Mesh) -> None:
+    reply = await client(mesh).chat.completions.create(
+        model=mesh.llm_endpoint, messages=MESSAGES, logprobs=True, top_logprobs=3, **GREEDY
+    )
+
+    content = reply.choices[0].logprobs.content
+    assert len(content) == reply.usage.completion_tokens
+    # Token texts are decoded one by one: a character split over two tokens shows as replacement characters.
+    assert all(item.logprob <= 0 for item in content)
+    assert all(len(item.top_logprobs) == 3 and item.logprob == item.top_logprobs[0].logprob for item in content)
