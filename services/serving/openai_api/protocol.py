@@ -43,6 +43,7 @@ _COMMON = {
     "logit_bias",
     "logprobs",
     "service_tier",
+    "ignore_eos",  # vLLM's extension: generate exactly max_tokens (benchmarks)
 }
 _CHAT = _COMMON | {
     "messages",
@@ -179,7 +180,11 @@ def _common(
             raise InvalidArgument(
                 f"max_tokens {max_tokens} is over the limit of {max_tokens_limit}", field="max_tokens"
             )
+    ignore_eos = body.get("ignore_eos") or False
+    if not isinstance(ignore_eos, bool):
+        raise InvalidArgument("ignore_eos must be a boolean", field="ignore_eos")
     sampling = SamplingSpec(
+        ignore_eos=ignore_eos,
         temperature=_number(body, "temperature", 0.0, 2.0),
         top_p=_number(body, "top_p", 0.0, 1.0),
         max_tokens=max_tokens,
