@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import httpx
@@ -291,3 +292,58 @@ async def test_chat_log_probabilities_with_alternatives(mesh: Mesh) -> None:
     # Token texts are decoded one by one: a character split over two tokens shows as replacement characters.
     assert all(item.logprob <= 0 for item in content)
     assert all(len(item.top_logprobs) == 3 and item.logprob == item.top_logprobs[0].logprob for item in content)
+
+
+TINY_TASK = """
+task: tessera_tiny_choice
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{question}}}}"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: "{{{{answer}}}}"
+metric_list:
+  - metric: acc
+"""
+
+
+async def test_lm_evaluation_harness_local_completions_runs_a_log_likelihood_task(
+    mesh: Mesh, tmp_path, monkeypatch
+) -> None:
+    lm_eval = pytest.importorskip("lm_eval")
+    from lm_eval.tasks import TaskManager
+
+    from services.fixtures.tiny_llama import build_tiny_llama
+
+    docs = [
+        {"question": "Return a sorted list of", "choices": [" numbers.", " purple."], "answer": 0},
+        {"question": "Open the file and return a", "choices": [" stream.", " banana."], "answer": 0},
+        {"question": "Split the pathname into a", "choices": [" pair.", " song."], "answer": 0},
+    ]
+    data = tmp_path / "docs.jsonl"
+    data.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    (tmp_path / "tiny.yaml").write_text(TINY_TASK.format(data=data))
+    monkeypatch.setenv("OPENAI_API_KEY", ALICE)  # local-completions sends it as the bearer token
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+
+    results = await asyncio.to_thread(
+        lm_eval.simple_evaluate,
+        model="local-completions",
+        model_args={
+            "model": mesh.llm_endpoint,
+            "base_url": f"{base_url(mesh)}/completions",
+            "tokenizer": str(build_tiny_llama()),
+            "tokenizer_backend": "huggingface",
+            "tokenized_requests": False,
+            "max_retries": 1,
+        },
+        tasks=["tessera_tiny_choice"],
+        task_manager=TaskManager(include_path=str(tmp_path)),
+    )
+
+    acc = results["results"]["tessera_tiny_choice"]["acc,none"]
+    assert 0.0 <= acc <= 1.0
+    assert results["n-samples"]["tessera_tiny_choice"]["effective"] == len(docs)
