@@ -46,6 +46,12 @@ class EngineSettings:
     dtype: str = "auto"  # the checkpoint's dtype; bfloat16 and float32 both run on CPU
     enforce_eager: bool = True  # torch.compile costs minutes at start on a small CPU
     seed: int = 0
+    # GPU engines (the CUDA vllm build): GPUs per engine, the share of GPU memory it takes (the KV
+    # cache then fills what is left, so kv_cache_bytes is not passed), prefix caching, quantization.
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float | None = None
+    enable_prefix_caching: bool | None = None  # None: vLLM's default
+    quantization: str | None = None  # "awq", "gptq", "fp8"...; None: as the checkpoint says
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,14 +217,22 @@ class VllmEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         s = self.settings
+        memory = (
+            {"gpu_memory_utilization": s.gpu_memory_utilization}
+            if s.gpu_memory_utilization
+            else {"kv_cache_memory_bytes": s.kv_cache_bytes}
+        )
+        optional = {"enable_prefix_caching": s.enable_prefix_caching, "quantization": s.quantization}
         args = AsyncEngineArgs(
             model=str(self.model_dir),
             dtype=s.dtype,
             max_model_len=s.max_model_len,
             max_num_seqs=s.max_num_seqs,
-            kv_cache_memory_bytes=s.kv_cache_bytes,
             enforce_eager=s.enforce_eager,
             seed=s.seed,
+            tensor_parallel_size=s.tensor_parallel_size,
+            **memory,
+            **{k: v for k, v in optional.items() if v is not None},
         )
         self._engine = AsyncLLM.from_engine_args(args)
         _confine_engine_cores(self._engine)

