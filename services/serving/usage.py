@@ -22,12 +22,29 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 
+from prometheus_client import Counter
+
 from services.common.auth import Principal
 from services.common.errors import FailedPrecondition, InvalidArgument, PermissionDenied, ResourceExhausted
 from services.common.registry_privileges import RegistryPrivileges
 from services.serving.entities import check_endpoint_name
 
 _log = logging.getLogger(__name__)
+
+# For dashboards (per replica; GetUsage is the exact, cluster-wide answer). Principals are the
+# configured token holders, so the label stays small.
+USAGE_TOKENS = Counter(
+    "tessera_serving_usage_tokens_total", "Tokens used by admitted calls", ["endpoint", "principal", "kind"]
+)
+USAGE_COST = Counter("tessera_serving_usage_cost_usd_total", "Cost of priced calls, USD", ["endpoint", "principal"])
+USAGE_UNPRICED = Counter(
+    "tessera_serving_usage_unpriced_requests_total",
+    "Calls served by a model without a price",
+    ["endpoint", "principal"],
+)
+USAGE_REFUSED = Counter(
+    "tessera_serving_usage_refused_total", "Calls refused by a usage limit or budget", ["endpoint", "metric"]
+)
 
 METRICS = ("requests", "tokens", "cost_usd")
 PERIODS = ("minute", "day", "month")
@@ -227,6 +244,7 @@ class UsageMeter:
         reservation.charges = list(tightest.values())
         refused = await self._store.reserve(reservation.charges)
         if refused is not None:
+            USAGE_REFUSED.labels(endpoint, refused.metric).inc()
             raise _exhausted(refused, now, "over")
         return reservation
 
@@ -235,6 +253,13 @@ class UsageMeter:
     ) -> float | None:
         """Queue the admitted call's usage (off the request path); returns its cost, None when unpriced."""
         cost = self.prices.cost(served_model, prompt_tokens, completion_tokens) if served_model else None
+        who = (reservation.endpoint, reservation.principal)
+        USAGE_TOKENS.labels(*who, "prompt").inc(prompt_tokens)
+        USAGE_TOKENS.labels(*who, "completion").inc(completion_tokens)
+        if cost is not None:
+            USAGE_COST.labels(*who).inc(cost)
+        elif served_model:
+            USAGE_UNPRICED.labels(*who).inc()
         actual = {"requests": 1.0, "tokens": float(prompt_tokens + completion_tokens), "cost_usd": cost or 0.0}
         self._settling.put_nowait(
             Settlement(

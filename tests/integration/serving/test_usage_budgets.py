@@ -8,6 +8,7 @@ import uuid
 import grpc
 import openai
 import pytest
+from prometheus_client import REGISTRY
 from tessera.serving.v1 import serving_pb2 as pb
 
 from services.common.auth import bearer
@@ -122,6 +123,29 @@ async def test_streamed_and_unary_usage_and_cost_match_and_reach_the_payload_log
         record = logged[request_id][0]
         assert record.HasField("cost_usd") and record.cost_usd == pytest.approx(expected)
     assert not logged[tabular_id][0].HasField("cost_usd")  # unpriced, not $0
+    # The dashboard's counters, per endpoint and principal.
+    assert REGISTRY.get_sample_value(
+        "tessera_serving_usage_cost_usd_total", {"endpoint": mesh.llm_endpoint, "principal": "alice"}
+    ) == pytest.approx(
+        REGISTRY.get_sample_value(
+            "tessera_serving_usage_tokens_total",
+            {"endpoint": mesh.llm_endpoint, "principal": "alice", "kind": "prompt"},
+        )
+        * LLM_PRICES[0]
+        / 1e6
+        + REGISTRY.get_sample_value(
+            "tessera_serving_usage_tokens_total",
+            {"endpoint": mesh.llm_endpoint, "principal": "alice", "kind": "completion"},
+        )
+        * LLM_PRICES[1]
+        / 1e6
+    )
+    assert (
+        REGISTRY.get_sample_value(
+            "tessera_serving_usage_unpriced_requests_total", {"endpoint": mesh.tabular_endpoint, "principal": "alice"}
+        )
+        >= 1
+    )
 
 
 async def test_usage_is_yours_or_needs_select_on_the_endpoint(mesh: Mesh) -> None:
