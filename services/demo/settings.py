@@ -12,6 +12,8 @@ class DemoSettings(CommonSettings):
     service_name: str = "demo"
     registry_address: str = "127.0.0.1:50051"
     serving_address: str = "127.0.0.1:50053"
+    # Serving's OpenAI-compatible API: the demo calls the tiny Llama through the stock openai SDK too.
+    serving_openai_url: str = "http://127.0.0.1:8000/v1"
     retrieval_address: str = "127.0.0.1:50054"
     monitoring_address: str = "127.0.0.1:50056"
     mlflow_url: str = "http://127.0.0.1:5000"

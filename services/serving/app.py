@@ -17,10 +17,13 @@ from services.common.kafka_producer import EventProducer
 from services.common.registry_privileges import RegistryPrivileges
 from services.serving import grpc_api, oip_api
 from services.serving.catalog import ModelCatalog
+from services.serving.conversations import ConversationStore
 from services.serving.endpoints import EndpointControl
+from services.serving.external import CatalogWithExternal, ExternalProviders
 from services.serving.inference import InferenceCore, Limits
 from services.serving.kafka_api import KafkaRequestServer, ReplyTopics
 from services.serving.model_pool import ModelPool
+from services.serving.openai_api.router import OpenAIRouter, start_http
 from services.serving.payload_log import PayloadLogWriter
 from services.serving.registry_catalog import RegistryCatalog
 from services.serving.registry_events import RegistryEventFollower
@@ -28,6 +31,8 @@ from services.serving.runtimes.base import RuntimeFactory
 from services.serving.runtimes.factory import runtime_factory
 from services.serving.settings import ServingSettings
 from services.serving.store import MIGRATIONS, EndpointStore
+from services.serving.usage import Prices, UsageMeter
+from services.serving.usage_store import UsageStore
 
 _log = logging.getLogger(__name__)
 
@@ -52,6 +57,7 @@ class ServingApp:
         self.payload_log: PayloadLogWriter | None = None
         self.endpoints: EndpointControl | None = None
         self.inference: InferenceCore | None = None
+        self.usage: UsageMeter | None = None
         self.server: TesseraServer | None = None
         self.kafka_requests: KafkaRequestServer | None = None
         self.registry_events: RegistryEventFollower | None = None
@@ -59,6 +65,8 @@ class ServingApp:
         self._tasks: list[asyncio.Task] = []
         self.port = 0
         self.metrics_port = 0
+        self.http_runner = None
+        self.http_port = 0
 
     async def start(self) -> None:
         s = self.settings
@@ -67,7 +75,10 @@ class ServingApp:
             self.metrics_port = telemetry.start_metrics_server(s.metrics_port, s.host)
         self.db = await Database(s.resolved_pg_dsn(), s.serving_schema).open()
         await migrate(self.db, MIGRATIONS)
-        self.catalog = self.catalog or RegistryCatalog(s.registry_address, s.service_token, s.model_cache())
+        external = ExternalProviders.parse(s.serving_external_providers)
+        self.catalog = CatalogWithExternal(
+            self.catalog or RegistryCatalog(s.registry_address, s.service_token, s.model_cache()), external
+        )
         self.producer = EventProducer(s.kafka_bootstrap, client_id=f"{s.service_name}-{os.getpid()}")
         self.payload_log = PayloadLogWriter(
             s.kafka_bootstrap,
@@ -89,7 +100,10 @@ class ServingApp:
             cache_s=s.serving_privilege_cache_s,
         )
         pool = ModelPool(
-            self.catalog, self.build_runtime or runtime_factory(s), drain_timeout_s=s.serving_drain_timeout_s
+            self.catalog,
+            self.build_runtime or runtime_factory(s),
+            drain_timeout_s=s.serving_drain_timeout_s,
+            external=lambda v: external.runtime(v) if external.is_external(v.model_name) else None,
         )
         self.endpoints = EndpointControl(
             EndpointStore(self.db),
@@ -97,11 +111,21 @@ class ServingApp:
             pool,
             self.privileges,
             default_concurrency=s.serving_max_concurrency,
+            external=external,
         )
+        self.usage = UsageMeter(
+            UsageStore(self.db),
+            Prices.parse(s.serving_prices),
+            self.privileges,
+            default_max_tokens=s.serving_default_max_tokens,
+            limits_cache_s=s.serving_usage_limits_cache_s,
+        )
+        await self.usage.start()
         self.inference = InferenceCore(
             self.endpoints,
             Limits(max_request_bytes=s.serving_max_request_bytes, max_tokens=s.serving_max_tokens),
             self.payload_log,
+            self.usage,
         )
         if s.serving_run_registry_consumer:
             # Every replica follows endpoint changes and alias moves itself: a group of its own.
@@ -132,6 +156,9 @@ class ServingApp:
             oip_api.SERVICE_NAME,
         )
         self.port = await self.server.start()
+        if s.serving_http_port >= 0:
+            router = OpenAIRouter(self.endpoints, self.inference, self.server.authenticator, ConversationStore(self.db))
+            self.http_runner, self.http_port = await start_http(router.app(), s.host, s.serving_http_port)
         if s.serving_run_request_consumer:
             self.kafka_requests = KafkaRequestServer(
                 self.inference,
@@ -159,6 +186,8 @@ class ServingApp:
                 _log.exception("reconciling endpoints with the store failed")
 
     async def stop(self) -> None:
+        if self.http_runner is not None:
+            await self.http_runner.cleanup()
         if self.server is not None:
             await self.server.stop()
         for consumer in (self.kafka_requests, self.registry_events):
@@ -171,6 +200,8 @@ class ServingApp:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.endpoints is not None:
             await self.endpoints.stop()
+        if self.usage is not None:
+            await self.usage.stop()
         if self.payload_log is not None:
             await self.payload_log.stop()
         if self.producer is not None:

@@ -19,6 +19,7 @@ from services.serving.entities import (
     TensorCall,
     TextResult,
 )
+from services.serving.usage import UsageLimit, UsageRow
 
 
 def spec_from_proto(name: str, served: Iterable[pb.ServedModel], max_concurrency: int) -> EndpointSpec:
@@ -147,3 +148,27 @@ def tensors_to_struct(tensors: dict[str, np.ndarray]) -> struct_pb2.Struct:
     struct = struct_pb2.Struct()
     struct.update({name: np.asarray(value).tolist() for name, value in tensors.items()})
     return struct
+
+
+def usage_limit_from_proto(limit: pb.UsageLimit) -> UsageLimit:
+    return UsageLimit(limit.endpoint, limit.principal, limit.metric, limit.period, limit.limit)
+
+
+def usage_limit_to_proto(limit: UsageLimit) -> pb.UsageLimit:
+    return pb.UsageLimit(
+        endpoint=limit.endpoint, principal=limit.principal, metric=limit.metric, period=limit.period, limit=limit.limit
+    )
+
+
+def usage_row_to_proto(row: UsageRow) -> pb.UsageRow:
+    return pb.UsageRow(
+        day=row.day.isoformat(),
+        endpoint=row.endpoint,
+        principal=row.principal,
+        served_model=row.served_model,
+        requests=row.requests,
+        prompt_tokens=row.prompt_tokens,
+        completion_tokens=row.completion_tokens,
+        cost_usd=row.cost_usd,
+        unpriced_requests=row.unpriced_requests,
+    )

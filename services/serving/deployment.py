@@ -99,6 +99,14 @@ class Deployment:
         with model.lease():
             yield model
 
+    def fallbacks(self, served: LoadedModel) -> list[LoadedModel]:
+        """The ready fallback-only routes (0% of the traffic), in order: tried when `served` is unavailable."""
+        return [
+            r.model
+            for r in self.routes
+            if r.spec.traffic_percent == 0 and r.state == READY and r.model is not None and r.model is not served
+        ]
+
     def kind(self) -> str | None:
         """The runtime kind (LLM or TENSOR) when every loaded model has the same one."""
         kinds = {r.model.runtime.kind for r in self.routes if r.model is not None}

@@ -31,6 +31,7 @@ from services.serving.entities import (
     check_endpoint_name,
     is_valid_endpoint_name,
 )
+from services.serving.external import ExternalProviders
 from services.serving.model_pool import ModelPool
 from services.serving.store import EndpointStore
 
@@ -52,8 +53,10 @@ class EndpointControl:
         privileges: RegistryPrivileges,
         *,
         default_concurrency: int,
+        external: ExternalProviders | None = None,
     ) -> None:
         self._store = store
+        self._external = external
         self._catalog = catalog
         self._pool = pool
         self._privileges = privileges
@@ -390,7 +393,10 @@ class EndpointControl:
     async def _check_models(self, spec: EndpointSpec, principal: Principal) -> None:
         """The caller may use every served model, and each one resolves to a READY version."""
         for served in spec.served_models:
-            await self._privileges.require(principal, "REGISTERED_MODEL", served.model_name, "EXECUTE")
+            if ExternalProviders.is_external(served.model_name) and self._external is not None:
+                self._external.require(principal, served.model_name)  # the operator's list, not the registry
+            else:
+                await self._privileges.require(principal, "REGISTERED_MODEL", served.model_name, "EXECUTE")
             await self._catalog.resolve(served.model_name, served.version, served.alias)
 
     async def _shown(self, name: str, principal: Principal) -> bool:

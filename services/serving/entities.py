@@ -39,6 +39,7 @@ MAX_STOP_STRINGS = 16
 MAX_STOP_LENGTH = 256
 MAX_MESSAGES = 1024
 MAX_ROLE_LENGTH = 32
+MAX_LOGPROBS = 20
 
 
 def check_endpoint_name(name: str) -> str:
@@ -211,6 +212,10 @@ class SamplingSpec:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     ignore_eos: bool = False
+    # Log probabilities: of each generated token with its `logprobs` most likely alternatives, and of
+    # each prompt token with `prompt_logprobs` alternatives (what log-likelihood evaluations need).
+    logprobs: int | None = None
+    prompt_logprobs: int | None = None
 
     def check(self) -> None:
         if self.temperature is not None and not (math.isfinite(self.temperature) and 0 <= self.temperature <= 100):
@@ -221,6 +226,10 @@ class SamplingSpec:
             raise InvalidArgument("max_tokens must be at least 1", field="sampling")
         if self.seed is not None and not 0 <= self.seed < 2**63:
             raise InvalidArgument("seed must be a non-negative 64-bit integer", field="sampling")
+        for name in ("logprobs", "prompt_logprobs"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= MAX_LOGPROBS:
+                raise InvalidArgument(f"{name} must be from 0 to {MAX_LOGPROBS}", field="sampling")
         if len(self.stop) > MAX_STOP_STRINGS or any(len(s) > MAX_STOP_LENGTH for s in self.stop):
             raise InvalidArgument(
                 f"at most {MAX_STOP_STRINGS} stop strings of at most {MAX_STOP_LENGTH} characters", field="sampling"
@@ -281,6 +290,15 @@ class TensorCall:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One token, its log probability, and the most likely alternatives at its position."""
+
+    token: str
+    logprob: float | None  # None: the first prompt token, which nothing precedes
+    top: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
 class TextChunk:
     """New text since the previous chunk of one generation."""
 
@@ -291,6 +309,9 @@ class TextChunk:
     finish_reason: str | None
     served_model: str
     model_version: int
+    # The new tokens' log probabilities (when asked), and the prompt's (on the first chunk, when asked).
+    logprobs: tuple[TokenLogprob, ...] = ()
+    prompt_logprobs: tuple[TokenLogprob, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -304,6 +325,8 @@ class TextResult:
     finish_reason: str
     served_model: str
     model_version: int
+    logprobs: tuple[TokenLogprob, ...] = ()
+    prompt_logprobs: tuple[TokenLogprob, ...] | None = None
 
 
 @dataclass(frozen=True)

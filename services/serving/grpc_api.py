@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC
 
 from tessera.serving.v1 import serving_pb2 as pb
 from tessera.serving.v1 import serving_pb2_grpc
 
 from services.common.auth import current_principal
-from services.serving.converters import endpoint_to_proto, generate_call, generate_response, spec_from_proto
+from services.common.errors import Unavailable
+from services.serving.converters import (
+    endpoint_to_proto,
+    generate_call,
+    generate_response,
+    spec_from_proto,
+    usage_limit_from_proto,
+    usage_limit_to_proto,
+    usage_row_to_proto,
+)
 from services.serving.endpoints import EndpointControl
 from services.serving.inference import InferenceCore
+from services.serving.usage import UsageMeter
 
 SERVICE_NAME = "tessera.serving.v1.ServingService"
 
@@ -57,3 +68,27 @@ class ServingServicer(serving_pb2_grpc.ServingServiceServicer):
                 served_model=chunk.served_model,
                 model_version=str(chunk.model_version),
             )
+
+    async def SetUsageLimit(self, request: pb.SetUsageLimitRequest, context) -> pb.UsageLimit:
+        limit = usage_limit_from_proto(request.limit)
+        return usage_limit_to_proto(await self._meter().set_limit(limit, current_principal(), remove=request.remove))
+
+    async def ListUsageLimits(self, request: pb.ListUsageLimitsRequest, context) -> pb.ListUsageLimitsResponse:
+        limits = await self._meter().list_limits(request.endpoint, current_principal())
+        return pb.ListUsageLimitsResponse(limits=[usage_limit_to_proto(limit) for limit in limits])
+
+    async def GetUsage(self, request: pb.GetUsageRequest, context) -> pb.GetUsageResponse:
+        principal = current_principal()
+        rows = await self._meter().usage(
+            request.endpoint,
+            request.principal or ("" if request.endpoint else principal.name),
+            request.start.ToDatetime(tzinfo=UTC) if request.HasField("start") else None,
+            request.end.ToDatetime(tzinfo=UTC) if request.HasField("end") else None,
+            principal,
+        )
+        return pb.GetUsageResponse(rows=[usage_row_to_proto(row) for row in rows])
+
+    def _meter(self) -> UsageMeter:
+        if self._inference.usage is None:
+            raise Unavailable("usage metering is not configured in this process")
+        return self._inference.usage

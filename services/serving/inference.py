@@ -22,7 +22,7 @@ import numpy as np
 
 from services.common import telemetry
 from services.common.auth import Principal
-from services.common.errors import InvalidArgument, ResourceExhausted, TesseraError, status_of
+from services.common.errors import InvalidArgument, ResourceExhausted, TesseraError, Unavailable, status_of
 from services.serving.deployment import Deployment
 from services.serving.endpoints import EndpointControl
 from services.serving.entities import (
@@ -34,11 +34,13 @@ from services.serving.entities import (
     TensorResult,
     TextChunk,
     TextResult,
+    TokenLogprob,
     is_valid_endpoint_name,
     is_valid_request_id,
 )
 from services.serving.model_pool import LoadedModel
 from services.serving.payload_log import PayloadLogWriter, PayloadRecord
+from services.serving.usage import Reservation, UsageMeter, prompt_bound
 
 CANCELLED = "CANCELLED"
 
@@ -60,10 +62,17 @@ class Limits:
 
 
 class InferenceCore:
-    def __init__(self, endpoints: EndpointControl, limits: Limits, payload_log: PayloadLogWriter) -> None:
+    def __init__(
+        self,
+        endpoints: EndpointControl,
+        limits: Limits,
+        payload_log: PayloadLogWriter,
+        usage: UsageMeter | None = None,
+    ) -> None:
         self._endpoints = endpoints
         self.limits = limits
         self._log = payload_log
+        self.usage = usage
 
     def kind_of(self, endpoint: str) -> str:
         """LLM when every model the endpoint runs here is an LLM, else TENSOR (unknown endpoints fail later)."""
@@ -79,35 +88,56 @@ class InferenceCore:
         self._log.check_capacity()  # refused, not accepted: no log is owed
         outcome = _Outcome(call.request_id, call.endpoint, call.source, principal, call.labels)
         parts: list[str] = []
+        reservation: Reservation | None = None
         try:
             call.check()
             self.limits.check_size(call.size_bytes)
             self.limits.check_sampling(call.sampling)
             deployment = await self._endpoints.callable(call.endpoint, principal)
+            reservation = await self._reserve(
+                deployment, principal, prompt_bound(call.prompt, call.messages), call.sampling.max_tokens
+            )
             outcome.accepted(call.inputs_for_log())
             prompt = call.messages if call.messages is not None else call.prompt
-            async with self._model(deployment, wait=wait) as model:
-                outcome.served(model.model_name, model.version)
-                chunks = model.runtime.generate(call.request_id, prompt, call.sampling)
-                async with contextlib.aclosing(chunks) as stream:
-                    async for chunk in stream:
-                        outcome.token(chunk)
-                        parts.append(chunk.text)
-                        yield dataclasses.replace(chunk, served_model=model.model_name, model_version=model.version)
+            async with self._model(deployment, wait=wait) as first:
+                # An unavailable model (a provider failing after its retries) hands the call to the
+                # endpoint's fallback routes, in order, as long as nothing was sent yet.
+                candidates = [first, *deployment.fallbacks(first)]
+                for index, model in enumerate(candidates):
+                    try:
+                        with model.lease() if index else contextlib.nullcontext():
+                            outcome.served(model.model_name, model.version)
+                            chunks = model.runtime.generate(call.request_id, prompt, call.sampling)
+                            async with contextlib.aclosing(chunks) as stream:
+                                async for chunk in stream:
+                                    outcome.token(chunk)
+                                    parts.append(chunk.text)
+                                    yield dataclasses.replace(
+                                        chunk, served_model=model.model_name, model_version=model.version
+                                    )
+                        break
+                    except Unavailable:
+                        if parts or index == len(candidates) - 1:
+                            raise
         except BaseException as exc:
             outcome.failed(exc)
             raise
         finally:
             outcome.outputs = {"text": "".join(parts)}
+            outcome.settle(self.usage, reservation)
             self._log.submit(outcome.record())
 
     async def generate_all(self, call: GenerateCall, principal: Principal, *, wait: bool = False) -> TextResult:
         """The whole generation as one answer (unary front ends)."""
         parts: list[str] = []
+        logprobs: list[TokenLogprob] = []
+        prompt_logprobs: tuple[TokenLogprob, ...] | None = None
         last: TextChunk | None = None
         async with contextlib.aclosing(self.generate(call, principal, wait=wait)) as chunks:
             async for chunk in chunks:
                 parts.append(chunk.text)
+                logprobs.extend(chunk.logprobs)
+                prompt_logprobs = chunk.prompt_logprobs if prompt_logprobs is None else prompt_logprobs
                 last = chunk
         if last is None:  # a runtime that ends without a chunk still answers
             return TextResult(call.request_id, "", 0, 0, "", "", 0)
@@ -119,15 +149,19 @@ class InferenceCore:
             finish_reason=last.finish_reason or "",
             served_model=last.served_model,
             model_version=last.model_version,
+            logprobs=tuple(logprobs),
+            prompt_logprobs=prompt_logprobs,
         )
 
     async def infer(self, call: TensorCall, principal: Principal, *, wait: bool = False) -> TensorResult:
         self._log.check_capacity()  # refused, not accepted: no log is owed
         outcome = _Outcome(call.request_id, call.endpoint, call.source, principal, call.labels)
+        reservation: Reservation | None = None
         try:
             call.check()
             self.limits.check_size(call.size_bytes)
             deployment = await self._endpoints.callable(call.endpoint, principal)
+            reservation = await self._reserve(deployment, principal, 0, 0)
             outcome.accepted(_tensors_for_log(call.tensors))
             async with self._model(deployment, wait=wait) as model:
                 outcome.served(model.model_name, model.version)
@@ -138,7 +172,17 @@ class InferenceCore:
             outcome.failed(exc)
             raise
         finally:
+            outcome.settle(self.usage, reservation)
             self._log.submit(outcome.record())
+
+    async def _reserve(
+        self, deployment: Deployment, principal: Principal, prompt_tokens_bound: int, max_tokens: int | None
+    ) -> Reservation | None:
+        """Reserve against the endpoint's usage limits (RESOURCE_EXHAUSTED when one would be passed)."""
+        if self.usage is None:
+            return None
+        models = [m.model_name for m in deployment.stored.spec.served_models]
+        return await self.usage.reserve(deployment.name, models, principal, prompt_tokens_bound, max_tokens)
 
     @contextlib.asynccontextmanager
     async def _model(self, deployment: Deployment, *, wait: bool) -> AsyncIterator[LoadedModel]:
@@ -214,6 +258,12 @@ class _Outcome:
             return
         self.record_.status = status_of(exc).name
         self.record_.error_message = exc.message if isinstance(exc, TesseraError) else "internal error"
+
+    def settle(self, usage: UsageMeter | None, reservation: Reservation | None) -> None:
+        """Replace the reservation by what the call used; the cost (None: unpriced) goes in the record."""
+        if usage is not None and reservation is not None:
+            r = self.record_
+            r.cost_usd = usage.settle(reservation, r.served_model, r.prompt_tokens, r.completion_tokens)
 
     def record(self) -> PayloadRecord:
         self.record_.latency_ms = (time.perf_counter() - self.started) * 1000

@@ -46,6 +46,12 @@ class EngineSettings:
     dtype: str = "auto"  # the checkpoint's dtype; bfloat16 and float32 both run on CPU
     enforce_eager: bool = True  # torch.compile costs minutes at start on a small CPU
     seed: int = 0
+    # GPU engines (the CUDA vllm build): GPUs per engine, the share of GPU memory it takes (the KV
+    # cache then fills what is left, so kv_cache_bytes is not passed), prefix caching, quantization.
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float | None = None
+    enable_prefix_caching: bool | None = None  # None: vLLM's default
+    quantization: str | None = None  # "awq", "gptq", "fp8"...; None: as the checkpoint says
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +62,8 @@ class Sampling:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     ignore_eos: bool = False  # generate exactly max_tokens (benchmarks)
+    logprobs: int | None = None  # alternatives per generated token (0: the sampled token's only)
+    prompt_logprobs: int | None = None  # alternatives per prompt token
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +74,9 @@ class GenerationChunk:
     completion_tokens: int  # generated so far, this chunk included
     finished: bool
     finish_reason: str | None = None  # "stop", "length" or "abort" on the last chunk
+    # (token text, log probability or None, ((alternative, log probability), ...)) per new token / prompt token
+    logprobs: tuple[tuple[str, float | None, tuple[tuple[str, float], ...]], ...] = ()
+    prompt_logprobs: tuple[tuple[str, float | None, tuple[tuple[str, float], ...]], ...] | None = None
 
 
 class VllmEngine:
@@ -137,24 +148,64 @@ class VllmEngine:
         token_ids = self.tokenize(prompt)
         params = self._sampling_params(sampling, stream)
         completion_tokens = 0
+        first = True
         try:
             async for output in engine.generate(_token_input(token_ids), params, request_id):
                 completion = output.outputs[0]
                 # Streamed outputs carry only the new tokens; a final-only output carries all.
                 completion_tokens = len(completion.token_ids) + (completion_tokens if stream else 0)
+                prompt_ids = output.prompt_token_ids or token_ids
                 yield GenerationChunk(
                     text=completion.text,
                     token_ids=tuple(completion.token_ids),
-                    prompt_tokens=len(output.prompt_token_ids or token_ids),
+                    prompt_tokens=len(prompt_ids),
                     completion_tokens=completion_tokens,
                     finished=output.finished,
                     finish_reason=completion.finish_reason if output.finished else None,
+                    logprobs=self._logprobs(completion.token_ids, completion.logprobs)
+                    if sampling.logprobs is not None
+                    else (),
+                    prompt_logprobs=self._logprobs(prompt_ids, output.prompt_logprobs)
+                    if first and sampling.prompt_logprobs is not None
+                    else None,
                 )
+                first = False
         except Exception as error:
             translated = _translate(error)
             if translated is error:
                 raise
             raise translated from error
+
+    def _logprobs(self, token_ids: Sequence[int], per_position: Any) -> tuple:
+        """vLLM's per-position {token id: Logprob} as (token, logprob, alternatives by likelihood)."""
+        if per_position is None:
+            return ()
+        result = []
+        for position, token_id in enumerate(token_ids):
+            entries = per_position[position] if position < len(per_position) else None
+            if not entries:  # the first prompt token: nothing precedes it
+                result.append((self._decode(token_id), None, ()))
+                continue
+            chosen = entries.get(token_id)
+            ranked = sorted(
+                ((lp.rank, self._token_text(tid, lp), lp.logprob) for tid, lp in entries.items() if lp.rank),
+                key=lambda entry: entry[0],
+            )
+            result.append(
+                (
+                    self._token_text(token_id, chosen) if chosen else self._decode(token_id),
+                    chosen.logprob if chosen else None,
+                    tuple((text, logprob) for _rank, text, logprob in ranked),
+                )
+            )
+        return tuple(result)
+
+    def _token_text(self, token_id: int, logprob: Any) -> str:
+        decoded = getattr(logprob, "decoded_token", None)
+        return decoded if decoded is not None else self._decode(token_id)
+
+    def _decode(self, token_id: int) -> str:
+        return self._tokenizer.decode([token_id])
 
     async def abort(self, request_id: str) -> None:
         """Stop a running request; its iterator ends with finish_reason "abort"."""
@@ -166,14 +217,22 @@ class VllmEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         s = self.settings
+        memory = (
+            {"gpu_memory_utilization": s.gpu_memory_utilization}
+            if s.gpu_memory_utilization
+            else {"kv_cache_memory_bytes": s.kv_cache_bytes}
+        )
+        optional = {"enable_prefix_caching": s.enable_prefix_caching, "quantization": s.quantization}
         args = AsyncEngineArgs(
             model=str(self.model_dir),
             dtype=s.dtype,
             max_model_len=s.max_model_len,
             max_num_seqs=s.max_num_seqs,
-            kv_cache_memory_bytes=s.kv_cache_bytes,
             enforce_eager=s.enforce_eager,
             seed=s.seed,
+            tensor_parallel_size=s.tensor_parallel_size,
+            **memory,
+            **{k: v for k, v in optional.items() if v is not None},
         )
         self._engine = AsyncLLM.from_engine_args(args)
         _confine_engine_cores(self._engine)
@@ -189,6 +248,8 @@ class VllmEngine:
                 stop=list(sampling.stop) or None,
                 seed=sampling.seed,
                 ignore_eos=sampling.ignore_eos,
+                logprobs=sampling.logprobs,
+                prompt_logprobs=sampling.prompt_logprobs,
                 output_kind=RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY,
             )
         except Exception as error:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from prometheus_client import Gauge
@@ -61,9 +61,18 @@ class LoadedModel:
 
 
 class ModelPool:
-    def __init__(self, catalog: ModelCatalog, build_runtime: RuntimeFactory, *, drain_timeout_s: float) -> None:
+    def __init__(
+        self,
+        catalog: ModelCatalog,
+        build_runtime: RuntimeFactory,
+        *,
+        drain_timeout_s: float,
+        external: Callable[[ResolvedVersion], ModelRuntime | None] | None = None,
+    ) -> None:
         self._catalog = catalog
         self._build = build_runtime
+        # External models (services/serving/external.py) have no files: their runtime talks to a provider.
+        self._external = external or (lambda _version: None)
         self._drain_timeout = drain_timeout_s
         # Keyed by content id: a re-created model with a reused name and version is another model.
         self._models: dict[str, LoadedModel] = {}
@@ -75,9 +84,11 @@ class ModelPool:
         async with self._locks.setdefault(key, asyncio.Lock()):
             model = self._models.get(key)
             if model is None:
-                folder: Path = await self._catalog.fetch(version)
-                runtime = self._build(folder)
-                _log.info("loading %s v%d (%s) from %s", version.model_name, version.version, runtime.kind, folder)
+                runtime = self._external(version)
+                if runtime is None:
+                    folder: Path = await self._catalog.fetch(version)
+                    runtime = self._build(folder)
+                    _log.info("loading %s v%d (%s) from %s", version.model_name, version.version, runtime.kind, folder)
                 await runtime.start()
                 model = self._models[key] = LoadedModel(version.model_name, version.version, runtime, key)
                 LOADED.labels(runtime.kind).inc()

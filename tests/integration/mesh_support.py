@@ -204,6 +204,7 @@ async def running_mesh(
             load(
                 ServingSettings,
                 **common,
+                serving_http_port=0,
                 **serving_limits,
                 registry_address=registry_address,
                 serving_schema=schemas["serving"],

@@ -15,6 +15,10 @@ def runtime_factory(settings: ServingSettings):
         kv_cache_bytes=settings.serving_kv_cache_mib * 2**20,
         max_model_len=settings.serving_max_model_len,
         max_num_seqs=settings.serving_max_num_seqs,
+        tensor_parallel_size=settings.serving_tensor_parallel_size,
+        gpu_memory_utilization=settings.serving_gpu_memory_utilization,
+        enable_prefix_caching=settings.serving_enable_prefix_caching,
+        quantization=settings.serving_quantization or None,
     )
 
     def build(folder: Path) -> ModelRuntime:

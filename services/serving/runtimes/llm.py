@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from services.common.errors import FailedPrecondition, InvalidArgument, Unavailable
-from services.serving.entities import LLM, SamplingSpec, TensorSpec, TextChunk
+from services.serving.entities import LLM, SamplingSpec, TensorSpec, TextChunk, TokenLogprob
 from services.serving.llm_engine import EngineSettings, EngineUnavailable, InvalidRequest, Sampling, VllmEngine
 from services.serving.runtimes.base import RuntimeStatistics
 
@@ -56,6 +56,8 @@ class LlmRuntime:
             stop=sampling.stop,
             seed=sampling.seed,
             ignore_eos=sampling.ignore_eos,
+            logprobs=sampling.logprobs,
+            prompt_logprobs=sampling.prompt_logprobs,
         )
         started, ok = time.perf_counter_ns(), False
         try:
@@ -68,6 +70,10 @@ class LlmRuntime:
                     chunk.finish_reason,
                     "",
                     0,
+                    tuple(TokenLogprob(*entry) for entry in chunk.logprobs),
+                    None
+                    if chunk.prompt_logprobs is None
+                    else tuple(TokenLogprob(*entry) for entry in chunk.prompt_logprobs),
                 )
             ok = True
         except InvalidRequest as exc:  # the engine's words (paths, sizes) go to the log, not the caller

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import socket
 import tempfile
 import uuid
 from dataclasses import dataclass
@@ -39,6 +42,35 @@ ADMIN, ALICE, BOB, SERVICE = "admin-token", "alice-token", "bob-token", "service
 TOKENS = f"{ADMIN}=admin,{ALICE}=alice,{BOB}=bob,{SERVICE}=tessera-services"
 MAX_REQUEST_BYTES = 64 * 1024
 MAX_TOKENS = 128
+# USD per million prompt and completion tokens of the tiny Llama; the tabular model has no price.
+LLM_PRICES = (1.0, 2.0)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# External providers (test_external_models.py starts them): vLLM's own OpenAI server on the tiny
+# Llama, and one that answers 500 to everything. Only alice may put them behind an endpoint.
+PROVIDER_PORT, BROKEN_PROVIDER_PORT = _free_port(), _free_port()
+PROVIDER_KEY_ENV, PROVIDER_KEY = "TESSERA_TEST_PROVIDER_KEY", f"provider-{uuid.uuid4().hex}"
+EXTERNAL_PROVIDERS = {
+    "vllm": {
+        "base_url": f"http://127.0.0.1:{PROVIDER_PORT}/v1",
+        "api_key_env": PROVIDER_KEY_ENV,
+        "principals": ["alice"],
+        "timeout_s": 120,
+    },
+    "broken": {
+        "base_url": f"http://127.0.0.1:{BROKEN_PROVIDER_PORT}/v1",
+        "principals": ["alice"],
+        "max_retries": 2,
+        "backoff_s": 0.05,
+    },
+}
+os.environ.setdefault(PROVIDER_KEY_ENV, PROVIDER_KEY)
 
 
 @dataclass
@@ -112,6 +144,9 @@ async def mesh(kafka_bootstrap: str, pg_dsn: str):
         load(
             ServingSettings,
             grpc_port=0,
+            serving_http_port=0,
+            serving_prices=json.dumps({llm_model: LLM_PRICES}),
+            serving_external_providers=json.dumps(EXTERNAL_PROVIDERS),
             kafka_bootstrap=kafka_bootstrap,
             pg_dsn=pg_dsn,
             auth_tokens=TOKENS,

@@ -146,6 +146,7 @@ async def served(kafka_bootstrap: str, pg_dsn: str):
         load(
             ServingSettings,
             grpc_port=0,
+            serving_http_port=0,
             kafka_bootstrap=kafka_bootstrap,
             pg_dsn=pg_dsn,
             auth_tokens=tokens,

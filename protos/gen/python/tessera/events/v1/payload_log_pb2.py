@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#tessera/events/v1/payload_log.proto\x12\x11tessera.events.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa4\x04\n\nPayloadLog\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\x14\n\x0cserved_model\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\t\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x15\n\rerror_message\x18\x07 \x01(\t\x12\'\n\x06inputs\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\x07outputs\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nlatency_ms\x18\n \x01(\x01\x12\x1e\n\x16time_to_first_token_ms\x18\x0b \x01(\x01\x12\x15\n\rprompt_tokens\x18\x0c \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\r \x01(\x03\x12\x10\n\x08trace_id\x18\x0e \x01(\t\x12-\n\ttimestamp\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x39\n\x06labels\x18\x10 \x03(\x0b\x32).tessera.events.v1.PayloadLog.LabelsEntry\x12\x11\n\tprincipal\x18\x11 \x01(\t\x12\x15\n\rfinish_reason\x18\x12 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#tessera/events/v1/payload_log.proto\x12\x11tessera.events.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc8\x04\n\nPayloadLog\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\x14\n\x0cserved_model\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\t\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x15\n\rerror_message\x18\x07 \x01(\t\x12\'\n\x06inputs\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\x07outputs\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nlatency_ms\x18\n \x01(\x01\x12\x1e\n\x16time_to_first_token_ms\x18\x0b \x01(\x01\x12\x15\n\rprompt_tokens\x18\x0c \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\r \x01(\x03\x12\x10\n\x08trace_id\x18\x0e \x01(\t\x12-\n\ttimestamp\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x39\n\x06labels\x18\x10 \x03(\x0b\x32).tessera.events.v1.PayloadLog.LabelsEntry\x12\x11\n\tprincipal\x18\x11 \x01(\t\x12\x15\n\rfinish_reason\x18\x12 \x01(\t\x12\x15\n\x08\x63ost_usd\x18\x13 \x01(\x01H\x00\x88\x01\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0b\n\t_cost_usdb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,7 +36,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PAYLOADLOG_LABELSENTRY']._loaded_options = None
   _globals['_PAYLOADLOG_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_PAYLOADLOG']._serialized_start=122
-  _globals['_PAYLOADLOG']._serialized_end=670
-  _globals['_PAYLOADLOG_LABELSENTRY']._serialized_start=625
-  _globals['_PAYLOADLOG_LABELSENTRY']._serialized_end=670
+  _globals['_PAYLOADLOG']._serialized_end=706
+  _globals['_PAYLOADLOG_LABELSENTRY']._serialized_start=648
+  _globals['_PAYLOADLOG_LABELSENTRY']._serialized_end=693
 # @@protoc_insertion_point(module_scope)

@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class PayloadLog(_message.Message):
-    __slots__ = ("request_id", "endpoint", "served_model", "model_version", "source", "status", "error_message", "inputs", "outputs", "latency_ms", "time_to_first_token_ms", "prompt_tokens", "completion_tokens", "trace_id", "timestamp", "labels", "principal", "finish_reason")
+    __slots__ = ("request_id", "endpoint", "served_model", "model_version", "source", "status", "error_message", "inputs", "outputs", "latency_ms", "time_to_first_token_ms", "prompt_tokens", "completion_tokens", "trace_id", "timestamp", "labels", "principal", "finish_reason", "cost_usd")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +37,7 @@ class PayloadLog(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     endpoint: str
     served_model: str
@@ -55,4 +56,5 @@ class PayloadLog(_message.Message):
     labels: _containers.ScalarMap[str, str]
     principal: str
     finish_reason: str
-    def __init__(self, request_id: _Optional[str] = ..., endpoint: _Optional[str] = ..., served_model: _Optional[str] = ..., model_version: _Optional[str] = ..., source: _Optional[str] = ..., status: _Optional[str] = ..., error_message: _Optional[str] = ..., inputs: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., outputs: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., latency_ms: _Optional[float] = ..., time_to_first_token_ms: _Optional[float] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., trace_id: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., principal: _Optional[str] = ..., finish_reason: _Optional[str] = ...) -> None: ...
+    cost_usd: float
+    def __init__(self, request_id: _Optional[str] = ..., endpoint: _Optional[str] = ..., served_model: _Optional[str] = ..., model_version: _Optional[str] = ..., source: _Optional[str] = ..., status: _Optional[str] = ..., error_message: _Optional[str] = ..., inputs: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., outputs: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., latency_ms: _Optional[float] = ..., time_to_first_token_ms: _Optional[float] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., trace_id: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., principal: _Optional[str] = ..., finish_reason: _Optional[str] = ..., cost_usd: _Optional[float] = ...) -> None: ...

@@ -166,3 +166,77 @@ class GenerateChunk(_message.Message):
     served_model: str
     model_version: str
     def __init__(self, request_id: _Optional[str] = ..., text_delta: _Optional[str] = ..., finish_reason: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., served_model: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
+
+class UsageLimit(_message.Message):
+    __slots__ = ("endpoint", "principal", "metric", "period", "limit")
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    endpoint: str
+    principal: str
+    metric: str
+    period: str
+    limit: float
+    def __init__(self, endpoint: _Optional[str] = ..., principal: _Optional[str] = ..., metric: _Optional[str] = ..., period: _Optional[str] = ..., limit: _Optional[float] = ...) -> None: ...
+
+class SetUsageLimitRequest(_message.Message):
+    __slots__ = ("limit", "remove")
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_FIELD_NUMBER: _ClassVar[int]
+    limit: UsageLimit
+    remove: bool
+    def __init__(self, limit: _Optional[_Union[UsageLimit, _Mapping]] = ..., remove: _Optional[bool] = ...) -> None: ...
+
+class ListUsageLimitsRequest(_message.Message):
+    __slots__ = ("endpoint",)
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    endpoint: str
+    def __init__(self, endpoint: _Optional[str] = ...) -> None: ...
+
+class ListUsageLimitsResponse(_message.Message):
+    __slots__ = ("limits",)
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    limits: _containers.RepeatedCompositeFieldContainer[UsageLimit]
+    def __init__(self, limits: _Optional[_Iterable[_Union[UsageLimit, _Mapping]]] = ...) -> None: ...
+
+class GetUsageRequest(_message.Message):
+    __slots__ = ("endpoint", "principal", "start", "end")
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    endpoint: str
+    principal: str
+    start: _timestamp_pb2.Timestamp
+    end: _timestamp_pb2.Timestamp
+    def __init__(self, endpoint: _Optional[str] = ..., principal: _Optional[str] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class UsageRow(_message.Message):
+    __slots__ = ("day", "endpoint", "principal", "served_model", "requests", "prompt_tokens", "completion_tokens", "cost_usd", "unpriced_requests")
+    DAY_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    SERVED_MODEL_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    UNPRICED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    day: str
+    endpoint: str
+    principal: str
+    served_model: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    unpriced_requests: int
+    def __init__(self, day: _Optional[str] = ..., endpoint: _Optional[str] = ..., principal: _Optional[str] = ..., served_model: _Optional[str] = ..., requests: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., unpriced_requests: _Optional[int] = ...) -> None: ...
+
+class GetUsageResponse(_message.Message):
+    __slots__ = ("rows",)
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    rows: _containers.RepeatedCompositeFieldContainer[UsageRow]
+    def __init__(self, rows: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ...) -> None: ...

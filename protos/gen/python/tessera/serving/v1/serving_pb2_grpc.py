@@ -69,6 +69,21 @@ class ServingServiceStub:
                 request_serializer=tessera_dot_serving_dot_v1_dot_serving__pb2.GenerateRequest.SerializeToString,
                 response_deserializer=tessera_dot_serving_dot_v1_dot_serving__pb2.GenerateChunk.FromString,
                 _registered_method=True)
+        self.SetUsageLimit = channel.unary_unary(
+                '/tessera.serving.v1.ServingService/SetUsageLimit',
+                request_serializer=tessera_dot_serving_dot_v1_dot_serving__pb2.SetUsageLimitRequest.SerializeToString,
+                response_deserializer=tessera_dot_serving_dot_v1_dot_serving__pb2.UsageLimit.FromString,
+                _registered_method=True)
+        self.ListUsageLimits = channel.unary_unary(
+                '/tessera.serving.v1.ServingService/ListUsageLimits',
+                request_serializer=tessera_dot_serving_dot_v1_dot_serving__pb2.ListUsageLimitsRequest.SerializeToString,
+                response_deserializer=tessera_dot_serving_dot_v1_dot_serving__pb2.ListUsageLimitsResponse.FromString,
+                _registered_method=True)
+        self.GetUsage = channel.unary_unary(
+                '/tessera.serving.v1.ServingService/GetUsage',
+                request_serializer=tessera_dot_serving_dot_v1_dot_serving__pb2.GetUsageRequest.SerializeToString,
+                response_deserializer=tessera_dot_serving_dot_v1_dot_serving__pb2.GetUsageResponse.FromString,
+                _registered_method=True)
 
 
 class ServingServiceServicer:
@@ -118,6 +133,28 @@ class ServingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetUsageLimit(self, request, context):
+        """Usage limits and budgets of an endpoint, enforced at admission on every front end and
+        replica (PostgreSQL counters). Setting or listing them needs MANAGE on the endpoint.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListUsageLimits(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUsage(self, request, context):
+        """Usage per day, endpoint, principal and served model: needs SELECT on the endpoint,
+        or asking about yourself.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ServingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -155,6 +192,21 @@ def add_ServingServiceServicer_to_server(servicer, server):
                     servicer.GenerateStream,
                     request_deserializer=tessera_dot_serving_dot_v1_dot_serving__pb2.GenerateRequest.FromString,
                     response_serializer=tessera_dot_serving_dot_v1_dot_serving__pb2.GenerateChunk.SerializeToString,
+            ),
+            'SetUsageLimit': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetUsageLimit,
+                    request_deserializer=tessera_dot_serving_dot_v1_dot_serving__pb2.SetUsageLimitRequest.FromString,
+                    response_serializer=tessera_dot_serving_dot_v1_dot_serving__pb2.UsageLimit.SerializeToString,
+            ),
+            'ListUsageLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUsageLimits,
+                    request_deserializer=tessera_dot_serving_dot_v1_dot_serving__pb2.ListUsageLimitsRequest.FromString,
+                    response_serializer=tessera_dot_serving_dot_v1_dot_serving__pb2.ListUsageLimitsResponse.SerializeToString,
+            ),
+            'GetUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsage,
+                    request_deserializer=tessera_dot_serving_dot_v1_dot_serving__pb2.GetUsageRequest.FromString,
+                    response_serializer=tessera_dot_serving_dot_v1_dot_serving__pb2.GetUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -346,6 +398,87 @@ class ServingService:
             '/tessera.serving.v1.ServingService/GenerateStream',
             tessera_dot_serving_dot_v1_dot_serving__pb2.GenerateRequest.SerializeToString,
             tessera_dot_serving_dot_v1_dot_serving__pb2.GenerateChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetUsageLimit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.serving.v1.ServingService/SetUsageLimit',
+            tessera_dot_serving_dot_v1_dot_serving__pb2.SetUsageLimitRequest.SerializeToString,
+            tessera_dot_serving_dot_v1_dot_serving__pb2.UsageLimit.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUsageLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.serving.v1.ServingService/ListUsageLimits',
+            tessera_dot_serving_dot_v1_dot_serving__pb2.ListUsageLimitsRequest.SerializeToString,
+            tessera_dot_serving_dot_v1_dot_serving__pb2.ListUsageLimitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.serving.v1.ServingService/GetUsage',
+            tessera_dot_serving_dot_v1_dot_serving__pb2.GetUsageRequest.SerializeToString,
+            tessera_dot_serving_dot_v1_dot_serving__pb2.GetUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,69 @@
+"""POST /v1/chat/completions: messages through the model's chat template, unary or streamed."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from aiohttp import web
+
+from services.serving.entities import TextChunk
+from services.serving.inference import InferenceCore
+from services.serving.openai_api.generation import HttpCall, calls_of, first_chunk, generate_all, stream_events
+from services.serving.openai_api.protocol import GenerationRequest, chat_logprobs, usage
+
+
+async def chat_completions(inference: InferenceCore, parsed: GenerationRequest, http: HttpCall) -> web.StreamResponse:
+    calls = calls_of(parsed, http)
+    if parsed.stream:
+        return await _stream(inference, parsed, http, calls[0])
+    results = await generate_all(inference, calls, http.principal)
+    body = {
+        "id": http.request_id,
+        "object": "chat.completion",
+        "created": http.created,
+        "model": parsed.model,
+        "choices": [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": r.text},
+                "logprobs": None
+                if parsed.sampling.logprobs is None
+                else chat_logprobs(r.logprobs, parsed.sampling.logprobs),
+                "finish_reason": r.finish_reason or None,
+            }
+            for i, r in enumerate(results)
+        ],
+        "usage": usage(sum(r.prompt_tokens for r in results), sum(r.completion_tokens for r in results)),
+    }
+    return web.json_response(body, headers={"x-request-id": http.request_id})
+
+
+async def _stream(inference: InferenceCore, parsed: GenerationRequest, http: HttpCall, call) -> web.StreamResponse:
+    chunks = inference.generate(call, http.principal)
+    try:
+        first = await first_chunk(chunks)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await chunks.aclose()
+        raise
+    head = {"id": http.request_id, "object": "chat.completion.chunk", "created": http.created, "model": parsed.model}
+    if parsed.include_usage:
+        head["usage"] = None
+
+    def event(delta: dict[str, Any], finish_reason: str | None) -> dict:
+        return {**head, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+
+    def events(chunk: TextChunk) -> list[dict]:
+        if chunk.finished:
+            return [event({"content": chunk.text} if chunk.text else {}, chunk.finish_reason)]
+        return [event({"content": chunk.text}, None)] if chunk.text else []
+
+    def closing(last: TextChunk | None) -> list[dict]:
+        if not parsed.include_usage:
+            return []
+        counts = usage(last.prompt_tokens, last.completion_tokens) if last else usage(0, 0)
+        return [{**head, "choices": [], "usage": counts}]
+
+    opening = [event({"role": "assistant", "content": ""}, None)]
+    return await stream_events(http.request, http.request_id, chunks, first, events, closing, opening)

@@ -1,0 +1,64 @@
+"""POST /v1/completions: text prompts (one or many), unary or streamed."""
+
+from __future__ import annotations
+
+import contextlib
+
+from aiohttp import web
+
+from services.serving.entities import TextChunk, TextResult
+from services.serving.inference import InferenceCore
+from services.serving.openai_api.generation import HttpCall, calls_of, first_chunk, generate_all, stream_events
+from services.serving.openai_api.protocol import GenerationRequest, completion_logprobs, usage
+
+
+async def completions(inference: InferenceCore, parsed: GenerationRequest, http: HttpCall) -> web.StreamResponse:
+    calls = calls_of(parsed, http)
+    if parsed.stream:
+        return await _stream(inference, parsed, http, calls[0])
+    results = await generate_all(inference, calls, http.principal)
+    body = {
+        "id": http.request_id,
+        "object": "text_completion",
+        "created": http.created,
+        "model": parsed.model,
+        "choices": [_choice(i, r, parsed, calls[i].prompt or "") for i, r in enumerate(results)],
+        "usage": usage(sum(r.prompt_tokens for r in results), sum(r.completion_tokens for r in results)),
+    }
+    return web.json_response(body, headers={"x-request-id": http.request_id})
+
+
+async def _stream(inference: InferenceCore, parsed: GenerationRequest, http: HttpCall, call) -> web.StreamResponse:
+    chunks = inference.generate(call, http.principal)
+    try:
+        first = await first_chunk(chunks)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await chunks.aclose()
+        raise
+    head = {"id": http.request_id, "object": "text_completion", "created": http.created, "model": parsed.model}
+    if parsed.include_usage:
+        head["usage"] = None
+
+    def events(chunk: TextChunk) -> list[dict]:
+        if not chunk.text and not chunk.finished:
+            return []
+        choice = {"index": 0, "text": chunk.text, "logprobs": None, "finish_reason": chunk.finish_reason}
+        return [{**head, "choices": [choice]}]
+
+    def closing(last: TextChunk | None) -> list[dict]:
+        if not parsed.include_usage:
+            return []
+        counts = usage(last.prompt_tokens, last.completion_tokens) if last else usage(0, 0)
+        return [{**head, "choices": [], "usage": counts}]
+
+    return await stream_events(http.request, http.request_id, chunks, first, events, closing, [])
+
+
+def _choice(index: int, result: TextResult, parsed: GenerationRequest, prompt: str) -> dict:
+    text = prompt + result.text if parsed.echo else result.text
+    logprobs = None
+    if parsed.sampling.logprobs is not None:
+        echoed = list(result.prompt_logprobs or ()) if parsed.echo else []
+        logprobs = completion_logprobs([*echoed, *result.logprobs])
+    return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": result.finish_reason or None}

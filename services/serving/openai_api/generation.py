@@ -1,0 +1,109 @@
+"""What chat and completions share: one core call per choice, unary answers and SSE streams."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from services.common.auth import Principal
+from services.serving.entities import GenerateCall, TextChunk, TextResult
+from services.serving.inference import InferenceCore
+from services.serving.openai_api.errors import stream_error
+from services.serving.openai_api.protocol import GenerationRequest
+
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "Connection": "keep-alive"}
+
+
+@dataclass(frozen=True)
+class HttpCall:
+    """One HTTP request as the handlers see it."""
+
+    request: web.Request
+    principal: Principal
+    request_id: str  # the payload log's request id of the first choice, and the response's id
+    size_bytes: int
+    created: int
+
+
+def calls_of(parsed: GenerationRequest, http: HttpCall) -> list[GenerateCall]:
+    """One core call per prompt and choice; choice i > 0 is logged as `<request id>-<i>`."""
+    prompts: list[str | None] = list(parsed.prompts) if parsed.prompts is not None else [None]
+    calls = []
+    for prompt in prompts:
+        for _ in range(parsed.n):
+            index = len(calls)
+            calls.append(
+                GenerateCall(
+                    endpoint=parsed.model,
+                    request_id=http.request_id if index == 0 else f"{http.request_id}-{index}",
+                    source="http",
+                    prompt=prompt,
+                    messages=parsed.messages,
+                    sampling=parsed.sampling,
+                    size_bytes=http.size_bytes,
+                    labels=parsed.labels,
+                )
+            )
+    return calls
+
+
+async def generate_all(inference: InferenceCore, calls: list[GenerateCall], principal: Principal) -> list[TextResult]:
+    """Every choice at once; the first failure cancels the others and is raised."""
+    if len(calls) == 1:
+        return [await inference.generate_all(calls[0], principal)]
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(inference.generate_all(call, principal)) for call in calls]
+    return [task.result() for task in tasks]
+
+
+async def first_chunk(chunks: AsyncIterator[TextChunk]) -> TextChunk | None:
+    """The first chunk: admission, EXECUTE and bounds fail here, before any header is sent."""
+    try:
+        return await anext(chunks)
+    except StopAsyncIteration:
+        return None
+
+
+async def stream_events(
+    request: web.Request,
+    request_id: str,
+    chunks: AsyncIterator[TextChunk],
+    first: TextChunk | None,
+    events: Callable[[TextChunk], list[dict]],
+    closing: Callable[[TextChunk | None], list[dict]],
+    opening: list[dict],
+) -> web.StreamResponse:
+    """Send `opening`, then the events of each chunk, then `closing` and `[DONE]`.
+
+    An error after the stream started is sent as an error event: the status line is gone.
+    Closing `chunks` (the caller went away) aborts the generation in the engine.
+    """
+    response = web.StreamResponse(headers={**SSE_HEADERS, "x-request-id": request_id})
+    await response.prepare(request)
+    last = first
+    async with contextlib.aclosing(chunks):
+        try:
+            await _send(response, [*opening, *(events(first) if first is not None else [])])
+            async for chunk in chunks:
+                last = chunk
+                await _send(response, events(chunk))
+            await _send(response, closing(last))
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported in the stream, logged by the core
+            await _send(response, [stream_error(exc)])
+    await response.write(b"data: [DONE]\n\n")
+    await response.write_eof()
+    return response
+
+
+async def _send(response: web.StreamResponse, events: list[dict]) -> None:
+    if events:
+        await response.write(
+            b"".join(b"data: " + json.dumps(e, separators=(",", ":")).encode() + b"\n\n" for e in events)
+        )

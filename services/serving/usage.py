@@ -1,0 +1,366 @@
+"""Usage you can trust: prices, limits and budgets enforced at admission, settled by what calls used.
+
+Every admitted call reserves against its endpoint's limits before it runs — one
+request, and its prompt plus `max_tokens` in tokens (and their price) — in
+PostgreSQL counters shared by every replica; a limit the reservation would pass
+refuses the call (RESOURCE_EXHAUSTED, 429 with Retry-After on HTTP). When the
+call ends the reservation is replaced by what it used, and the call is added to
+the daily usage table (GetUsage). Cost comes from a per-served-model price
+table; a model without a price is "unpriced" (cost absent), never $0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Protocol
+
+from prometheus_client import Counter
+
+from services.common.auth import Principal
+from services.common.errors import FailedPrecondition, InvalidArgument, PermissionDenied, ResourceExhausted
+from services.common.registry_privileges import RegistryPrivileges
+from services.serving.entities import check_endpoint_name
+
+_log = logging.getLogger(__name__)
+
+# For dashboards (per replica; GetUsage is the exact, cluster-wide answer). Principals are the
+# configured token holders, so the label stays small.
+USAGE_TOKENS = Counter(
+    "tessera_serving_usage_tokens_total", "Tokens used by admitted calls", ["endpoint", "principal", "kind"]
+)
+USAGE_COST = Counter("tessera_serving_usage_cost_usd_total", "Cost of priced calls, USD", ["endpoint", "principal"])
+USAGE_UNPRICED = Counter(
+    "tessera_serving_usage_unpriced_requests_total",
+    "Calls served by a model without a price",
+    ["endpoint", "principal"],
+)
+USAGE_REFUSED = Counter(
+    "tessera_serving_usage_refused_total", "Calls refused by a usage limit or budget", ["endpoint", "metric"]
+)
+
+METRICS = ("requests", "tokens", "cost_usd")
+PERIODS = ("minute", "day", "month")
+EVERY_CALLER, EACH_CALLER = "", "*"
+# A chat template's markup around each message and the generation prompt, in tokens: part of the
+# reservation's upper bound on prompt tokens (byte-level tokenizers make at most one token per byte).
+TEMPLATE_TOKENS_PER_MESSAGE = 32
+MAX_USAGE_ROWS = 10_000
+MAX_USAGE_DAYS = 366
+_MAX_PRINCIPAL = 128
+
+
+@dataclass(frozen=True)
+class UsageLimit:
+    endpoint: str
+    principal: str  # "" every caller together, "*" each caller, else that caller
+    metric: str
+    period: str
+    limit: float
+
+    def check(self) -> UsageLimit:
+        check_endpoint_name(self.endpoint)
+        if len(self.principal) > _MAX_PRINCIPAL or not self.principal.isprintable():
+            raise InvalidArgument(f"principals are at most {_MAX_PRINCIPAL} printable characters", field="principal")
+        if self.metric not in METRICS:
+            raise InvalidArgument(f"metric is one of {', '.join(METRICS)}", field="metric")
+        if self.period not in PERIODS:
+            raise InvalidArgument(f"period is one of {', '.join(PERIODS)}", field="period")
+        if not (math.isfinite(self.limit) and self.limit >= 0):
+            raise InvalidArgument("limit must be a finite number >= 0", field="limit")
+        return self
+
+
+@dataclass(frozen=True)
+class Charge:
+    """One reservation against one counter (the tightest limit on it)."""
+
+    endpoint: str
+    principal: str
+    metric: str
+    period: str
+    window_start: datetime
+    amount: float
+    limit: float
+
+    def key(self) -> tuple:
+        return (self.endpoint, self.principal, self.metric, self.period, self.window_start)
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    day: date
+    endpoint: str
+    principal: str
+    served_model: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    unpriced_requests: int
+
+
+@dataclass
+class Reservation:
+    endpoint: str
+    principal: str
+    charges: list[Charge] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Settlement:
+    day: date
+    endpoint: str
+    principal: str
+    served_model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float | None
+    adjustments: list[tuple[Charge, float]]
+
+
+class UsageStorage(Protocol):
+    async def limits(self, endpoint: str) -> list[UsageLimit]: ...
+    async def set_limit(self, limit: UsageLimit) -> None: ...
+    async def remove_limit(self, limit: UsageLimit) -> None: ...
+    async def reserve(self, charges: list[Charge]) -> Charge | None: ...
+    async def settle(self, settlements: list[Settlement]) -> None: ...
+    async def usage(self, endpoint: str, principal: str, start: date, end: date, limit: int) -> list[UsageRow]: ...
+
+
+class Prices:
+    """USD per million prompt and completion tokens, per served model (`catalog.schema.model`)."""
+
+    def __init__(self, table: Mapping[str, tuple[float, float]]) -> None:
+        self._table = dict(table)
+
+    @classmethod
+    def parse(cls, text: str) -> Prices:
+        """`{"cat.schema.model": [prompt_usd_per_million, completion_usd_per_million], ...}`."""
+        if not text.strip():
+            return cls({})
+        try:
+            raw = json.loads(text)
+            table = {str(k): (float(v[0]), float(v[1])) for k, v in raw.items()}
+        except (ValueError, TypeError, IndexError, AttributeError) as exc:
+            raise ValueError(
+                f"TESSERA_SERVING_PRICES is not a JSON object of [prompt, completion] prices: {exc}"
+            ) from exc
+        if any(not (math.isfinite(p) and p >= 0) for pair in table.values() for p in pair):
+            raise ValueError("TESSERA_SERVING_PRICES: prices are finite and >= 0")
+        return cls(table)
+
+    def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
+        price = self._table.get(model)
+        if price is None:
+            return None
+        return (prompt_tokens * price[0] + completion_tokens * price[1]) / 1e6
+
+    def highest(self, models: Sequence[str]) -> tuple[float, float] | None:
+        """The highest prompt and completion prices among `models`; None if one has no price."""
+        prices = [self._table.get(m) for m in models]
+        if not prices or any(p is None for p in prices):
+            return None
+        return max(p[0] for p in prices), max(p[1] for p in prices)
+
+
+class UsageMeter:
+    """Reservations at admission, settlements off the request path, limits and usage queries."""
+
+    def __init__(
+        self,
+        store: UsageStorage,
+        prices: Prices,
+        privileges: RegistryPrivileges,
+        *,
+        default_max_tokens: int,
+        limits_cache_s: float = 5.0,
+        settle_batch: int = 256,
+    ) -> None:
+        self._store = store
+        self.prices = prices
+        self._privileges = privileges
+        self._default_max_tokens = default_max_tokens
+        self._cache_s = limits_cache_s
+        self._limits: dict[str, tuple[float, list[UsageLimit]]] = {}
+        self._settling: asyncio.Queue[Settlement] = asyncio.Queue()
+        self._settle_batch = settle_batch
+        self._worker: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self._worker = asyncio.create_task(self._settle_forever(), name="serving-usage-settle")
+
+    async def stop(self) -> None:
+        await self.drained()
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+
+    async def drained(self) -> None:
+        """Wait until every settlement queued so far is written."""
+        await self._settling.join()
+
+    # -- the request path -------------------------------------------------------------
+
+    async def reserve(
+        self, endpoint: str, models: Sequence[str], principal: Principal, prompt_bound: int, max_tokens: int | None
+    ) -> Reservation:
+        """Reserve one request and its most tokens/cost against every limit, or raise RESOURCE_EXHAUSTED."""
+        reservation = Reservation(endpoint, principal.name)
+        limits = [
+            lim
+            for lim in await self._cached_limits(endpoint)
+            if lim.principal in (EVERY_CALLER, EACH_CALLER, principal.name)
+        ]
+        if not limits:
+            return reservation
+        tokens = prompt_bound + (self._default_max_tokens if max_tokens is None else max_tokens)
+        amounts: dict[str, float] = {"requests": 1.0, "tokens": float(tokens)}
+        if any(lim.metric == "cost_usd" for lim in limits):
+            highest = self.prices.highest(models)
+            if highest is None:
+                raise FailedPrecondition(f"endpoint {endpoint!r} has a cost budget but serves a model without a price")
+            amounts["cost_usd"] = (prompt_bound * highest[0] + (tokens - prompt_bound) * highest[1]) / 1e6
+        now = datetime.now(UTC)
+        tightest: dict[tuple, Charge] = {}
+        for lim in limits:
+            scope = EVERY_CALLER if lim.principal == EVERY_CALLER else principal.name
+            charge = Charge(
+                endpoint, scope, lim.metric, lim.period, _window(lim.period, now), amounts[lim.metric], lim.limit
+            )
+            if charge.amount > charge.limit:
+                raise _exhausted(charge, now, "this request alone is over")
+            known = tightest.get(charge.key())
+            if known is None or charge.limit < known.limit:
+                tightest[charge.key()] = charge
+        reservation.charges = list(tightest.values())
+        refused = await self._store.reserve(reservation.charges)
+        if refused is not None:
+            USAGE_REFUSED.labels(endpoint, refused.metric).inc()
+            raise _exhausted(refused, now, "over")
+        return reservation
+
+    def settle(
+        self, reservation: Reservation, served_model: str, prompt_tokens: int, completion_tokens: int
+    ) -> float | None:
+        """Queue the admitted call's usage (off the request path); returns its cost, None when unpriced."""
+        cost = self.prices.cost(served_model, prompt_tokens, completion_tokens) if served_model else None
+        who = (reservation.endpoint, reservation.principal)
+        USAGE_TOKENS.labels(*who, "prompt").inc(prompt_tokens)
+        USAGE_TOKENS.labels(*who, "completion").inc(completion_tokens)
+        if cost is not None:
+            USAGE_COST.labels(*who).inc(cost)
+        elif served_model:
+            USAGE_UNPRICED.labels(*who).inc()
+        actual = {"requests": 1.0, "tokens": float(prompt_tokens + completion_tokens), "cost_usd": cost or 0.0}
+        self._settling.put_nowait(
+            Settlement(
+                day=datetime.now(UTC).date(),
+                endpoint=reservation.endpoint,
+                principal=reservation.principal,
+                served_model=served_model,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                cost_usd=cost,
+                adjustments=[(c, actual[c.metric]) for c in reservation.charges],
+            )
+        )
+        return cost
+
+    async def _settle_forever(self) -> None:
+        while True:
+            batch = [await self._settling.get()]
+            while len(batch) < self._settle_batch and not self._settling.empty():
+                batch.append(self._settling.get_nowait())
+            try:
+                await self._store.settle(batch)
+            except Exception:  # noqa: BLE001 - a lost settlement leaves its reservation counted (never under)
+                _log.exception("settling %d calls' usage failed", len(batch))
+            finally:
+                for _ in batch:
+                    self._settling.task_done()
+
+    async def _cached_limits(self, endpoint: str) -> list[UsageLimit]:
+        cached = self._limits.get(endpoint)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        limits = await self._store.limits(endpoint)
+        self._limits[endpoint] = (time.monotonic() + self._cache_s, limits)
+        return limits
+
+    # -- administration -----------------------------------------------------------------
+
+    async def set_limit(self, limit: UsageLimit, principal: Principal, *, remove: bool = False) -> UsageLimit:
+        limit.check()
+        await self._privileges.require(principal, "ENDPOINT", limit.endpoint, "MANAGE")
+        if remove:
+            await self._store.remove_limit(limit)
+        else:
+            await self._store.set_limit(limit)
+        self._limits.pop(limit.endpoint, None)
+        return limit
+
+    async def list_limits(self, endpoint: str, principal: Principal) -> list[UsageLimit]:
+        check_endpoint_name(endpoint)
+        await self._privileges.require(principal, "ENDPOINT", endpoint, "MANAGE")
+        return await self._store.limits(endpoint)
+
+    async def usage(
+        self, endpoint: str, who: str, start: datetime | None, end: datetime | None, principal: Principal
+    ) -> list[UsageRow]:
+        """Daily usage: yours on any endpoint, or anyone's on an endpoint you hold SELECT on."""
+        if endpoint:
+            check_endpoint_name(endpoint)
+        if who != principal.name:
+            if not endpoint:
+                raise PermissionDenied("asking about others' usage needs an endpoint you hold SELECT on")
+            await self._privileges.require(principal, "ENDPOINT", endpoint, "SELECT")
+        last = (end or datetime.now(UTC)).astimezone(UTC).date()
+        first = start.astimezone(UTC).date() if start else last - timedelta(days=30)
+        if first > last or (last - first).days > MAX_USAGE_DAYS:
+            raise InvalidArgument(f"start must be before end, at most {MAX_USAGE_DAYS} days apart", field="start")
+        return await self._store.usage(endpoint, who, first, last, MAX_USAGE_ROWS)
+
+
+def prompt_bound(prompt: str | None, messages: Sequence[Mapping[str, Any]] | None) -> int:
+    """An upper bound on the prompt's tokens: its UTF-8 bytes, plus the chat template's markup."""
+    if messages is not None:
+        return sum(len(str(m.get("content", "")).encode()) + TEMPLATE_TOKENS_PER_MESSAGE for m in messages) + (
+            TEMPLATE_TOKENS_PER_MESSAGE
+        )
+    return len((prompt or "").encode()) + TEMPLATE_TOKENS_PER_MESSAGE
+
+
+def _window(period: str, now: datetime) -> datetime:
+    if period == "minute":
+        return now.replace(second=0, microsecond=0)
+    if period == "day":
+        return now.replace(hour=0, minute=0, second=0, microsecond=0)
+    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def _window_end(period: str, start: datetime) -> datetime:
+    if period == "minute":
+        return start + timedelta(minutes=1)
+    if period == "day":
+        return start + timedelta(days=1)
+    return (start + timedelta(days=32)).replace(day=1)
+
+
+def _exhausted(charge: Charge, now: datetime, what: str) -> ResourceExhausted:
+    who = "the endpoint's callers together" if charge.principal == EVERY_CALLER else charge.principal
+    error = ResourceExhausted(
+        f"{what} the {charge.metric} limit of {charge.limit:g} per {charge.period} on endpoint"
+        f" {charge.endpoint!r} for {who}"
+    )
+    # When the window ends: a client told to retry sooner would only be refused again.
+    error.retry_after_s = max(1, math.ceil((_window_end(charge.period, charge.window_start) - now).total_seconds()))
+    return error

@@ -1,0 +1,120 @@
+"""PostgreSQL for usage limits, the counters every replica admits against, and settled daily usage."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from services.common.db import Database
+from services.serving.usage import Charge, Settlement, UsageLimit, UsageRow
+
+
+class _Refused(Exception):
+    def __init__(self, charge: Charge) -> None:
+        self.charge = charge
+
+
+class UsageStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def limits(self, endpoint: str) -> list[UsageLimit]:
+        async with self._db.connection() as conn:
+            cur = await conn.execute(
+                "SELECT endpoint, principal, metric, period, max_value FROM usage_limits"
+                " WHERE endpoint = %s ORDER BY principal, metric, period",
+                (endpoint,),
+            )
+            return [UsageLimit(*row) for row in await cur.fetchall()]
+
+    async def set_limit(self, limit: UsageLimit) -> None:
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO usage_limits (endpoint, principal, metric, period, max_value) VALUES (%s, %s, %s, %s, %s)"
+                " ON CONFLICT (endpoint, principal, metric, period) DO UPDATE SET max_value = EXCLUDED.max_value",
+                (limit.endpoint, limit.principal, limit.metric, limit.period, limit.limit),
+            )
+
+    async def remove_limit(self, limit: UsageLimit) -> None:
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "DELETE FROM usage_limits WHERE endpoint = %s AND principal = %s AND metric = %s AND period = %s",
+                (limit.endpoint, limit.principal, limit.metric, limit.period),
+            )
+
+    async def reserve(self, charges: list[Charge]) -> Charge | None:
+        """Add every charge, or none of them: the first charge that would go over its limit, else None.
+
+        The conditional upsert takes the counter's row lock, so concurrent
+        reservations from any replica are serialised and none can overspend.
+        """
+        try:
+            async with self._db.transaction() as conn:
+                for charge in sorted(charges, key=Charge.key):  # one order everywhere: no deadlocks
+                    cur = await conn.execute(
+                        "INSERT INTO usage_counters (endpoint, principal, metric, period, window_start, used)"
+                        " VALUES (%s, %s, %s, %s, %s, %s)"
+                        " ON CONFLICT (endpoint, principal, metric, period, window_start)"
+                        " DO UPDATE SET used = usage_counters.used + EXCLUDED.used"
+                        " WHERE usage_counters.used + EXCLUDED.used <= %s RETURNING used",
+                        (*charge.key(), charge.amount, charge.limit),
+                    )
+                    if await cur.fetchone() is None:
+                        raise _Refused(charge)
+        except _Refused as refused:
+            return refused.charge
+        return None
+
+    async def settle(self, settlements: list[Settlement]) -> None:
+        """Replace reservations by what the calls used, and add the calls to the daily usage."""
+        async with self._db.transaction() as conn:
+            for s in settlements:
+                for charge, actual in s.adjustments:
+                    if actual != charge.amount:
+                        await conn.execute(
+                            "UPDATE usage_counters SET used = GREATEST(used + %s, 0)"
+                            " WHERE endpoint = %s AND principal = %s AND metric = %s AND period = %s"
+                            " AND window_start = %s",
+                            (actual - charge.amount, *charge.key()),
+                        )
+                await conn.execute(
+                    "INSERT INTO usage_daily (day, endpoint, principal, served_model, requests, prompt_tokens,"
+                    " completion_tokens, cost_usd, unpriced_requests) VALUES (%s, %s, %s, %s, 1, %s, %s, %s, %s)"
+                    " ON CONFLICT (day, endpoint, principal, served_model) DO UPDATE SET"
+                    " requests = usage_daily.requests + 1,"
+                    " prompt_tokens = usage_daily.prompt_tokens + EXCLUDED.prompt_tokens,"
+                    " completion_tokens = usage_daily.completion_tokens + EXCLUDED.completion_tokens,"
+                    " cost_usd = usage_daily.cost_usd + EXCLUDED.cost_usd,"
+                    " unpriced_requests = usage_daily.unpriced_requests + EXCLUDED.unpriced_requests",
+                    (
+                        s.day,
+                        s.endpoint,
+                        s.principal,
+                        s.served_model,
+                        s.prompt_tokens,
+                        s.completion_tokens,
+                        s.cost_usd or 0.0,
+                        1 if s.cost_usd is None else 0,
+                    ),
+                )
+
+    async def counter(self, charge: Charge) -> float:
+        async with self._db.connection() as conn:
+            cur = await conn.execute(
+                "SELECT used FROM usage_counters WHERE endpoint = %s AND principal = %s AND metric = %s"
+                " AND period = %s AND window_start = %s",
+                charge.key(),
+            )
+            row = await cur.fetchone()
+        return row[0] if row else 0.0
+
+    async def usage(self, endpoint: str, principal: str, start: date, end: date, limit: int) -> list[UsageRow]:
+        """Daily rows in [start, end], filtered by endpoint and principal when given."""
+        async with self._db.connection() as conn:
+            cur = await conn.execute(
+                "SELECT day, endpoint, principal, served_model, requests, prompt_tokens, completion_tokens,"
+                " cost_usd, unpriced_requests FROM usage_daily WHERE day BETWEEN %s AND %s"
+                " AND (%s = '' OR endpoint = %s) AND (%s = '' OR principal = %s)"
+                " ORDER BY day, endpoint, principal, served_model LIMIT %s",
+                (start, end, endpoint, endpoint, principal, principal, limit),
+            )
+            return [UsageRow(*row) for row in await cur.fetchall()]
