@@ -179,7 +179,7 @@ class Calibration:
     n: int  # examples with both a human label and a parseable verdict
     unmeasured: int  # examples the judge gave no parseable verdict for
     agreement: float
-    kappa: float  # Cohen's kappa; 1.0 when both raters use one single label throughout
+    kappa: float | None  # Cohen's kappa; None when undefined (both raters used one single label throughout)
     labels: tuple[Hashable, ...]  # order of the confusion matrix's rows and columns
     confusion: tuple[tuple[int, ...], ...]  # rows: human label, columns: judge verdict
 
@@ -216,17 +216,17 @@ def calibrate(
     )
 
 
-def cohens_kappa(confusion: Sequence[Sequence[int]]) -> float:
+def cohens_kappa(confusion: Sequence[Sequence[int]]) -> float | None:
     """Cohen's kappa from a square confusion matrix: agreement beyond what the marginals give by chance."""
     n = sum(sum(row) for row in confusion)
     if n == 0:
-        return 0.0
+        return None
     observed = sum(confusion[i][i] for i in range(len(confusion))) / n
     rows = [sum(row) for row in confusion]
     columns = [sum(row[j] for row in confusion) for j in range(len(confusion))]
     expected = sum(r * c for r, c in zip(rows, columns, strict=True)) / (n * n)
     if expected == 1:
-        return 1.0  # both raters used a single label throughout: perfect, if uninformative, agreement
+        return None  # both raters used one single label throughout: chance explains all agreement
     return (observed - expected) / (1 - expected)
 
 

@@ -101,7 +101,10 @@ def wilson_interval(successes: int, n: int, confidence: float = DEFAULT_CONFIDEN
     denominator = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denominator
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return Interval(p, max(0.0, centre - half), min(1.0, centre + half), "wilson", n)
+    # At 0 and n the bounds are exactly 0 and 1; rounding would otherwise leave 1 - 1e-16.
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return Interval(p, low, high, "wilson", n)
 
 
 def bootstrap_interval(
