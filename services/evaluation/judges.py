@@ -178,7 +178,7 @@ class Calibration:
     judge_model: str
     n: int  # examples with both a human label and a parseable verdict
     unmeasured: int  # examples the judge gave no parseable verdict for
-    agreement: float
+    agreement: float | None  # None when no verdict could be paired with a label
     kappa: float | None  # Cohen's kappa; None when undefined (both raters used one single label throughout)
     labels: tuple[Hashable, ...]  # order of the confusion matrix's rows and columns
     confusion: tuple[tuple[int, ...], ...]  # rows: human label, columns: judge verdict
@@ -201,7 +201,7 @@ def calibrate(
     for human, judge in pairs:
         confusion[index[human]][index[judge]] += 1
     n = len(pairs)
-    agreement = sum(confusion[i][i] for i in range(len(labels))) / n if n else 0.0
+    agreement = sum(confusion[i][i] for i in range(len(labels))) / n if n else None
     return Calibration(
         template.metric,
         template.version,
