@@ -73,7 +73,7 @@ class PairedComparison:
     @property
     def detectable(self) -> bool:
         """Whether this N can detect a difference of the size observed (not just whether it did)."""
-        return abs(self.difference.estimate) >= self.minimum_detectable_difference
+        return self.difference.estimate != 0 and abs(self.difference.estimate) >= self.minimum_detectable_difference
 
 
 def _alpha(confidence: float) -> float:
@@ -201,7 +201,7 @@ def compare_runs(
         raise ValueError("need at least two items measured in both runs")
     unpaired = len(set(a) | set(b)) - len(paired)
     values_a = np.asarray([float(a[item]) for item in paired])
-    values_b = np.asarray([float(b[item]) for item in paired])  # type: ignore[arg-type]
+    values_b = np.asarray([float(b[item]) for item in paired])
     differences = values_b - values_a
     interval = bootstrap_interval(differences, confidence, resamples, seed)
     # Smallest true difference this N finds with the given power, from the spread of the differences.

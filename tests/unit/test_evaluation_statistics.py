@@ -129,6 +129,17 @@ def test_mcnemar_midp_on_hand_checked_counts():
     assert mcnemar_midp(5, 5) == pytest.approx(1.0)
 
 
+def test_identical_runs_show_no_difference_and_nothing_detectable():
+    run = {f"q{i}": i % 3 == 0 for i in range(50)}
+    result = compare_runs(run, dict(run))
+    assert (result.difference.estimate, result.p_value, result.significant, result.detectable) == (
+        0.0,
+        1.0,
+        False,
+        False,
+    )
+
+
 def test_compare_runs_refuses_runs_with_nothing_in_common():
     with pytest.raises(ValueError):
         compare_runs({"a": True}, {"b": True})
