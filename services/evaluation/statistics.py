@@ -203,6 +203,8 @@ def compare_runs(
     values_a = np.asarray([float(a[item]) for item in paired])
     values_b = np.asarray([float(b[item]) for item in paired])
     differences = values_b - values_a
+    if not np.all(np.isfinite(differences)):
+        raise ValueError("values must be finite")
     interval = bootstrap_interval(differences, confidence, resamples, seed)
     # Smallest true difference this N finds with the given power, from the spread of the differences.
     z = scipy_stats.norm.ppf(1 - alpha / 2) + scipy_stats.norm.ppf(power)

@@ -143,3 +143,5 @@ def test_identical_runs_show_no_difference_and_nothing_detectable():
 def test_compare_runs_refuses_runs_with_nothing_in_common():
     with pytest.raises(ValueError):
         compare_runs({"a": True}, {"b": True})
+    with pytest.raises(ValueError):
+        compare_runs({"a": 0.5, "b": float("nan")}, {"a": 0.5, "b": 0.5})
