@@ -1,0 +1,1 @@
+"""Evaluation's computational core: deterministic metrics, statistics and judge arithmetic."""
