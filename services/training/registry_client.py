@@ -7,6 +7,7 @@ jobs run as: it creates the run and registers the trained version).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -128,7 +129,8 @@ class TrainingRegistry:
 
     # -- runs (as the run-as principal) -------------------------------------------
 
-    async def experiment_id(self, name: str, schema: str) -> str:
+    async def experiment_id(self, name: str, schema: str, owner: str) -> str:
+        """The experiment's id; a new one is handed to `owner` (the job's submitter)."""
         try:
             found = await self.stub().GetExperiment(
                 rpb.GetExperimentRequest(name=name), metadata=self._run_as, timeout=30
@@ -141,11 +143,12 @@ class TrainingRegistry:
             created = await self.stub().CreateExperiment(
                 rpb.CreateExperimentRequest(name=name, schema_full_name=schema), metadata=self._run_as, timeout=30
             )
-            return created.experiment_id
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.ALREADY_EXISTS:
-                return await self.experiment_id(name, schema)
+                return await self.experiment_id(name, schema, owner)
             raise _error(exc, f"experiment {name}") from exc
+        await self.hand_over(rpb.SECURABLE_TYPE_EXPERIMENT, created.experiment_id, owner)
+        return created.experiment_id
 
     async def create_run(self, experiment_id: str, name: str, user: str, tags: dict[str, str]) -> str:
         request = rpb.CreateRunRequest(
@@ -205,16 +208,25 @@ class TrainingRegistry:
 
     # -- the trained version ------------------------------------------------------
 
-    async def register(self, model: str, run_id: str, folder: Path, description: str) -> int:
+    async def hand_over(self, kind: int, name: str, owner: str) -> None:
+        """What the run-as principal created for a job belongs to the job's submitter."""
+        request = rpb.SetOwnerRequest(securable_type=kind, securable_full_name=name, new_owner=owner)
+        await self._call("SetOwner", request, f"owner of {name}", run_as=True)
+
+    async def register(self, model: str, run_id: str, folder: Path, description: str, owner: str) -> int:
         try:
             await self.stub().CreateRegisteredModel(
                 rpb.CreateRegisteredModelRequest(full_name=model, description="fine-tuned by Tessera training"),
                 metadata=self._run_as,
                 timeout=30,
             )
+            created_model = True
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
                 raise _error(exc, f"create model {model}") from exc
+            created_model = False
+        # The files go to the run first (as MLflow's log_model does); the registry copies them into the version.
+        await self.upload(rpb.ArtifactTarget(run_id=run_id), folder, prefix="model/")
         created = await self._call(
             "CreateModelVersion",
             rpb.CreateModelVersionRequest(
@@ -223,15 +235,18 @@ class TrainingRegistry:
             f"create a version of {model}",
             run_as=True,
         )
-        ref = rpb.ModelVersionRef(model_name=model, version=created.version)
-        await self.upload(rpb.ArtifactTarget(model_version=ref), folder)
-        await self._call(
-            "FinalizeModelVersion",
-            rpb.FinalizeModelVersionRequest(model_name=model, version=created.version),
-            f"finalize {model}/{created.version}",
-            run_as=True,
-        )
-        return created.version
+        request = rpb.GetModelVersionRequest(model_name=model, version=created.version)
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            found = await self._call("GetModelVersion", request, f"{model}/{created.version}", run_as=True)
+            if found.status == rpb.MODEL_VERSION_STATUS_READY:
+                if created_model:
+                    await self.hand_over(rpb.SECURABLE_TYPE_REGISTERED_MODEL, model, owner)
+                return created.version
+            if found.status == rpb.MODEL_VERSION_STATUS_FAILED_REGISTRATION:
+                raise FailedPrecondition(f"{model}/{created.version} failed registration: {found.status_message}")
+            await asyncio.sleep(0.5)
+        raise Unavailable(f"{model}/{created.version} did not become READY in 600 s")
 
     async def set_alias(self, model: str, alias: str, version: int) -> None:
         request = rpb.SetModelAliasRequest(model_name=model, alias=alias, version=version)

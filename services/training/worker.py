@@ -192,7 +192,9 @@ class TrainingWorker:
             return job
         spec = job.spec
         catalog, schema, model = spec.register_to.split(".")
-        experiment = await self.registry.experiment_id(spec.experiment or f"training-{model}", f"{catalog}.{schema}")
+        experiment = await self.registry.experiment_id(
+            spec.experiment or f"training-{catalog}-{schema}-{model}", f"{catalog}.{schema}", job.created_by
+        )
         run_id = await self.registry.create_run(
             experiment, f"train-{model}-{job.job_id[:8]}", job.created_by, {"tessera.training.job_id": job.job_id}
         )
@@ -341,7 +343,7 @@ class TrainingWorker:
                 job.run_id, metrics=[(k, float(v), step, now_ms) for k, v in outcome["metrics"].items()]
             )
         description = f"{spec.method.lower()} fine-tune of {spec.base_model}/{job.base_version} on {spec.train_dataset}@{spec.train_version[:12]}"
-        version = await self.registry.register(spec.register_to, job.run_id, output, description)
+        version = await self.registry.register(spec.register_to, job.run_id, output, description, job.created_by)
         if spec.alias:
             await self.registry.set_alias(spec.register_to, spec.alias, version)
         run = ("RUN", job.run_id)
