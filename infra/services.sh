@@ -12,16 +12,21 @@ data_dir="${TESSERA_DATA_DIR:-$root/.data}"
 python="${TESSERA_PYTHON:-$root/.venv/bin/python}"
 run_dir="$data_dir/run"
 log_dir="$data_dir/logs"
-# Start order matters: serving and retrieval check grants with the registry.
-order=(registry monitoring retrieval serving)
-declare -A grpc_ports=([registry]=50051 [serving]=50053 [retrieval]=50054 [monitoring]=50056)
+# Start order matters: serving, retrieval and training check grants with the registry.
+# `training.worker` is a process without a gRPC port: training's job runner (python -m services.training.worker).
+order=(registry monitoring retrieval serving training training.worker)
+declare -A grpc_ports=([registry]=50051 [training]=50052 [serving]=50053 [retrieval]=50054 [monitoring]=50056)
 
 log() { printf '[services] %s\n' "$*" >&2; }
 
 selected() {
   if (($#)); then printf '%s\n' "$@"; return; fi
   for name in "${order[@]}"; do
-    [[ -f "$root/services/$name/__main__.py" ]] && echo "$name"
+    if [[ $name == *.* ]]; then
+      [[ -f "$root/services/${name%%.*}/${name#*.}.py" ]] && echo "$name"
+    else
+      [[ -f "$root/services/$name/__main__.py" ]] && echo "$name"
+    fi
   done
 }
 
@@ -49,13 +54,19 @@ PY
 }
 
 start_one() {
-  local name="$1" pid port="${grpc_ports[$1]}"
+  local name="$1" pid port="${grpc_ports[$1]:-}"
   if pid="$(pid_of "$name")"; then log "$name already running (pid $pid)"; return; fi
   mkdir -p "$run_dir" "$log_dir"
   log "starting $name (log: $log_dir/$name.log)"
   # exec: the recorded pid must be the service's own, not a subshell's.
   (cd "$root" && exec setsid "$python" -m "services.$name" >>"$log_dir/$name.log" 2>&1 </dev/null) &
   echo $! >"$run_dir/$name.pid"
+  if [[ -z $port ]]; then
+    sleep 2
+    pid_of "$name" >/dev/null || { log "$name exited during start:"; tail -n 30 "$log_dir/$name.log" >&2; exit 1; }
+    log "$name running (no port)"
+    return
+  fi
   local deadline=$((SECONDS + ${TESSERA_SERVICE_START_TIMEOUT:-180}))
   until healthy "$port"; do
     if ! pid_of "$name" >/dev/null; then
@@ -89,7 +100,7 @@ case "$command" in
     for ((i = ${#names[@]} - 1; i >= 0; i--)); do stop_one "${names[i]}"; done ;;
   status)
     while read -r name; do
-      if pid="$(pid_of "$name")"; then echo "$name: running (pid $pid) on 127.0.0.1:${grpc_ports[$name]}"
+      if pid="$(pid_of "$name")"; then echo "$name: running (pid $pid)${grpc_ports[$name]:+ on 127.0.0.1:${grpc_ports[$name]}}"
       else echo "$name: stopped"; fi
     done < <(selected "$@") ;;
   *) echo "usage: $0 start|stop|status [service ...]" >&2; exit 2 ;;
