@@ -155,3 +155,21 @@ async def test_a_killed_workers_job_resumes_and_ends_as_an_uninterrupted_run(sta
     assert resumed.keys() == uninterrupted.keys()
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+async def test_two_ddp_workers_give_the_loss_curve_of_one_process(stack, unique) -> None:
+    dataset, version = await _dataset(stack, unique)
+
+    async def losses(name: str, workers: int) -> dict[int, float]:
+        spec = stack.spec(dataset, version, name, steps=6, seed=5, workers_per_job=workers)
+        job = await stack.training.SubmitJob(pb.SubmitJobRequest(spec=spec), metadata=bearer(ALICE))
+        done = await stack.wait(job.job_id)
+        assert done.state == pb.JOB_STATE_SUCCEEDED, done.error_message
+        return await stack.metric_history(done.run_id, "loss")
+
+    one = await losses(f"one_{unique}", 1)
+    two = await losses(f"ddp_{unique}", 2)
+
+    assert one.keys() == two.keys() == set(range(1, 7))
+    # The same global batch split over two processes: equal up to the order of float sums.
+    assert all(abs(one[s] - two[s]) <= 1e-3 * max(1.0, abs(one[s])) for s in one), (one, two)
