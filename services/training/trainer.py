@@ -131,14 +131,14 @@ def collate(examples: list[Example], pad_id: int, device):
 
 
 def loss_sum(model, examples: list[Example], pad_id: int, device):
-    """Summed token cross-entropy over the labeled tokens (shifted), and their count."""
+    """Summed token cross-entropy over the labeled tokens (labels shifted, logits not copied), and their count."""
     import torch
 
     ids, labels, mask = collate(examples, pad_id, device)
-    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1, :].float()
-    target = labels[:, 1:]
+    logits = model(input_ids=ids, attention_mask=mask).logits
+    target = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=IGNORE)
     loss = torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE, reduction="sum"
+        logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1), ignore_index=IGNORE, reduction="sum"
     )
     return loss, int((target != IGNORE).sum())
 
@@ -243,6 +243,7 @@ def save_output(plan: Plan, model) -> None:
 
 
 def run(plan: Plan) -> int:
+    launched = time.perf_counter()
     import torch
     import torch.distributed as dist
     from transformers import AutoTokenizer
@@ -285,7 +286,15 @@ def run(plan: Plan) -> int:
         step, history = load_checkpoint(plan.resume_from, model, optimizer, scheduler)
     n_params = sum(p.numel() for p in _unwrapped(model).parameters())
     n_trainable = sum(p.numel() for p in params)
-    emit("started", step=step, total_steps=steps, parameters=n_params, trainable=n_trainable, resumed=bool(step))
+    emit(
+        "started",
+        step=step,
+        total_steps=steps,
+        parameters=n_params,
+        trainable=n_trainable,
+        resumed=bool(step),
+        setup_s=time.perf_counter() - launched,
+    )
 
     stop = {"cancel": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(cancel=True))
@@ -324,11 +333,20 @@ def run(plan: Plan) -> int:
             metrics["mfu"] = 6 * n_trainable * tokens / max(elapsed, 1e-9) / (peak * world)
         if evaluation and spec.eval_every_steps and step % spec.eval_every_steps == 0:
             metrics["eval_loss"] = eval_loss(model, evaluation, pad_id, device)
-        emit("progress", step=step, total_steps=steps, metrics=metrics, tokens=tokens)
+        emit(
+            "progress",
+            step=step,
+            total_steps=steps,
+            metrics=metrics,
+            tokens=tokens,
+            seconds=elapsed,
+            at=time.perf_counter(),
+        )
         if (step % plan.checkpoint_every == 0 or stop["cancel"]) and step < steps:
             if rank == 0:
+                saving = time.perf_counter()
                 path = save_checkpoint(plan, model, optimizer, scheduler, step, history)
-                emit("checkpoint", step=step, path=str(path))
+                emit("checkpoint", step=step, path=str(path), seconds=time.perf_counter() - saving)
             if world > 1:
                 dist.barrier()
     if stop["cancel"]:

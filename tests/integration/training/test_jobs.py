@@ -89,14 +89,17 @@ async def test_full_fine_tune_learns_the_made_up_capitals(stack, unique, tmp_pat
 
 @needs_vllm
 async def test_lora_fine_tune_learns_the_made_up_capitals(stack, unique, tmp_path) -> None:
+    # The tiny Llama's weights are random: its frozen output layer cannot make a confident logit
+    # (loss stalls near 3.3), so the adapter also covers lm_head, as it may for any model.
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"]
     score, answers = await _train_and_check(
         stack,
         unique,
         tmp_path,
         method=pb.METHOD_LORA,
-        steps=60,
-        learning_rate=2e-2,
-        lora=pb.LoraConfig(rank=32, alpha=64),
+        steps=40,
+        learning_rate=3e-3,
+        lora=pb.LoraConfig(rank=16, alpha=32, target_modules=targets),
     )
 
     assert score >= 0.8, answers
