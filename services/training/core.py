@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import re
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-
-from tessera.events.v1 import training_pb2 as events_pb
 
 from services.common.auth import Principal
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -446,14 +443,3 @@ def inference_row(record, fmt: str) -> dict | None:
         request = inputs["prompt"] if "prompt" in inputs else {"messages": messages}
         return {"request": request, "expected_response": answer}
     return {"messages": [*messages, {"role": "assistant", "content": answer}]}
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def steps_for_tokens(tokens: int, mean_tokens: float, batch: int) -> int:
-    return max(1, math.ceil(tokens / max(1.0, mean_tokens * batch)))
-
-
-EVENT_TYPES = {name: events_pb.TrainingEvent.Type.Value(name) for name in events_pb.TrainingEvent.Type.keys()}

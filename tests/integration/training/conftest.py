@@ -14,6 +14,8 @@ from tessera.registry.v1 import registry_pb2 as rpb
 
 from services.common import kafka_admin
 from services.common.config import load
+from services.monitoring.app import MonitoringApp
+from services.monitoring.config import MonitoringSettings
 from services.registry.app import RegistryApp
 from services.registry.settings import RegistrySettings
 from services.training.app import TrainingApp
@@ -27,7 +29,7 @@ from tests.integration.training.stack import ADMIN, REPO, SERVICE, TOKENS, Stack
 async def stack(kafka_bootstrap: str, pg_dsn: str):
     u = uuid.uuid4().hex[:8]
     work = Path(tempfile.mkdtemp(prefix="training-test-"))
-    topics = {name: f"test.training.{name}.{u}" for name in ("registry", "jobs", "events")}
+    topics = {name: f"test.training.{name}.{u}" for name in ("registry", "jobs", "events", "payloads", "drift")}
     kafka_admin.ensure_topics(kafka_bootstrap, [*topics.values(), *(t + ".dlq" for t in topics.values())], partitions=1)
     registry = RegistryApp(
         load(
@@ -64,7 +66,25 @@ async def stack(kafka_bootstrap: str, pg_dsn: str):
     await client.grant(rpb.SECURABLE_TYPE_CATALOG, catalog, "bob", [rpb.PRIVILEGE_USE_CATALOG])
     await client.grant(rpb.SECURABLE_TYPE_SCHEMA, f"{catalog}.{schema}", "bob", [rpb.PRIVILEGE_USE_SCHEMA])
 
+    # Monitoring holds the inference tables datasets are made from (read through its API).
+    monitoring = MonitoringApp(
+        load(
+            MonitoringSettings,
+            environ={"TESSERA_REGISTRY_ADDRESS": registry_address, "TESSERA_SERVICE_TOKEN": SERVICE},
+            pg_dsn=pg_dsn,
+            kafka_bootstrap=kafka_bootstrap,
+            grpc_port=0,
+            auth_tokens=TOKENS,
+            monitoring_schema=f"monitoring_tt{u}",
+            monitoring_payload_topic=topics["payloads"],
+            monitoring_drift_topic=topics["drift"],
+            monitoring_consumer_group=f"training-test-monitoring-{u}",
+        ),
+        serve_metrics=False,
+    )
+    await monitoring.start()
     env = {
+        "TESSERA_MONITORING_ADDRESS": f"127.0.0.1:{monitoring.port}",
         "TESSERA_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "TESSERA_PG_DSN": pg_dsn,
         "TESSERA_AUTH_TOKENS": TOKENS,
@@ -104,10 +124,14 @@ async def stack(kafka_bootstrap: str, pg_dsn: str):
         channel=channel,
         registry_channel=client.channel,
         root=work / "training",
+        payload_topic=topics["payloads"],
+        kafka_bootstrap=kafka_bootstrap,
+        monitoring_address=f"127.0.0.1:{monitoring.port}",
     )
     workers.stop_all()
     await channel.close()
     await training.stop()
+    await monitoring.stop()
     await client.channel.close()
     await registry.stop()
     shutil.rmtree(work, ignore_errors=True)

@@ -69,6 +69,9 @@ class Stack:
     channel: grpc.aio.Channel
     registry_channel: grpc.aio.Channel
     root: Path
+    payload_topic: str
+    kafka_bootstrap: str
+    monitoring_address: str
 
     @property
     def training(self) -> training_pb2_grpc.TrainingServiceStub:
