@@ -14,6 +14,7 @@ class DemoSettings(CommonSettings):
     serving_address: str = "127.0.0.1:50053"
     retrieval_address: str = "127.0.0.1:50054"
     monitoring_address: str = "127.0.0.1:50056"
+    training_address: str = "127.0.0.1:50052"
     mlflow_url: str = "http://127.0.0.1:5000"
     # The monitoring service's schema, read directly to render the drift PNG.
     monitoring_schema: str = "monitoring"
