@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import tempfile
 import uuid
@@ -42,6 +43,7 @@ from services.training.registry_client import TOKENIZER_FILES, TrainingRegistry
 from services.training.settings import TrainingSettings
 from services.training.store import TrainingStore
 
+_log = logging.getLogger(__name__)
 _PART = re.compile(r"[a-z][a-z0-9_]{0,62}")
 _NAME_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,127}")
 _VERSION = re.compile(r"[0-9a-f]{64}")
@@ -360,7 +362,10 @@ class TrainingCore:
                 preflight=report,
             )
         )
-        await self._queue(job.job_id, principal.name)
+        try:
+            await self._queue(job.job_id, principal.name)
+        except Exception:  # noqa: BLE001 - the job is queued in PostgreSQL; idle workers find it by polling
+            _log.warning("could not wake the workers for job %s; they will find it on their next poll", job.job_id)
         return job
 
     async def _visible_job(self, principal: Principal, job_id: str) -> Job:

@@ -163,7 +163,29 @@ class TrainingWorker:
             raise
         except Exception as exc:  # noqa: BLE001 - a job's failure must not stop the worker
             _log.exception("job %s failed", job.job_id)
-            await self._finish(job, FAILED, error=f"{exc.__class__.__name__}: {str(exc)[:500]}")
+            try:
+                await self._finish(job, FAILED, error=f"{exc.__class__.__name__}: {str(exc)[:500]}")
+            except Exception:  # noqa: BLE001 - the lease expires and another worker retries the job
+                _log.exception("job %s: recording its failure failed", job.job_id)
+
+    async def _holding(self, job: Job, work):
+        """Run `work` while renewing the job's lease (downloads and uploads can outlast it); JobLost if lost."""
+
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(self.settings.training_heartbeat_s)
+                if await self.store.heartbeat(job.job_id, self.name, self.settings.training_lease_s, 0) is None:
+                    return
+
+        task, beating = asyncio.ensure_future(work), asyncio.create_task(beat())
+        try:
+            done, _ = await asyncio.wait({task, beating}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            beating.cancel()
+        if task not in done:
+            task.cancel()
+            raise JobLost()
+        return task.result()
 
     async def _finish(self, job: Job, state: str, *, error: str = "", **fields) -> None:
         updated = await self.store.update_job(job.job_id, self.name, state=state, error_message=error, **fields)
@@ -208,12 +230,17 @@ class TrainingWorker:
 
     async def _train(self, job: Job, resumed: bool) -> None:
         spec = job.spec
-        job = await self._prepare_run(job)
-        base_dir = await self.registry.download_version(
-            spec.base_model, job.base_version, self.root / "models" / spec.base_model / str(job.base_version) / "full"
+        job = await self._holding(job, self._prepare_run(job))
+        base_dir = await self._holding(
+            job,
+            self.registry.download_version(
+                spec.base_model,
+                job.base_version,
+                self.root / "models" / spec.base_model / str(job.base_version) / "full",
+            ),
         )
         job_dir = self.root / "jobs" / job.job_id
-        checkpoint = await self._checkpoint_to_resume(job, job_dir)
+        checkpoint = await self._holding(job, self._checkpoint_to_resume(job, job_dir))
         plan = Plan(
             spec=spec,
             base_dir=str(base_dir),
@@ -236,7 +263,10 @@ class TrainingWorker:
             return
         if outcome["event"] != "done":
             raise RuntimeError(outcome.get("error") or "the training process failed")
-        await self._register(job, Path(plan.output_dir), outcome)
+        version = await self._holding(job, self._register(job, Path(plan.output_dir), outcome))
+        await self._finish(
+            job, SUCCEEDED, model_name=spec.register_to, model_version=version, step=int(outcome.get("step", 0))
+        )
 
     async def _checkpoint_to_resume(self, job: Job, job_dir: Path) -> str:
         if not job.checkpoint_path:
@@ -334,7 +364,7 @@ class TrainingWorker:
             outcome["error"] = f"the training process exited with {child.returncode}: " + " | ".join(stderr_tail[-5:])
         return outcome
 
-    async def _register(self, job: Job, output: Path, outcome: dict) -> None:
+    async def _register(self, job: Job, output: Path, outcome: dict) -> int:
         spec = job.spec
         if outcome.get("metrics"):
             step = int(outcome.get("step", 0))
@@ -351,9 +381,7 @@ class TrainingWorker:
         if spec.eval_dataset:
             await self.registry.link(("DATASET", f"{spec.eval_dataset}@{spec.eval_version}"), run, {"role": "eval"})
         await self.registry.link(("MODEL_VERSION", f"{spec.base_model}/{job.base_version}"), run, {"role": "base"})
-        await self._finish(
-            job, SUCCEEDED, model_name=spec.register_to, model_version=version, step=int(outcome.get("step", 0))
-        )
+        return version
 
 
 class _Relay:
