@@ -135,7 +135,7 @@ def loss_sum(model, examples: list[Example], pad_id: int, device):
     import torch
 
     ids, labels, mask = collate(examples, pad_id, device)
-    logits = model(input_ids=ids, attention_mask=mask).logits
+    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
     target = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=IGNORE)
     loss = torch.nn.functional.cross_entropy(
         logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1), ignore_index=IGNORE, reduction="sum"
