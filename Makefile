@@ -22,7 +22,7 @@ $(STAMP):
 	@echo "[setup] creating $(VENV) and installing pinned packages"
 	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip
-	@$(PY) -m pip install -q -c constraints.txt -e ".[registry,serving,retrieval,monitoring,test,demo,bench,dev]"
+	@$(PY) -m pip install -q -c constraints.txt -e ".[registry,serving,retrieval,monitoring,training,test,demo,bench,dev]"
 	@bash infra/vllm/install.sh
 	@bash infra/prometheus/install.sh
 	@bash infra/kafka/kafka.sh fetch
@@ -59,7 +59,7 @@ test-integration: setup  ## only the tests on real infrastructure
 demo: up  ## bring the platform up and run the scenario
 	@$(PY) -m services.demo
 
-BENCHES := kafka_bench registry_bench retrieval_bench monitoring_bench serving_bench scale_bench
+BENCHES := kafka_bench registry_bench retrieval_bench monitoring_bench serving_bench training_bench scale_bench
 
 bench: setup  ## run every benchmark in loadtests/ (bounded; tables on stdout, JSON in loadtests/results/)
 	@bash infra/kafka/kafka.sh start

@@ -19,10 +19,11 @@ data_dir="${TESSERA_DATA_DIR:-$root/.data}"
 python="${TESSERA_PYTHON:-$root/.venv/bin/python}"
 run_dir="$data_dir/run"
 log_dir="$data_dir/logs"
-# Start order matters: serving and retrieval check grants with the registry.
-order=(registry monitoring retrieval serving)
-declare -A grpc_ports=([registry]=50051 [serving]=50053 [retrieval]=50054 [monitoring]=50056)
-declare -A metrics_ports=([registry]=9101 [serving]=9103 [retrieval]=9104 [monitoring]=9106)
+# Start order matters: serving, retrieval and training check grants with the registry.
+# `training.worker` is a process without a gRPC port: training's job runner (python -m services.training.worker).
+order=(registry monitoring retrieval serving training training.worker)
+declare -A grpc_ports=([registry]=50051 [training]=50052 [serving]=50053 [retrieval]=50054 [monitoring]=50056)
+declare -A metrics_ports=([registry]=9101 [training]=9102 [serving]=9103 [retrieval]=9104 [monitoring]=9106)
 replicas="${REPLICAS:-1}"
 [[ "$replicas" =~ ^[1-9][0-9]?$ ]] || { echo "REPLICAS must be 1..99, got '$replicas'" >&2; exit 2; }
 
@@ -31,7 +32,11 @@ log() { printf '[services] %s\n' "$*" >&2; }
 selected() {
   if (($#)); then printf '%s\n' "$@"; return; fi
   for name in "${order[@]}"; do
-    [[ -f "$root/services/$name/__main__.py" ]] && echo "$name"
+    if [[ $name == *.* ]]; then
+      [[ -f "$root/services/${name%%.*}/${name#*.}.py" ]] && echo "$name"
+    else
+      [[ -f "$root/services/$name/__main__.py" ]] && echo "$name"
+    fi
   done
 }
 
@@ -80,21 +85,29 @@ PY
 
 start_one() {
   local name="$1" replica="$2" pid offset=$((100 * $2))
-  local port=$((grpc_ports[$1] + offset)) file
+  local port="" file
+  [[ -n ${grpc_ports[$name]:-} ]] && port=$((grpc_ports[$name] + offset))
   file="$(stem "$name" "$replica")"
   if pid="$(pid_of "$name" "$replica")"; then log "$file already running (pid $pid)"; return; fi
   mkdir -p "$run_dir" "$log_dir"
   log "starting $file (log: $log_dir/$file.log)"
   local -a env=()
-  if ((replica > 0)); then
+  if ((replica > 0)) && [[ -n $port ]]; then
     env=(TESSERA_GRPC_PORT="$port" TESSERA_METRICS_PORT="$((metrics_ports[$name] + offset))")
     [[ $name == registry ]] && env+=(TESSERA_REGISTRY_HTTP_PORT="$((${TESSERA_REGISTRY_HTTP_PORT:-5000} + offset))")
     # Each serving replica fetches models into a cache of its own.
-    [[ $name == serving ]] && env+=(TESSERA_SERVING_MODEL_CACHE="$data_dir/serving/models-$replica")
+    [[ $name == serving ]] && env+=(TESSERA_SERVING_MODEL_CACHE="$data_dir/serving/models-$replica"
+      TESSERA_SERVING_HTTP_PORT="$((${TESSERA_SERVING_HTTP_PORT:-8000} + offset))")
   fi
   # exec: the recorded pid must be the service's own, not a subshell's.
   (cd "$root" && exec env "${env[@]}" setsid "$python" -m "services.$name" >>"$log_dir/$file.log" 2>&1 </dev/null) &
   echo $! >"$run_dir/$file.pid"
+  if [[ -z $port ]]; then
+    sleep 2
+    pid_of "$name" "$replica" >/dev/null || { log "$file exited during start:"; tail -n 30 "$log_dir/$file.log" >&2; exit 1; }
+    log "$file running (no port)"
+    return
+  fi
   local deadline=$((SECONDS + ${TESSERA_SERVICE_START_TIMEOUT:-180}))
   until healthy "$port"; do
     if ! pid_of "$name" "$replica" >/dev/null; then
@@ -137,7 +150,7 @@ case "$command" in
       while read -r r; do
         file="$(stem "$name" "$r")"
         if pid="$(pid_of "$name" "$r")"; then
-          echo "$file: running (pid $pid) on 127.0.0.1:$((grpc_ports[$name] + 100 * r))"
+          echo "$file: running (pid $pid)${grpc_ports[$name]:+ on 127.0.0.1:$((grpc_ports[$name] + 100 * r))}"
         elif ((r == 0)); then echo "$file: stopped"; fi
       done < <(known_replicas "$name" | sort -n)
     done < <(selected "$@") ;;

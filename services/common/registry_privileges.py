@@ -36,7 +36,7 @@ from services.common.errors import AlreadyExists, InvalidArgument, NotFound, Per
 _log = logging.getLogger(__name__)
 
 # Securable types and privileges by their registry names ("ENDPOINT", "EXECUTE").
-SECURABLE_TYPES = ("CATALOG", "SCHEMA", "REGISTERED_MODEL", "EXPERIMENT", "ENDPOINT", "MONITOR")
+SECURABLE_TYPES = ("CATALOG", "SCHEMA", "REGISTERED_MODEL", "EXPERIMENT", "ENDPOINT", "MONITOR", "DATASET")
 PRIVILEGES = ("USE_CATALOG", "USE_SCHEMA", "CREATE_SCHEMA", "CREATE_MODEL", "EXECUTE", "MODIFY", "MANAGE", "SELECT")
 
 # Registry events after which a cached answer may be wrong.

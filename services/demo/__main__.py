@@ -6,7 +6,9 @@
   (d) register the tiny Llama and stream tokens from it (TESSERA_DEMO_LLM=0 skips this);
   (e) watch the scorer for drift, send traffic that shifts, read the alarm back, draw it;
   (f) index a few documents with managed embeddings and run hybrid queries;
-  (g) print the model version's lineage.
+  (g) print the model version's lineage;
+  (h) fine-tune the tiny Llama with LoRA on made-up capitals (a dataset version, live metrics,
+      a worker killed mid-job and the job finishing anyway), serve it, compare its answers.
 
 Every run trains and registers a new version; endpoints, indexes and schemas are
 reused, so running it again is safe. Each step prints one line; slow ones report
@@ -27,6 +29,7 @@ from tessera.serving.v1 import serving_pb2 as spb
 from services.common import config
 from services.demo.clients import Clients
 from services.demo.console import StepSkipped, progress, say
+from services.demo.fine_tune_step import fine_tune_act
 from services.demo.monitoring_step import drift_act
 from services.demo.retrieval_lineage import lineage_act, retrieval_act
 from services.demo.serving_steps import call_over_kafka, ensure_endpoint, score, tiny_llama
@@ -87,7 +90,7 @@ async def main() -> int:
         say("start", "start the platform first with `make up` (or `bash infra/services.sh start`), then `make demo`")
         await clients.close()
         return 2
-    say("start", "registry, serving, monitoring, retrieval and the MLflow REST API answer")
+    say("start", "registry, serving, monitoring, retrieval, training and the MLflow REST API answer")
     problems: list[str] = []
     catalog = settings.demo_catalog
     models = await clients.ensure_schema(catalog, "models")
@@ -133,6 +136,10 @@ async def main() -> int:
     if trained is not None:
         await step(
             "lineage", "(g) lineage of the model version", lineage_act(clients, model_name, trained.version), problems
+        )
+    if settings.demo_llm:
+        await step(
+            "finetune", "(h) fine-tune the tiny Llama on made-up capitals", fine_tune_act(clients, models), problems
         )
     await clients.close()
     elapsed = time.perf_counter() - started

@@ -13,6 +13,7 @@ from tessera.registry.v1 import registry_pb2 as rpb
 from tessera.registry.v1 import registry_pb2_grpc
 from tessera.retrieval.v1 import retrieval_pb2_grpc
 from tessera.serving.v1 import serving_pb2_grpc
+from tessera.training.v1 import training_pb2_grpc
 
 from services.common.auth import bearer
 from services.demo.settings import DemoSettings
@@ -30,6 +31,7 @@ class Clients:
             "serving": settings.serving_address,
             "monitoring": settings.monitoring_address,
             "retrieval": settings.retrieval_address,
+            "training": settings.training_address,
         }
         self.channels = {
             name: grpc.aio.insecure_channel(addr, options=_OPTIONS) for name, addr in self.addresses.items()
@@ -39,6 +41,7 @@ class Clients:
         self.oip = grpc_service_pb2_grpc.GRPCInferenceServiceStub(self.channels["serving"])
         self.monitoring = monitoring_pb2_grpc.MonitoringServiceStub(self.channels["monitoring"])
         self.retrieval = retrieval_pb2_grpc.RetrievalServiceStub(self.channels["retrieval"])
+        self.training = training_pb2_grpc.TrainingServiceStub(self.channels["training"])
 
     async def not_answering(self) -> list[str]:
         """The services (and the MLflow REST API) that do not answer, as `name (address)`."""

@@ -16,6 +16,7 @@ class DemoSettings(CommonSettings):
     serving_openai_url: str = "http://127.0.0.1:8000/v1"
     retrieval_address: str = "127.0.0.1:50054"
     monitoring_address: str = "127.0.0.1:50056"
+    training_address: str = "127.0.0.1:50052"
     mlflow_url: str = "http://127.0.0.1:5000"
     # TESSERA_DEMO_LLM=0 skips the tiny Llama (its engine takes a minute or so to start on a CPU).
     demo_llm: bool = True

@@ -6,6 +6,7 @@ owners and MANAGE holders of a level hold everything on it and beneath it;
 superusers hold everything. Reaching a schema or an object also needs
 USE_CATALOG on the catalog and USE_SCHEMA on the schema, as in Unity Catalog.
 Endpoints and monitors are top-level: a chain of one level, owner and grants only.
+Datasets sit under a schema like models (catalog -> schema -> dataset).
 
 Service principals (serving, retrieval, monitoring...) are not superusers: they
 hold a fixed role, whatever is granted to them or owned by them: EXECUTE on
@@ -42,10 +43,14 @@ class SecurableType(enum.StrEnum):
     EXPERIMENT = "EXPERIMENT"
     ENDPOINT = "ENDPOINT"
     MONITOR = "MONITOR"
+    DATASET = "DATASET"
 
 
 # Securables other services own and register here (top-level: no catalog or schema above them).
 TOP_LEVEL_TYPES = frozenset({SecurableType.ENDPOINT, SecurableType.MONITOR})
+# Securables other services register under a schema (`catalog.schema.name`), inheriting its grants.
+SCHEMA_LEVEL_TYPES = frozenset({SecurableType.DATASET})
+REGISTERED_TYPES = TOP_LEVEL_TYPES | SCHEMA_LEVEL_TYPES
 
 # Who may see a securable (in lineage, and its grants): holders of any of these privileges on it.
 SEEN_WITH = {
@@ -55,6 +60,7 @@ SEEN_WITH = {
     SecurableType.EXPERIMENT: (Privilege.EXECUTE,),
     SecurableType.ENDPOINT: (Privilege.EXECUTE, Privilege.MANAGE, Privilege.SELECT),
     SecurableType.MONITOR: (Privilege.SELECT, Privilege.MANAGE),
+    SecurableType.DATASET: (Privilege.SELECT, Privilege.MODIFY, Privilege.MANAGE),
 }
 
 

@@ -7,7 +7,15 @@ import re
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from services.common.paging import Page
 from services.registry import events
-from services.registry.access import TOP_LEVEL_TYPES, Chain, Decision, Privilege, SecurableType
+from services.registry.access import (
+    REGISTERED_TYPES,
+    SCHEMA_LEVEL_TYPES,
+    TOP_LEVEL_TYPES,
+    Chain,
+    Decision,
+    Privilege,
+    SecurableType,
+)
 from services.registry.context import RegistryContext, next_offset_token, page_window
 from services.registry.entities import Catalog, Schema, TopLevelSecurable
 from services.registry.events import Type
@@ -17,7 +25,8 @@ from services.registry.store import securables, tracking
 
 # The privileges that make sense on each kind of securable (granted there, or inherited to below).
 # SELECT reads the data an endpoint or a monitor holds; nothing under a catalog holds such data, and
-# endpoints and monitors sit under no catalog, so SELECT is grantable on those two only.
+# endpoints and monitors sit under no catalog, so SELECT is grantable on those two and on datasets
+# (rows that training reads) only.
 _GRANTABLE = {
     SecurableType.CATALOG: set(Privilege) - {Privilege.SELECT},
     SecurableType.SCHEMA: set(Privilege) - {Privilege.USE_CATALOG, Privilege.CREATE_SCHEMA, Privilege.SELECT},
@@ -25,6 +34,7 @@ _GRANTABLE = {
     SecurableType.EXPERIMENT: {Privilege.EXECUTE, Privilege.MODIFY, Privilege.MANAGE},
     SecurableType.ENDPOINT: {Privilege.EXECUTE, Privilege.MANAGE, Privilege.SELECT},
     SecurableType.MONITOR: {Privilege.MANAGE, Privilege.SELECT},
+    SecurableType.DATASET: {Privilege.SELECT, Privilege.MODIFY, Privilege.MANAGE},
 }
 
 # Endpoint names and monitor ids: what serving and monitoring allow, with room to spare.
@@ -155,6 +165,10 @@ class CatalogService:
                 raise InvalidArgument(f"invalid experiment id {full_name!r}", field="securable_full_name")
             found = await tracking.experiment_with_chain(conn, principal, experiment_id=int(full_name))
             chain, key = (found[1] if found else None), {"a": full_name}
+        elif kind in SCHEMA_LEVEL_TYPES:
+            name = ModelName.parse(full_name)
+            chain = await securables.dataset_chain(conn, name.catalog, name.schema, name.name, principal)
+            key = {"a": name.full}
         elif kind in TOP_LEVEL_TYPES:
             check_top_level_name(kind, full_name)
             chain, key = await securables.top_level_chain(conn, kind, full_name, principal), {"a": full_name}
@@ -245,18 +259,26 @@ class CatalogService:
             raise PermissionDenied(
                 f"permission denied: only service principals and superusers register securables ({caller} is neither)"
             )
-        if kind not in TOP_LEVEL_TYPES:
+        if kind not in REGISTERED_TYPES:
             raise InvalidArgument(
-                f"only endpoints and monitors are registered this way, not a {kind.lower()}", field="securable_type"
+                f"only endpoints, monitors and datasets are registered this way, not a {kind.lower()}",
+                field="securable_type",
             )
-        check_top_level_name(kind, name)
+        if kind in SCHEMA_LEVEL_TYPES:
+            ModelName.parse(name)
+        else:
+            check_top_level_name(kind, name)
 
     async def register_securable(self, caller: str, kind: SecurableType, name: str, owner: str) -> TopLevelSecurable:
-        """Create an endpoint or monitor owned by `owner` (the principal who created it in its service)."""
+        """Create an endpoint, monitor or dataset owned by `owner` (the principal who created it in its service)."""
         self._require_service(caller, kind, name)
         if not owner:
             raise InvalidArgument("owner is required", field="owner")
         async with self.ctx.unit() as unit:
+            if kind in SCHEMA_LEVEL_TYPES:
+                parsed = ModelName.parse(name)
+                if await securables.schema_chain(unit.conn, parsed.catalog, parsed.schema, owner) is None:
+                    raise NotFound(f"schema {parsed.catalog}.{parsed.schema} does not exist")
             created = await securables.insert_top_level(unit.conn, kind.value, name, owner)
             if created is None:
                 raise AlreadyExists(f"{kind.lower()} {name!r} already exists")

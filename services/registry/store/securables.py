@@ -73,6 +73,25 @@ async def top_level_chain(conn: AsyncConnection, kind: SecurableType, name: str,
     return Chain((Securable(kind, name, row[0]),), {(kind.value, name): frozenset(row[1])})
 
 
+async def dataset_chain(conn: AsyncConnection, catalog: str, schema: str, name: str, principal: str) -> Chain | None:
+    """A dataset's chain: its catalog and schema, then the dataset (kept with the registered securables)."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        "SELECT c.name AS catalog_name, c.owner AS catalog_owner, s.name AS schema_name, s.owner AS schema_owner,"
+        " t.owner AS dataset_owner, "
+        + grants_column("c.name", "s.name", "t.name")
+        + " FROM top_level_securables t JOIN schemas s ON s.catalog_name = %(catalog)s AND s.name = %(schema)s"
+        " JOIN catalogs c ON c.name = s.catalog_name"
+        " WHERE t.securable_type = 'DATASET' AND t.name = %(full)s",
+        {"catalog": catalog, "schema": schema, "full": f"{catalog}.{schema}.{name}", "principal": principal},
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    target = Securable(SecurableType.DATASET, f"{catalog}.{schema}.{name}", row["dataset_owner"])
+    return chain_from_row(row, target)
+
+
 async def insert_top_level(conn: AsyncConnection, kind: str, name: str, owner: str) -> TopLevelSecurable | None:
     """None when the name is taken."""
     cur = conn.cursor(row_factory=dict_row)
@@ -146,8 +165,9 @@ async def count_children(conn: AsyncConnection, catalog: str, schema: str | None
     else:
         cur = await conn.execute(
             "SELECT (SELECT count(*) FROM registered_models WHERE catalog_name = %(c)s AND schema_name = %(s)s)"
-            " + (SELECT count(*) FROM experiments WHERE catalog_name = %(c)s AND schema_name = %(s)s)",
-            {"c": catalog, "s": schema},
+            " + (SELECT count(*) FROM experiments WHERE catalog_name = %(c)s AND schema_name = %(s)s)"
+            " + (SELECT count(*) FROM top_level_securables WHERE securable_type = 'DATASET' AND name LIKE %(prefix)s)",
+            {"c": catalog, "s": schema, "prefix": f"{catalog}.{schema}.".replace("_", r"\_") + "%"},
         )
     return (await cur.fetchone())[0]
 
@@ -159,6 +179,7 @@ async def delete_catalog(conn: AsyncConnection, name: str) -> None:
         {"n": name, "prefix": name.replace("_", r"\_") + ".%"},
     )
     await _delete_metric_points(conn, "e.catalog_name = %(c)s", {"c": name})
+    await _delete_datasets(conn, name + ".")
     await conn.execute("DELETE FROM catalogs WHERE name = %s", (name,))
 
 
@@ -189,14 +210,23 @@ async def list_schemas(conn: AsyncConnection, catalog: str) -> list[Schema]:
 async def delete_schema(conn: AsyncConnection, catalog: str, name: str) -> None:
     full = f"{catalog}.{name}"
     await conn.execute(
-        "DELETE FROM grants WHERE (securable_type IN ('SCHEMA', 'REGISTERED_MODEL')"
+        "DELETE FROM grants WHERE (securable_type IN ('SCHEMA', 'REGISTERED_MODEL', 'DATASET')"
         " AND (securable_name = %(n)s OR securable_name LIKE %(prefix)s))"
         " OR (securable_type = 'EXPERIMENT' AND securable_name IN"
         "     (SELECT experiment_id::text FROM experiments WHERE catalog_name = %(c)s AND schema_name = %(s)s))",
         {"n": full, "prefix": full.replace("_", r"\_") + ".%", "c": catalog, "s": name},
     )
     await _delete_metric_points(conn, "e.catalog_name = %(c)s AND e.schema_name = %(s)s", {"c": catalog, "s": name})
+    await _delete_datasets(conn, full + ".")
     await conn.execute("DELETE FROM schemas WHERE catalog_name = %s AND name = %s", (catalog, name))
+
+
+async def _delete_datasets(conn: AsyncConnection, prefix: str) -> None:
+    # Datasets live with the registered securables, keyed by full name: they go with their schema.
+    await conn.execute(
+        "DELETE FROM top_level_securables WHERE securable_type = 'DATASET' AND name LIKE %s",
+        (prefix.replace("_", r"\_") + "%",),
+    )
 
 
 async def _delete_metric_points(conn: AsyncConnection, where: str, params: dict) -> None:
@@ -220,6 +250,7 @@ _OWNER_TABLES = {
     SecurableType.EXPERIMENT: ("experiments", "experiment_id = %(a)s::bigint"),
     SecurableType.ENDPOINT: ("top_level_securables", "securable_type = 'ENDPOINT' AND name = %(a)s"),
     SecurableType.MONITOR: ("top_level_securables", "securable_type = 'MONITOR' AND name = %(a)s"),
+    SecurableType.DATASET: ("top_level_securables", "securable_type = 'DATASET' AND name = %(a)s"),
 }
 
 

@@ -22,11 +22,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n tessera/events/v1/training.proto\x12\x11tessera.events.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdf\x01\n\x0bTrainingJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\nexperiment\x18\x02 \x01(\t\x12\x0e\n\x06recipe\x18\x03 \x01(\t\x12\x30\n\x0fhyperparameters\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08\x64\x61tasets\x18\x05 \x03(\t\x12\x13\n\x0bregister_as\x18\x06 \x01(\t\x12\x14\n\x0crequested_by\x18\x07 \x01(\t\x12-\n\tqueued_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe9\x03\n\rTrainingEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x33\n\x04type\x18\x03 \x01(\x0e\x32%.tessera.events.v1.TrainingEvent.Type\x12\x0e\n\x06run_id\x18\x04 \x01(\t\x12\x0c\n\x04step\x18\x05 \x01(\x03\x12>\n\x07metrics\x18\x06 \x03(\x0b\x32-.tessera.events.v1.TrainingEvent.MetricsEntry\x12\x16\n\x0e\x63heckpoint_uri\x18\x07 \x01(\t\x12\x12\n\nmodel_name\x18\x08 \x01(\t\x12\x15\n\rmodel_version\x18\t \x01(\x03\x12\x15\n\rerror_message\x18\n \x01(\t\x12&\n\x02\x61t\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"q\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07STARTED\x10\x01\x12\x0c\n\x08PROGRESS\x10\x02\x12\x0e\n\nCHECKPOINT\x10\x03\x12\r\n\tSUCCEEDED\x10\x04\x12\n\n\x06\x46\x41ILED\x10\x05\x12\r\n\tCANCELLED\x10\x06\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n tessera/events/v1/training.proto\x12\x11tessera.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"b\n\x0bTrainingJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x14\n\x0crequested_by\x18\x02 \x01(\t\x12-\n\tqueued_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9b\x04\n\rTrainingEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x33\n\x04type\x18\x03 \x01(\x0e\x32%.tessera.events.v1.TrainingEvent.Type\x12\x0e\n\x06run_id\x18\x04 \x01(\t\x12\x0c\n\x04step\x18\x05 \x01(\x03\x12>\n\x07metrics\x18\x06 \x03(\x0b\x32-.tessera.events.v1.TrainingEvent.MetricsEntry\x12\x16\n\x0e\x63heckpoint_uri\x18\x07 \x01(\t\x12\x12\n\nmodel_name\x18\x08 \x01(\t\x12\x15\n\rmodel_version\x18\t \x01(\x03\x12\x15\n\rerror_message\x18\n \x01(\t\x12&\n\x02\x61t\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0btotal_steps\x18\x0c \x01(\x03\x12\x0e\n\x06worker\x18\r \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"~\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07STARTED\x10\x01\x12\x0c\n\x08PROGRESS\x10\x02\x12\x0e\n\nCHECKPOINT\x10\x03\x12\r\n\tSUCCEEDED\x10\x04\x12\n\n\x06\x46\x41ILED\x10\x05\x12\r\n\tCANCELLED\x10\x06\x12\x0b\n\x07RESUMED\x10\x07\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,12 +34,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TRAININGEVENT_METRICSENTRY']._loaded_options = None
   _globals['_TRAININGEVENT_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_TRAININGJOB']._serialized_start=119
-  _globals['_TRAININGJOB']._serialized_end=342
-  _globals['_TRAININGEVENT']._serialized_start=345
-  _globals['_TRAININGEVENT']._serialized_end=834
-  _globals['_TRAININGEVENT_METRICSENTRY']._serialized_start=673
-  _globals['_TRAININGEVENT_METRICSENTRY']._serialized_end=719
-  _globals['_TRAININGEVENT_TYPE']._serialized_start=721
-  _globals['_TRAININGEVENT_TYPE']._serialized_end=834
+  _globals['_TRAININGJOB']._serialized_start=88
+  _globals['_TRAININGJOB']._serialized_end=186
+  _globals['_TRAININGEVENT']._serialized_start=189
+  _globals['_TRAININGEVENT']._serialized_end=728
+  _globals['_TRAININGEVENT_METRICSENTRY']._serialized_start=554
+  _globals['_TRAININGEVENT_METRICSENTRY']._serialized_end=600
+  _globals['_TRAININGEVENT_TYPE']._serialized_start=602
+  _globals['_TRAININGEVENT_TYPE']._serialized_end=728
 # @@protoc_insertion_point(module_scope)

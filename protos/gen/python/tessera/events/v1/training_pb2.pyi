@@ -1,38 +1,27 @@
 import datetime
 
-from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from collections.abc import Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class TrainingJob(_message.Message):
-    __slots__ = ("job_id", "experiment", "recipe", "hyperparameters", "datasets", "register_as", "requested_by", "queued_at")
+    __slots__ = ("job_id", "requested_by", "queued_at")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
-    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
-    RECIPE_FIELD_NUMBER: _ClassVar[int]
-    HYPERPARAMETERS_FIELD_NUMBER: _ClassVar[int]
-    DATASETS_FIELD_NUMBER: _ClassVar[int]
-    REGISTER_AS_FIELD_NUMBER: _ClassVar[int]
     REQUESTED_BY_FIELD_NUMBER: _ClassVar[int]
     QUEUED_AT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
-    experiment: str
-    recipe: str
-    hyperparameters: _struct_pb2.Struct
-    datasets: _containers.RepeatedScalarFieldContainer[str]
-    register_as: str
     requested_by: str
     queued_at: _timestamp_pb2.Timestamp
-    def __init__(self, job_id: _Optional[str] = ..., experiment: _Optional[str] = ..., recipe: _Optional[str] = ..., hyperparameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., datasets: _Optional[_Iterable[str]] = ..., register_as: _Optional[str] = ..., requested_by: _Optional[str] = ..., queued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., requested_by: _Optional[str] = ..., queued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class TrainingEvent(_message.Message):
-    __slots__ = ("event_id", "job_id", "type", "run_id", "step", "metrics", "checkpoint_uri", "model_name", "model_version", "error_message", "at")
+    __slots__ = ("event_id", "job_id", "type", "run_id", "step", "metrics", "checkpoint_uri", "model_name", "model_version", "error_message", "at", "total_steps", "worker")
     class Type(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         TYPE_UNSPECIFIED: _ClassVar[TrainingEvent.Type]
@@ -42,6 +31,7 @@ class TrainingEvent(_message.Message):
         SUCCEEDED: _ClassVar[TrainingEvent.Type]
         FAILED: _ClassVar[TrainingEvent.Type]
         CANCELLED: _ClassVar[TrainingEvent.Type]
+        RESUMED: _ClassVar[TrainingEvent.Type]
     TYPE_UNSPECIFIED: TrainingEvent.Type
     STARTED: TrainingEvent.Type
     PROGRESS: TrainingEvent.Type
@@ -49,6 +39,7 @@ class TrainingEvent(_message.Message):
     SUCCEEDED: TrainingEvent.Type
     FAILED: TrainingEvent.Type
     CANCELLED: TrainingEvent.Type
+    RESUMED: TrainingEvent.Type
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +58,8 @@ class TrainingEvent(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_STEPS_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     job_id: str
     type: TrainingEvent.Type
@@ -78,4 +71,6 @@ class TrainingEvent(_message.Message):
     model_version: int
     error_message: str
     at: _timestamp_pb2.Timestamp
-    def __init__(self, event_id: _Optional[str] = ..., job_id: _Optional[str] = ..., type: _Optional[_Union[TrainingEvent.Type, str]] = ..., run_id: _Optional[str] = ..., step: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., checkpoint_uri: _Optional[str] = ..., model_name: _Optional[str] = ..., model_version: _Optional[int] = ..., error_message: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    total_steps: int
+    worker: str
+    def __init__(self, event_id: _Optional[str] = ..., job_id: _Optional[str] = ..., type: _Optional[_Union[TrainingEvent.Type, str]] = ..., run_id: _Optional[str] = ..., step: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., checkpoint_uri: _Optional[str] = ..., model_name: _Optional[str] = ..., model_version: _Optional[int] = ..., error_message: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., total_steps: _Optional[int] = ..., worker: _Optional[str] = ...) -> None: ...

@@ -20,6 +20,7 @@ class SecurableType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SECURABLE_TYPE_EXPERIMENT: _ClassVar[SecurableType]
     SECURABLE_TYPE_ENDPOINT: _ClassVar[SecurableType]
     SECURABLE_TYPE_MONITOR: _ClassVar[SecurableType]
+    SECURABLE_TYPE_DATASET: _ClassVar[SecurableType]
 
 class Privilege(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -73,6 +74,7 @@ SECURABLE_TYPE_REGISTERED_MODEL: SecurableType
 SECURABLE_TYPE_EXPERIMENT: SecurableType
 SECURABLE_TYPE_ENDPOINT: SecurableType
 SECURABLE_TYPE_MONITOR: SecurableType
+SECURABLE_TYPE_DATASET: SecurableType
 PRIVILEGE_UNSPECIFIED: Privilege
 PRIVILEGE_USE_CATALOG: Privilege
 PRIVILEGE_USE_SCHEMA: Privilege

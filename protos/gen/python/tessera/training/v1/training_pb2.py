@@ -22,29 +22,68 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from tessera.common.v1 import common_pb2 as tessera_dot_common_dot_v1_dot_common__pb2
 from tessera.events.v1 import training_pb2 as tessera_dot_events_dot_v1_dot_training__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"tessera/training/v1/training.proto\x12\x13tessera.training.v1\x1a\x1etessera/common/v1/common.proto\x1a tessera/events/v1/training.proto\"i\n\x03Job\x12,\n\x04spec\x18\x01 \x01(\x0b\x32\x1e.tessera.events.v1.TrainingJob\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x15\n\rerror_message\x18\x04 \x01(\t\"@\n\x10SubmitJobRequest\x12,\n\x04spec\x18\x01 \x01(\x0b\x32\x1e.tessera.events.v1.TrainingJob\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"S\n\x0fListJobsRequest\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12,\n\x04page\x18\x02 \x01(\x0b\x32\x1e.tessera.common.v1.PageRequest\"i\n\x10ListJobsResponse\x12&\n\x04jobs\x18\x01 \x03(\x0b\x32\x18.tessera.training.v1.Job\x12-\n\x04page\x18\x02 \x01(\x0b\x32\x1f.tessera.common.v1.PageResponse\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t2\xce\x02\n\x0fTrainingService\x12L\n\tSubmitJob\x12%.tessera.training.v1.SubmitJobRequest\x1a\x18.tessera.training.v1.Job\x12\x46\n\x06GetJob\x12\".tessera.training.v1.GetJobRequest\x1a\x18.tessera.training.v1.Job\x12W\n\x08ListJobs\x12$.tessera.training.v1.ListJobsRequest\x1a%.tessera.training.v1.ListJobsResponse\x12L\n\tCancelJob\x12%.tessera.training.v1.CancelJobRequest\x1a\x18.tessera.training.v1.Jobb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"tessera/training/v1/training.proto\x12\x13tessera.training.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1etessera/common/v1/common.proto\x1a tessera/events/v1/training.proto\"\xd0\x02\n\x0e\x44\x61tasetVersion\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12.\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x1e.tessera.training.v1.RowFormat\x12\x11\n\trow_count\x18\x04 \x01(\x03\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\x12\x41\n\x07\x63olumns\x18\x06 \x03(\x0b\x32\x30.tessera.training.v1.DatasetVersion.ColumnsEntry\x12\x0e\n\x06source\x18\x07 \x01(\t\x12\x12\n\ncreated_by\x18\x08 \x01(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a.\n\x0c\x43olumnsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa7\x01\n\x07\x44\x61taset\x12\x11\n\tfull_name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x08versions\x18\x05 \x03(\x0b\x32#.tessera.training.v1.DatasetVersion\">\n\x14\x43reateDatasetRequest\x12\x11\n\tfull_name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"H\n\x1bUploadDatasetVersionRequest\x12\x11\n\x07\x64\x61taset\x18\x01 \x01(\tH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04item\"\xf0\x01\n-CreateDatasetVersionFromInferenceTableRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06status\x18\x05 \x01(\t\x12.\n\x06\x66ormat\x18\x06 \x01(\x0e\x32\x1e.tessera.training.v1.RowFormat\"+\n\x16\x44\x65scribeDatasetRequest\x12\x11\n\tfull_name\x18\x01 \x01(\t\"=\n\x19ReadDatasetVersionRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\x1c\n\x0c\x44\x61tasetChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\".\n\nDatasetRef\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"R\n\nLoraConfig\x12\x0c\n\x04rank\x18\x01 \x01(\x05\x12\r\n\x05\x61lpha\x18\x02 \x01(\x02\x12\x0f\n\x07\x64ropout\x18\x03 \x01(\x02\x12\x16\n\x0etarget_modules\x18\x04 \x03(\t\"\xb1\x05\n\x07JobSpec\x12\x12\n\nbase_model\x18\x01 \x01(\t\x12\x14\n\x0c\x62\x61se_version\x18\x02 \x01(\x03\x12\x12\n\nbase_alias\x18\x03 \x01(\t\x12\x36\n\rtrain_dataset\x18\x04 \x01(\x0b\x32\x1f.tessera.training.v1.DatasetRef\x12\x35\n\x0c\x65val_dataset\x18\x05 \x01(\x0b\x32\x1f.tessera.training.v1.DatasetRef\x12\'\n\x04task\x18\x06 \x01(\x0e\x32\x19.tessera.training.v1.Task\x12+\n\x06method\x18\x07 \x01(\x0e\x32\x1b.tessera.training.v1.Method\x12-\n\x04lora\x18\x08 \x01(\x0b\x32\x1f.tessera.training.v1.LoraConfig\x12\x10\n\x06\x65pochs\x18\t \x01(\x05H\x00\x12\x0f\n\x05steps\x18\n \x01(\x03H\x00\x12\x10\n\x06tokens\x18\x0b \x01(\x03H\x00\x12\x15\n\rlearning_rate\x18\x0c \x01(\x01\x12\x13\n\x0blr_schedule\x18\r \x01(\t\x12\x14\n\x0cwarmup_steps\x18\x0e \x01(\x05\x12\x12\n\nbatch_size\x18\x0f \x01(\x05\x12\x17\n\x0fsequence_length\x18\x10 \x01(\x05\x12\x0c\n\x04seed\x18\x11 \x01(\x03\x12\x13\n\x0bregister_to\x18\x12 \x01(\t\x12\r\n\x05\x61lias\x18\x13 \x01(\t\x12\x12\n\nexperiment\x18\x14 \x01(\t\x12\x17\n\x0fworkers_per_job\x18\x15 \x01(\x05\x12\x1e\n\x16\x63heckpoint_every_steps\x18\x16 \x01(\x05\x12\x18\n\x10\x65val_every_steps\x18\x17 \x01(\x05\x12\x14\n\x0cweight_decay\x18\x18 \x01(\x01\x12\x15\n\rmax_grad_norm\x18\x19 \x01(\x01\x42\n\n\x08\x64uration\"\xeb\x01\n\tPreflight\x12\x10\n\x08problems\x18\x01 \x03(\t\x12\x12\n\ntrain_rows\x18\x02 \x01(\x03\x12\x14\n\x0ctrain_tokens\x18\x03 \x01(\x03\x12\x16\n\x0etrained_tokens\x18\x04 \x01(\x03\x12\x13\n\x0btotal_steps\x18\x05 \x01(\x03\x12\x19\n\x11\x65stimated_seconds\x18\x06 \x01(\x01\x12#\n\x1b\x65stimated_peak_memory_bytes\x18\x07 \x01(\x03\x12\x17\n\x0f\x62\x61se_parameters\x18\x08 \x01(\x03\x12\x1c\n\x14trainable_parameters\x18\t \x01(\x03\"\xdc\x03\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12*\n\x04spec\x18\x02 \x01(\x0b\x32\x1c.tessera.training.v1.JobSpec\x12,\n\x05state\x18\x03 \x01(\x0e\x32\x1d.tessera.training.v1.JobState\x12\x0e\n\x06run_id\x18\x04 \x01(\t\x12\x15\n\rerror_message\x18\x05 \x01(\t\x12\x12\n\ncreated_by\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04step\x18\t \x01(\x03\x12\x13\n\x0btotal_steps\x18\n \x01(\x03\x12\x17\n\x0f\x63heckpoint_step\x18\x0b \x01(\x03\x12\x10\n\x08\x61ttempts\x18\x0c \x01(\x05\x12\x0e\n\x06worker\x18\r \x01(\t\x12\x12\n\nmodel_name\x18\x0e \x01(\t\x12\x15\n\rmodel_version\x18\x0f \x01(\x03\x12\x31\n\tpreflight\x18\x10 \x01(\x0b\x32\x1e.tessera.training.v1.Preflight\x12\x14\n\x0c\x62\x61se_version\x18\x11 \x01(\x03\">\n\x10SubmitJobRequest\x12*\n\x04spec\x18\x01 \x01(\x0b\x32\x1c.tessera.training.v1.JobSpec\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"T\n\x0fListJobsRequest\x12\x13\n\x0bregister_to\x18\x01 \x01(\t\x12,\n\x04page\x18\x02 \x01(\x0b\x32\x1e.tessera.common.v1.PageRequest\"i\n\x10ListJobsResponse\x12&\n\x04jobs\x18\x01 \x03(\x0b\x32\x18.tessera.training.v1.Job\x12-\n\x04page\x18\x02 \x01(\x0b\x32\x1f.tessera.common.v1.PageResponse\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"(\n\x16StreamJobEventsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t*\x8c\x01\n\tRowFormat\x12\x1a\n\x16ROW_FORMAT_UNSPECIFIED\x10\x00\x12\x13\n\x0fROW_FORMAT_CHAT\x10\x01\x12\x1e\n\x1aROW_FORMAT_PROMPT_RESPONSE\x10\x02\x12\x13\n\x0fROW_FORMAT_TEXT\x10\x03\x12\x19\n\x15ROW_FORMAT_EVALUATION\x10\x04*a\n\x04Task\x12\x14\n\x10TASK_UNSPECIFIED\x10\x00\x12\r\n\tTASK_CHAT\x10\x01\x12\x14\n\x10TASK_INSTRUCTION\x10\x02\x12\x1e\n\x1aTASK_CONTINUED_PRETRAINING\x10\x03*B\n\x06Method\x12\x16\n\x12METHOD_UNSPECIFIED\x10\x00\x12\x0f\n\x0bMETHOD_FULL\x10\x01\x12\x0f\n\x0bMETHOD_LORA\x10\x02*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\xb1\x08\n\x0fTrainingService\x12X\n\rCreateDataset\x12).tessera.training.v1.CreateDatasetRequest\x1a\x1c.tessera.training.v1.Dataset\x12o\n\x14UploadDatasetVersion\x12\x30.tessera.training.v1.UploadDatasetVersionRequest\x1a#.tessera.training.v1.DatasetVersion(\x01\x12\x91\x01\n&CreateDatasetVersionFromInferenceTable\x12\x42.tessera.training.v1.CreateDatasetVersionFromInferenceTableRequest\x1a#.tessera.training.v1.DatasetVersion\x12\\\n\x0f\x44\x65scribeDataset\x12+.tessera.training.v1.DescribeDatasetRequest\x1a\x1c.tessera.training.v1.Dataset\x12i\n\x12ReadDatasetVersion\x12..tessera.training.v1.ReadDatasetVersionRequest\x1a!.tessera.training.v1.DatasetChunk0\x01\x12L\n\tSubmitJob\x12%.tessera.training.v1.SubmitJobRequest\x1a\x18.tessera.training.v1.Job\x12U\n\x0cPreflightJob\x12%.tessera.training.v1.SubmitJobRequest\x1a\x1e.tessera.training.v1.Preflight\x12\x46\n\x06GetJob\x12\".tessera.training.v1.GetJobRequest\x1a\x18.tessera.training.v1.Job\x12W\n\x08ListJobs\x12$.tessera.training.v1.ListJobsRequest\x1a%.tessera.training.v1.ListJobsResponse\x12L\n\tCancelJob\x12%.tessera.training.v1.CancelJobRequest\x1a\x18.tessera.training.v1.Job\x12\x62\n\x0fStreamJobEvents\x12+.tessera.training.v1.StreamJobEventsRequest\x1a .tessera.events.v1.TrainingEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tessera.training.v1.training_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOB']._serialized_start=125
-  _globals['_JOB']._serialized_end=230
-  _globals['_SUBMITJOBREQUEST']._serialized_start=232
-  _globals['_SUBMITJOBREQUEST']._serialized_end=296
-  _globals['_GETJOBREQUEST']._serialized_start=298
-  _globals['_GETJOBREQUEST']._serialized_end=329
-  _globals['_LISTJOBSREQUEST']._serialized_start=331
-  _globals['_LISTJOBSREQUEST']._serialized_end=414
-  _globals['_LISTJOBSRESPONSE']._serialized_start=416
-  _globals['_LISTJOBSRESPONSE']._serialized_end=521
-  _globals['_CANCELJOBREQUEST']._serialized_start=523
-  _globals['_CANCELJOBREQUEST']._serialized_end=557
-  _globals['_TRAININGSERVICE']._serialized_start=560
-  _globals['_TRAININGSERVICE']._serialized_end=894
+  _globals['_DATASETVERSION_COLUMNSENTRY']._loaded_options = None
+  _globals['_DATASETVERSION_COLUMNSENTRY']._serialized_options = b'8\001'
+  _globals['_ROWFORMAT']._serialized_start=3096
+  _globals['_ROWFORMAT']._serialized_end=3236
+  _globals['_TASK']._serialized_start=3238
+  _globals['_TASK']._serialized_end=3335
+  _globals['_METHOD']._serialized_start=3337
+  _globals['_METHOD']._serialized_end=3403
+  _globals['_JOBSTATE']._serialized_start=3406
+  _globals['_JOBSTATE']._serialized_end=3560
+  _globals['_DATASETVERSION']._serialized_start=159
+  _globals['_DATASETVERSION']._serialized_end=495
+  _globals['_DATASETVERSION_COLUMNSENTRY']._serialized_start=449
+  _globals['_DATASETVERSION_COLUMNSENTRY']._serialized_end=495
+  _globals['_DATASET']._serialized_start=498
+  _globals['_DATASET']._serialized_end=665
+  _globals['_CREATEDATASETREQUEST']._serialized_start=667
+  _globals['_CREATEDATASETREQUEST']._serialized_end=729
+  _globals['_UPLOADDATASETVERSIONREQUEST']._serialized_start=731
+  _globals['_UPLOADDATASETVERSIONREQUEST']._serialized_end=803
+  _globals['_CREATEDATASETVERSIONFROMINFERENCETABLEREQUEST']._serialized_start=806
+  _globals['_CREATEDATASETVERSIONFROMINFERENCETABLEREQUEST']._serialized_end=1046
+  _globals['_DESCRIBEDATASETREQUEST']._serialized_start=1048
+  _globals['_DESCRIBEDATASETREQUEST']._serialized_end=1091
+  _globals['_READDATASETVERSIONREQUEST']._serialized_start=1093
+  _globals['_READDATASETVERSIONREQUEST']._serialized_end=1154
+  _globals['_DATASETCHUNK']._serialized_start=1156
+  _globals['_DATASETCHUNK']._serialized_end=1184
+  _globals['_DATASETREF']._serialized_start=1186
+  _globals['_DATASETREF']._serialized_end=1232
+  _globals['_LORACONFIG']._serialized_start=1234
+  _globals['_LORACONFIG']._serialized_end=1316
+  _globals['_JOBSPEC']._serialized_start=1319
+  _globals['_JOBSPEC']._serialized_end=2008
+  _globals['_PREFLIGHT']._serialized_start=2011
+  _globals['_PREFLIGHT']._serialized_end=2246
+  _globals['_JOB']._serialized_start=2249
+  _globals['_JOB']._serialized_end=2725
+  _globals['_SUBMITJOBREQUEST']._serialized_start=2727
+  _globals['_SUBMITJOBREQUEST']._serialized_end=2789
+  _globals['_GETJOBREQUEST']._serialized_start=2791
+  _globals['_GETJOBREQUEST']._serialized_end=2822
+  _globals['_LISTJOBSREQUEST']._serialized_start=2824
+  _globals['_LISTJOBSREQUEST']._serialized_end=2908
+  _globals['_LISTJOBSRESPONSE']._serialized_start=2910
+  _globals['_LISTJOBSRESPONSE']._serialized_end=3015
+  _globals['_CANCELJOBREQUEST']._serialized_start=3017
+  _globals['_CANCELJOBREQUEST']._serialized_end=3051
+  _globals['_STREAMJOBEVENTSREQUEST']._serialized_start=3053
+  _globals['_STREAMJOBEVENTSREQUEST']._serialized_end=3093
+  _globals['_TRAININGSERVICE']._serialized_start=3563
+  _globals['_TRAININGSERVICE']._serialized_end=4636
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from tessera.events.v1 import training_pb2 as tessera_dot_events_dot_v1_dot_training__pb2
 from tessera.training.v1 import training_pb2 as tessera_dot_training_dot_v1_dot_training__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -34,10 +35,40 @@ class TrainingServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.CreateDataset = channel.unary_unary(
+                '/tessera.training.v1.TrainingService/CreateDataset',
+                request_serializer=tessera_dot_training_dot_v1_dot_training__pb2.CreateDatasetRequest.SerializeToString,
+                response_deserializer=tessera_dot_training_dot_v1_dot_training__pb2.Dataset.FromString,
+                _registered_method=True)
+        self.UploadDatasetVersion = channel.stream_unary(
+                '/tessera.training.v1.TrainingService/UploadDatasetVersion',
+                request_serializer=tessera_dot_training_dot_v1_dot_training__pb2.UploadDatasetVersionRequest.SerializeToString,
+                response_deserializer=tessera_dot_training_dot_v1_dot_training__pb2.DatasetVersion.FromString,
+                _registered_method=True)
+        self.CreateDatasetVersionFromInferenceTable = channel.unary_unary(
+                '/tessera.training.v1.TrainingService/CreateDatasetVersionFromInferenceTable',
+                request_serializer=tessera_dot_training_dot_v1_dot_training__pb2.CreateDatasetVersionFromInferenceTableRequest.SerializeToString,
+                response_deserializer=tessera_dot_training_dot_v1_dot_training__pb2.DatasetVersion.FromString,
+                _registered_method=True)
+        self.DescribeDataset = channel.unary_unary(
+                '/tessera.training.v1.TrainingService/DescribeDataset',
+                request_serializer=tessera_dot_training_dot_v1_dot_training__pb2.DescribeDatasetRequest.SerializeToString,
+                response_deserializer=tessera_dot_training_dot_v1_dot_training__pb2.Dataset.FromString,
+                _registered_method=True)
+        self.ReadDatasetVersion = channel.unary_stream(
+                '/tessera.training.v1.TrainingService/ReadDatasetVersion',
+                request_serializer=tessera_dot_training_dot_v1_dot_training__pb2.ReadDatasetVersionRequest.SerializeToString,
+                response_deserializer=tessera_dot_training_dot_v1_dot_training__pb2.DatasetChunk.FromString,
+                _registered_method=True)
         self.SubmitJob = channel.unary_unary(
                 '/tessera.training.v1.TrainingService/SubmitJob',
                 request_serializer=tessera_dot_training_dot_v1_dot_training__pb2.SubmitJobRequest.SerializeToString,
                 response_deserializer=tessera_dot_training_dot_v1_dot_training__pb2.Job.FromString,
+                _registered_method=True)
+        self.PreflightJob = channel.unary_unary(
+                '/tessera.training.v1.TrainingService/PreflightJob',
+                request_serializer=tessera_dot_training_dot_v1_dot_training__pb2.SubmitJobRequest.SerializeToString,
+                response_deserializer=tessera_dot_training_dot_v1_dot_training__pb2.Preflight.FromString,
                 _registered_method=True)
         self.GetJob = channel.unary_unary(
                 '/tessera.training.v1.TrainingService/GetJob',
@@ -54,13 +85,62 @@ class TrainingServiceStub:
                 request_serializer=tessera_dot_training_dot_v1_dot_training__pb2.CancelJobRequest.SerializeToString,
                 response_deserializer=tessera_dot_training_dot_v1_dot_training__pb2.Job.FromString,
                 _registered_method=True)
+        self.StreamJobEvents = channel.unary_stream(
+                '/tessera.training.v1.TrainingService/StreamJobEvents',
+                request_serializer=tessera_dot_training_dot_v1_dot_training__pb2.StreamJobEventsRequest.SerializeToString,
+                response_deserializer=tessera_dot_events_dot_v1_dot_training__pb2.TrainingEvent.FromString,
+                _registered_method=True)
 
 
 class TrainingServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
+    def CreateDataset(self, request, context):
+        """A dataset `catalog.schema.dataset` (needs CREATE_MODEL on the schema; the caller owns it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadDatasetVersion(self, request_iterator, context):
+        """A new immutable version from JSONL rows streamed by the client (needs MODIFY on the dataset).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateDatasetVersionFromInferenceTable(self, request, context):
+        """A new version from an endpoint's inference table over a time range (needs MODIFY on the
+        dataset and SELECT on the endpoint; read through monitoring's API).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeDataset(self, request, context):
+        """The dataset with its versions, row counts and schemas (needs SELECT).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadDatasetVersion(self, request, context):
+        """The version's rows as JSONL chunks (needs SELECT).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SubmitJob(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Pre-flight, then queue; refused with INVALID_ARGUMENT (and the reasons) or PERMISSION_DENIED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PreflightJob(self, request, context):
+        """Only the pre-flight: what SubmitJob would refuse or report.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -83,13 +163,50 @@ class TrainingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamJobEvents(self, request, context):
+        """The job's events so far, then live ones until it ends.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'CreateDataset': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateDataset,
+                    request_deserializer=tessera_dot_training_dot_v1_dot_training__pb2.CreateDatasetRequest.FromString,
+                    response_serializer=tessera_dot_training_dot_v1_dot_training__pb2.Dataset.SerializeToString,
+            ),
+            'UploadDatasetVersion': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadDatasetVersion,
+                    request_deserializer=tessera_dot_training_dot_v1_dot_training__pb2.UploadDatasetVersionRequest.FromString,
+                    response_serializer=tessera_dot_training_dot_v1_dot_training__pb2.DatasetVersion.SerializeToString,
+            ),
+            'CreateDatasetVersionFromInferenceTable': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateDatasetVersionFromInferenceTable,
+                    request_deserializer=tessera_dot_training_dot_v1_dot_training__pb2.CreateDatasetVersionFromInferenceTableRequest.FromString,
+                    response_serializer=tessera_dot_training_dot_v1_dot_training__pb2.DatasetVersion.SerializeToString,
+            ),
+            'DescribeDataset': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeDataset,
+                    request_deserializer=tessera_dot_training_dot_v1_dot_training__pb2.DescribeDatasetRequest.FromString,
+                    response_serializer=tessera_dot_training_dot_v1_dot_training__pb2.Dataset.SerializeToString,
+            ),
+            'ReadDatasetVersion': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadDatasetVersion,
+                    request_deserializer=tessera_dot_training_dot_v1_dot_training__pb2.ReadDatasetVersionRequest.FromString,
+                    response_serializer=tessera_dot_training_dot_v1_dot_training__pb2.DatasetChunk.SerializeToString,
+            ),
             'SubmitJob': grpc.unary_unary_rpc_method_handler(
                     servicer.SubmitJob,
                     request_deserializer=tessera_dot_training_dot_v1_dot_training__pb2.SubmitJobRequest.FromString,
                     response_serializer=tessera_dot_training_dot_v1_dot_training__pb2.Job.SerializeToString,
+            ),
+            'PreflightJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreflightJob,
+                    request_deserializer=tessera_dot_training_dot_v1_dot_training__pb2.SubmitJobRequest.FromString,
+                    response_serializer=tessera_dot_training_dot_v1_dot_training__pb2.Preflight.SerializeToString,
             ),
             'GetJob': grpc.unary_unary_rpc_method_handler(
                     servicer.GetJob,
@@ -106,6 +223,11 @@ def add_TrainingServiceServicer_to_server(servicer, server):
                     request_deserializer=tessera_dot_training_dot_v1_dot_training__pb2.CancelJobRequest.FromString,
                     response_serializer=tessera_dot_training_dot_v1_dot_training__pb2.Job.SerializeToString,
             ),
+            'StreamJobEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamJobEvents,
+                    request_deserializer=tessera_dot_training_dot_v1_dot_training__pb2.StreamJobEventsRequest.FromString,
+                    response_serializer=tessera_dot_events_dot_v1_dot_training__pb2.TrainingEvent.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'tessera.training.v1.TrainingService', rpc_method_handlers)
@@ -116,6 +238,141 @@ def add_TrainingServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class TrainingService:
     """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def CreateDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.training.v1.TrainingService/CreateDataset',
+            tessera_dot_training_dot_v1_dot_training__pb2.CreateDatasetRequest.SerializeToString,
+            tessera_dot_training_dot_v1_dot_training__pb2.Dataset.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadDatasetVersion(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/tessera.training.v1.TrainingService/UploadDatasetVersion',
+            tessera_dot_training_dot_v1_dot_training__pb2.UploadDatasetVersionRequest.SerializeToString,
+            tessera_dot_training_dot_v1_dot_training__pb2.DatasetVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateDatasetVersionFromInferenceTable(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.training.v1.TrainingService/CreateDatasetVersionFromInferenceTable',
+            tessera_dot_training_dot_v1_dot_training__pb2.CreateDatasetVersionFromInferenceTableRequest.SerializeToString,
+            tessera_dot_training_dot_v1_dot_training__pb2.DatasetVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.training.v1.TrainingService/DescribeDataset',
+            tessera_dot_training_dot_v1_dot_training__pb2.DescribeDatasetRequest.SerializeToString,
+            tessera_dot_training_dot_v1_dot_training__pb2.Dataset.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadDatasetVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tessera.training.v1.TrainingService/ReadDatasetVersion',
+            tessera_dot_training_dot_v1_dot_training__pb2.ReadDatasetVersionRequest.SerializeToString,
+            tessera_dot_training_dot_v1_dot_training__pb2.DatasetChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def SubmitJob(request,
@@ -134,6 +391,33 @@ class TrainingService:
             '/tessera.training.v1.TrainingService/SubmitJob',
             tessera_dot_training_dot_v1_dot_training__pb2.SubmitJobRequest.SerializeToString,
             tessera_dot_training_dot_v1_dot_training__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreflightJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.training.v1.TrainingService/PreflightJob',
+            tessera_dot_training_dot_v1_dot_training__pb2.SubmitJobRequest.SerializeToString,
+            tessera_dot_training_dot_v1_dot_training__pb2.Preflight.FromString,
             options,
             channel_credentials,
             insecure,
@@ -215,6 +499,33 @@ class TrainingService:
             '/tessera.training.v1.TrainingService/CancelJob',
             tessera_dot_training_dot_v1_dot_training__pb2.CancelJobRequest.SerializeToString,
             tessera_dot_training_dot_v1_dot_training__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamJobEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tessera.training.v1.TrainingService/StreamJobEvents',
+            tessera_dot_training_dot_v1_dot_training__pb2.StreamJobEventsRequest.SerializeToString,
+            tessera_dot_events_dot_v1_dot_training__pb2.TrainingEvent.FromString,
             options,
             channel_credentials,
             insecure,
