@@ -41,21 +41,13 @@ from services.common.auth import bearer
 from services.common.config import load
 from services.fixtures.registry_client import RegistryClient
 from services.monitoring.app import MonitoringApp
+from services.monitoring.settings import MonitoringSettings
 from services.registry.app import RegistryApp
 from services.registry.settings import RegistrySettings
 from services.retrieval.app import RetrievalApp
+from services.retrieval.settings import RetrievalSettings
 from services.serving.app import ServingApp
 from services.serving.settings import ServingSettings
-
-# The house shape names a service's settings module settings.py; older services still call it config.py.
-try:
-    from services.monitoring.settings import MonitoringSettings
-except ImportError:
-    from services.monitoring.config import MonitoringSettings
-try:
-    from services.retrieval.settings import RetrievalSettings
-except ImportError:
-    from services.retrieval.config import RetrievalSettings
 
 SERVICE_PRINCIPAL = "tessera-services"
 TOKENS = {"admin": "mesh-admin-token", SERVICE_PRINCIPAL: "mesh-service-token", "mallory": "mallory-token"}

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import grpc
 import pytest_asyncio
-from services.monitoring.config import MonitoringSettings
 from tessera.registry.v1 import registry_pb2 as rpb
 
 from services.common import kafka_admin
@@ -18,6 +17,7 @@ from services.common.config import load
 from services.fixtures.registry_client import RegistryClient
 from services.fixtures.tiny_llama import build_tiny_llama
 from services.monitoring.app import MonitoringApp
+from services.monitoring.settings import MonitoringSettings
 from services.registry.app import RegistryApp
 from services.registry.settings import RegistrySettings
 from services.training.app import TrainingApp
