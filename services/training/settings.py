@@ -45,6 +45,13 @@ class TrainingSettings(CommonSettings):
     # Sustained FLOP/s per process the time estimate assumes (CPU default; set it for GPUs).
     training_assumed_flops: float = 2e10
     training_log_every_s: float = 5.0
+    # A worker has no gRPC port: it touches this file every training_heartbeat_s while its loop runs, and
+    # its container health check calls it alive while the file is fresh (empty: <root>/worker.alive).
+    # Keep it off a volume other workers share, or one live worker hides a dead one.
+    training_worker_alive_file: Path | None = None
 
     def root(self) -> Path:
         return self.training_root or (self.data_dir / "training")
+
+    def worker_alive_file(self) -> Path:
+        return self.training_worker_alive_file or (self.root() / "worker.alive")

@@ -92,7 +92,8 @@ class TrainingWorker:
                 dlq_producer=self.producer,
             )
             self._tasks.append(asyncio.create_task(self.consumer.run(), name="training-jobs-consumer"))
-        self._tasks.append(asyncio.create_task(self._loop(), name="training-worker"))
+        loop = asyncio.create_task(self._loop(), name="training-worker")
+        self._tasks += [loop, asyncio.create_task(self._alive(loop), name="training-worker-alive")]
         _log.info("training worker %s started (root %s)", self.name, self.root)
 
     async def stop(self) -> None:
@@ -110,6 +111,18 @@ class TrainingWorker:
             self.producer.close()
         if self.db is not None:
             await self.db.close()
+
+    async def _alive(self, loop: asyncio.Task) -> None:
+        """Touch the alive file while the job loop runs: the container's only liveness signal."""
+        path = self.settings.worker_alive_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        while not loop.done():
+            try:
+                path.touch()
+            except OSError:
+                _log.warning("could not touch %s", path, exc_info=True)
+            await asyncio.sleep(self.settings.training_heartbeat_s)
+        _log.error("the job loop ended (%s); %s goes stale", loop, path)
 
     async def _on_records(self, records) -> None:
         self._wake.set()

@@ -15,7 +15,9 @@ from infra.prometheus import targets as prometheus_targets
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 GPU_OVERRIDE = ROOT / "infra" / "docker" / "docker-compose.gpu.yml"
-TESSERA_SERVICES = ("registry", "serving", "retrieval", "monitoring")
+TESSERA_SERVICES = ("registry", "serving", "retrieval", "monitoring", "training")
+# Long-running Tessera processes without a gRPC port: probed by the alive file they touch from their loop.
+PORTLESS_WORKERS = {"training-worker": "services.training.worker"}
 
 pytestmark = pytest.mark.unit
 
@@ -74,6 +76,19 @@ def test_tessera_services_probe_their_own_grpc_port(compose):
         service = compose["services"][found.name]
         assert service["healthcheck"]["test"][-1] == str(found.grpc_port), found.name
         assert f"127.0.0.1:{found.grpc_port}:{found.grpc_port}" in service["ports"], found.name
+
+
+def test_portless_workers_are_probed_by_the_alive_file_they_touch(compose):
+    for name, module in PORTLESS_WORKERS.items():
+        service = compose["services"][name]
+        assert service["command"] == ["python", "-m", module], name
+        assert "ports" not in service, f"{name} has no port to publish"
+        test = service["healthcheck"]["test"]
+        assert test[:4] == ["CMD", "python", "infra/docker/healthcheck.py", "--alive-file"], name
+        # The file the check reads is the one the worker touches, and it is not on the shared volume.
+        assert service["environment"]["TESSERA_TRAINING_WORKER_ALIVE_FILE"] == test[4], name
+        assert not test[4].startswith("/var/lib/tessera"), f"{name}: one live replica would hide a dead one"
+        assert float(test[5]) > 0, name
 
 
 def test_dependencies_wait_for_health_not_for_start(compose):

@@ -46,9 +46,7 @@ S3_AND_LAG = [
     "--set",
     "services.monitoring.autoscaling.enabled=true",
     "--set",
-    "services.training.enabled=true",
-    "--set",
-    "services.training.autoscaling.enabled=true",
+    "services.training-worker.autoscaling.enabled=true",
     "--set",
     "kafka.replicationFactor=3",
     "--set",
@@ -144,6 +142,36 @@ def test_a_deployment_per_service_with_native_grpc_probes():
     assert {f"tessera-{s.name}" for s in prometheus_targets.services()} <= set(services)
 
 
+def test_the_training_worker_has_no_port_and_is_probed_by_the_alive_file_it_touches():
+    docs = objects("defaults")
+    worker = by_kind(docs, "Deployment")["tessera-training-worker"]["spec"]["template"]["spec"]
+    (container,) = worker["containers"]
+    assert container["command"] == ["python", "-m", "services.training.worker"]
+    assert container["image"].endswith("-training:0.1.0")
+    assert "ports" not in container and "tessera-training-worker" not in by_kind(docs, "Service")
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    alive = env["TESSERA_TRAINING_WORKER_ALIVE_FILE"]
+    for probe in ("startupProbe", "livenessProbe"):
+        command = container[probe]["exec"]["command"]
+        assert command[:5] == ["python", "infra/docker/healthcheck.py", "--alive-file", alive, command[4]], probe
+        assert float(command[4]) > 0, probe
+    # Per pod (/tmp is the pod's emptyDir): on the shared volume one live worker would hide a dead one.
+    assert next(m for m in container["volumeMounts"] if m["mountPath"] == "/tmp")["name"] == "tmp"
+    assert not alive.startswith("/var/lib/tessera")
+
+
+def test_the_training_api_and_its_workers_share_one_read_write_many_volume():
+    docs = objects("defaults")
+    claim = by_kind(docs, "PersistentVolumeClaim")["tessera-training-data"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    for name in ("tessera-training", "tessera-training-worker"):
+        spec = by_kind(docs, "Deployment")[name]["spec"]["template"]["spec"]
+        (volume,) = (v for v in spec["volumes"] if v.get("persistentVolumeClaim"))
+        assert volume["persistentVolumeClaim"]["claimName"] == "tessera-training-data", name
+        mount = next(m for m in spec["containers"][0]["volumeMounts"] if m["name"] == volume["name"])
+        assert mount["mountPath"] == "/var/lib/tessera/training", name
+
+
 def test_settings_come_from_the_configmap_and_secrets_from_files():
     docs = objects("defaults")
     (config,) = by_kind(docs, "ConfigMap").values()
@@ -187,19 +215,19 @@ def test_serving_on_cpu_asks_for_no_gpu():
     assert serving["containers"][0]["image"].endswith("-serving:0.1.0")
     assert "nvidia.com/gpu" not in json.dumps(serving)
     # Without persistence the registry's artifacts live as long as the pod: fine for a trial, said in values.yaml.
-    assert not by_kind(docs, "PersistentVolumeClaim")
+    assert "tessera-registry" not in by_kind(docs, "PersistentVolumeClaim")
 
 
 def test_registry_keeps_local_artifacts_on_a_volume_and_s3_needs_none():
     docs = objects("defaults")
-    (claim,) = by_kind(docs, "PersistentVolumeClaim").values()
+    claim = by_kind(docs, "PersistentVolumeClaim")["tessera-registry"]
     registry = by_kind(docs, "Deployment")["tessera-registry"]
     assert registry["spec"]["strategy"]["type"] == "Recreate"
     volumes = registry["spec"]["template"]["spec"]["volumes"]
     assert {"name": "data", "persistentVolumeClaim": {"claimName": claim["metadata"]["name"]}} in volumes
 
     docs = objects("s3-and-lag-autoscaling")
-    assert not by_kind(docs, "PersistentVolumeClaim")
+    assert "tessera-registry" not in by_kind(docs, "PersistentVolumeClaim")
     assert not by_kind(docs, "Secret"), "an existing Secret is used, not made"
     (config,) = by_kind(docs, "ConfigMap").values()
     assert config["data"]["TESSERA_REGISTRY_ARTIFACT_URI"] == "s3://tessera-artifacts/prod"
@@ -213,7 +241,7 @@ def test_registry_keeps_local_artifacts_on_a_volume_and_s3_needs_none():
 def test_consumers_scale_on_their_consumer_lag():
     docs = objects("s3-and-lag-autoscaling")
     hpas = by_kind(docs, "HorizontalPodAutoscaler")
-    assert set(hpas) == {"tessera-monitoring", "tessera-training"}
+    assert set(hpas) == {"tessera-monitoring", "tessera-training-worker"}
     groups = {}
     for name, hpa in hpas.items():
         (metric,) = hpa["spec"]["metrics"]
@@ -222,7 +250,7 @@ def test_consumers_scale_on_their_consumer_lag():
         assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
         # The HPA owns the replica count: a fixed one would fight it on every upgrade.
         assert "replicas" not in by_kind(docs, "Deployment")[name]["spec"]
-    assert groups == {"tessera-monitoring": "tessera-monitoring", "tessera-training": "tessera-training-workers"}
+    assert groups == {"tessera-monitoring": "tessera-monitoring", "tessera-training-worker": "tessera-training-workers"}
     assert not by_kind(objects("defaults"), "HorizontalPodAutoscaler")
 
 

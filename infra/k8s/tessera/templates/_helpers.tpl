@@ -51,3 +51,22 @@ livenessProbe:
   timeoutSeconds: 5
   failureThreshold: 3
 {{- end -}}
+
+{{/* A process without a gRPC port (the training worker) touches .aliveFile from its loop; it is alive while
+the file is younger than .aliveMaxAgeSeconds. */}}
+{{- define "tessera.aliveProbes" -}}
+{{- $check := list "python" "infra/docker/healthcheck.py" "--alive-file" .aliveFile (toString (.aliveMaxAgeSeconds | default 30)) -}}
+startupProbe:
+  exec: {command: {{ toJson $check }}}
+  periodSeconds: 5
+  failureThreshold: {{ div (.startupSeconds | default 120) 5 }}
+livenessProbe:
+  exec: {command: {{ toJson $check }}}
+  periodSeconds: 20
+  timeoutSeconds: 5
+  failureThreshold: 3
+{{- end -}}
+
+{{- define "tessera.trainingDataClaim" -}}
+{{- .Values.trainingData.existingClaim | default (printf "%s-training-data" (include "tessera.fullname" .)) -}}
+{{- end -}}
