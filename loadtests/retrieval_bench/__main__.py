@@ -9,7 +9,10 @@
 2. recall@10 against NumPy brute force, for raw SQL at a few ef_search values
    and for Tessera at the chosen one (`--ef-search`, or the smallest reaching 0.95).
 3. queries/s at concurrency 1 and 8: Tessera's Query RPC (service in its own
-   process) vs the same SELECT through psycopg, same ef_search.
+   process) vs the same SELECT through psycopg, same ef_search. Both sides get
+   the same clients: `c` processes, each one connection making blocking calls
+   (`--client asyncio`: the older single asyncio process, whose grpc.aio client
+   costs more CPU per call than the service and so measured the client).
 4. Filtered queries matching 10% of rows: rows returned per query by Tessera
    and by raw SQL with pgvector's defaults (ef_search 40, no iterative scan).
 5. Real text: standard-library docstrings ingested with server-side
@@ -41,7 +44,16 @@ from services.common.config import CommonSettings, load
 from services.retrieval.store import table_of
 
 from . import corpus
-from .load import METADATA, RawPgvector, run_for, tessera_batch_query, tessera_query, tessera_requests
+from .clients import ClientProcesses
+from .load import (
+    METADATA,
+    RawPgvector,
+    query_batches,
+    run_for,
+    tessera_batch_query,
+    tessera_query,
+    tessera_requests,
+)
 from .server import ServiceProcess
 
 SCHEMA = "retrieval_bench"
@@ -49,6 +61,8 @@ K = 10
 DIM = 384
 # Documents per UpsertDocuments call when the service embeds them.
 INGEST_BATCH = 256
+# Queries per QueryBatch call in the bulk-client run.
+BATCH = 16
 
 
 def log(message: str) -> None:
@@ -145,16 +159,35 @@ async def vectors_section(args, stub, dsn: str, results: dict, rows: list) -> No
     results.update(recall_raw_by_ef=by_ef, ef_search=ef, recall_tessera=tessera_recall)
     rows.append([f"recall@10 (blobs, ef_search={ef})", by_ef[ef], tessera_recall, tessera_recall / by_ef[ef]])
 
+    table = (SCHEMA, table_of(dsn, SCHEMA, index))
+    target = f"127.0.0.1:{args.port}"
+    batches = query_batches(requests, BATCH)
     for concurrency in (1, 8):
+        clients = None
+        if args.client == "processes":
+            clients = ClientProcesses(concurrency, dsn, table, K, target, queries, requests, batches)
         # ABBA order, half the time each: the machine is shared, so drift hits both sides alike.
         raw_runs, tessera_runs = [], []
-        for side in ("raw", "tessera", "tessera", "raw"):
-            if side == "raw":
-                await raw.open(concurrency, ef)
-                raw_runs.append((await run_for(args.seconds / 2, concurrency, raw.query(queries)))[0])
-                await raw.close()
-            else:
-                tessera_runs.append((await run_for(args.seconds / 2, concurrency, tessera_query(stub, requests)))[0])
+        try:
+            for side in ("raw", "tessera", "tessera", "raw"):
+                runs = raw_runs if side == "raw" else tessera_runs
+                if clients is not None:
+                    runs.append(clients.run(side, args.seconds / 2, ef))
+                elif side == "raw":
+                    await raw.open(concurrency, ef)
+                    runs.append((await run_for(args.seconds / 2, concurrency, raw.query(queries)))[0])
+                    await raw.close()
+                else:
+                    runs.append((await run_for(args.seconds / 2, concurrency, tessera_query(stub, requests)))[0])
+            if concurrency == 8:
+                # Beside the goal: bulk clients can amortize the RPC with QueryBatch (8 callers x 16 queries per call).
+                if clients is not None:
+                    calls_per_s = clients.run("batch", args.seconds / 2)
+                else:
+                    calls_per_s, _ = await run_for(args.seconds / 2, 8, tessera_batch_query(stub, requests, BATCH))
+        finally:
+            if clients is not None:
+                clients.close()
         raw_qps, tessera_qps = float(np.mean(raw_runs)), float(np.mean(tessera_runs))
         load = os.getloadavg()[0]
         log(f"concurrency {concurrency}: raw {raw_qps:,.0f} q/s, Tessera {tessera_qps:,.0f} q/s (load {load:.1f})")
@@ -167,13 +200,12 @@ async def vectors_section(args, stub, dsn: str, results: dict, rows: list) -> No
         }
         rows.append([f"queries/s, concurrency {concurrency}", raw_qps, tessera_qps, tessera_qps / raw_qps])
 
-    # Beside the goal: bulk clients can amortize the RPC with QueryBatch (8 callers x 16 queries per call).
-    calls_per_s, _ = await run_for(args.seconds / 2, 8, tessera_batch_query(stub, requests, 16))
-    batch_qps = calls_per_s * 16
+    batch_qps = calls_per_s * BATCH
     raw_c8 = results["qps_c8"]["raw"]
-    log(f"QueryBatch (8 callers x 16 queries): {batch_qps:,.0f} q/s")
+    log(f"QueryBatch (8 callers x {BATCH} queries): {batch_qps:,.0f} q/s")
     results["qps_query_batch_c8x16"] = batch_qps
-    rows.append(["queries/s, QueryBatch 8 callers x 16 (vs raw c=8)", raw_c8, batch_qps, batch_qps / raw_c8])
+    results["client"] = args.client
+    rows.append([f"queries/s, QueryBatch 8 callers x {BATCH} (vs raw c=8)", raw_c8, batch_qps, batch_qps / raw_c8])
 
     # Filtered: raw SQL as pgvector ships (defaults), Tessera as it ships.
     filtered_queries = queries[:100]
@@ -286,6 +318,7 @@ async def main_async(args) -> None:
     try:
         service.wait_ready()
         log(f"retrieval service up on 127.0.0.1:{service.port} (its own process)")
+        args.port = service.port
         options = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
         async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}", options=options) as channel:
             stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
@@ -313,6 +346,13 @@ def main() -> None:
         "--docstrings", type=int, default=1000, help="passages embedded server-side (about 20/s on 2 cores)"
     )
     parser.add_argument("--text-queries", type=int, default=100)
+    parser.add_argument(
+        "--client",
+        choices=("processes", "asyncio"),
+        default="processes",
+        help="queries/s clients: one blocking caller per process for both sides (default), or the older single"
+        " asyncio process (grpc.aio vs async psycopg), whose client outweighs the service on 2 cores",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the bench schema afterwards")
     asyncio.run(main_async(parser.parse_args()))
 
