@@ -56,13 +56,6 @@ LATENCY = Histogram(
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
-class _Outcome:
-    """The status a call ended with, as seen by metrics and the span."""
-
-    def __init__(self) -> None:
-        self.code = grpc.StatusCode.OK
-
-
 class RpcPipeline(grpc.aio.ServerInterceptor):
     """Auth, tracing, metrics and error mapping around every handler."""
 
@@ -100,15 +93,15 @@ class RpcPipeline(grpc.aio.ServerInterceptor):
             return handler._replace(unary_stream=self._wrap_stream(handler.unary_stream, method, public))
         return handler._replace(stream_stream=self._wrap_stream(handler.stream_stream, method, public))
 
-    def _begin(self, context: grpc.aio.ServicerContext, public: bool):
-        principal = None if public else self._auth.authenticate(context.invocation_metadata())
+    def _begin(self, metadata: Any, public: bool):
+        principal = None if public else self._auth.authenticate(metadata)
         return set_principal(principal) if principal else None
 
-    async def _fail(
-        self, context: grpc.aio.ServicerContext, exc: BaseException, method: str, outcome: _Outcome
-    ) -> None:
+    @staticmethod
+    def _status_of(exc: BaseException, method: str) -> tuple[grpc.StatusCode, str]:
+        """The status and message a caller gets for an exception out of a handler."""
         if isinstance(exc, TesseraError):
-            outcome.code = exc.code
+            code = exc.code
             message = exc.message if not exc.field else f"{exc.field}: {exc.message}"
             if len(message) > MAX_STATUS_MESSAGE:
                 # Messages travel in trailers (8 KiB per call); a message quoting a huge
@@ -116,23 +109,23 @@ class RpcPipeline(grpc.aio.ServerInterceptor):
                 message = message[: MAX_STATUS_MESSAGE - 1] + "…"
         elif isinstance(exc, NotImplementedError):
             # Generated servicer stubs raise it for RPCs a service does not offer.
-            outcome.code = grpc.StatusCode.UNIMPLEMENTED
+            code = grpc.StatusCode.UNIMPLEMENTED
             message = f"{method} is not implemented by this service"
         else:
-            outcome.code = grpc.StatusCode.INTERNAL
+            code = grpc.StatusCode.INTERNAL
             message = "internal error; see the service log"
             _log.exception("%s failed", method)
-        await context.abort(outcome.code, message)
+        return code, message
 
-    def _finish(self, method: str, outcome: _Outcome, started: float, span: trace.Span) -> None:
-        requests, latency, errors = self._metrics(method, outcome.code)
+    def _finish(self, method: str, code: grpc.StatusCode, started: float, span: trace.Span) -> None:
+        requests, latency, errors = self._metrics(method, code)
         requests.inc()
         latency.observe(time.perf_counter() - started)
         if errors is not None:
             errors.inc()
-            span.set_status(Status(StatusCode.ERROR, outcome.code.name))
+            span.set_status(Status(StatusCode.ERROR, code.name))
         if span.is_recording():
-            span.set_attribute("rpc.grpc.status_code", outcome.code.value[0])
+            span.set_attribute("rpc.grpc.status_code", code.value[0])
 
     def _metrics(self, method: str, code: grpc.StatusCode):
         """The labelled metric children for a method and status, looked up once (labels() takes a lock)."""
@@ -146,36 +139,43 @@ class RpcPipeline(grpc.aio.ServerInterceptor):
         return children
 
     def _wrap_unary(self, behavior: Callable[..., Awaitable[Any]], method: str, public: bool):
+        span_name = method.lstrip("/")
+
         async def call(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
-            outcome, started = _Outcome(), time.perf_counter()
+            # Plain locals, one metadata read: this runs on every call.
+            code, started, metadata = grpc.StatusCode.OK, time.perf_counter(), context.invocation_metadata()
             with self._tracer.start_as_current_span(
-                method.lstrip("/"), telemetry.context_from_metadata(context.invocation_metadata()), SpanKind.SERVER
+                span_name, telemetry.context_from_metadata(metadata), SpanKind.SERVER
             ) as span:
                 token = None
                 try:
-                    token = self._begin(context, public)
+                    token = self._begin(metadata, public)
                     return await behavior(request_or_iterator, context)
                 except grpc.aio.AbortError:
-                    outcome.code = context.code() or grpc.StatusCode.UNKNOWN
+                    code = context.code() or grpc.StatusCode.UNKNOWN
                     raise
                 except Exception as exc:  # noqa: BLE001 - mapped to a status, never leaked
-                    await self._fail(context, exc, method, outcome)
+                    code, message = self._status_of(exc, method)
+                    await context.abort(code, message)
                 finally:
                     if token is not None:
                         reset_principal(token)
-                    self._finish(method, outcome, started, span)
+                    self._finish(method, code, started, span)
 
         return call
 
     def _wrap_stream(self, behavior: Callable[..., Any], method: str, public: bool):
+        span_name = method.lstrip("/")
+
         async def call(request_or_iterator: Any, context: grpc.aio.ServicerContext):
-            outcome, started = _Outcome(), time.perf_counter()
+            # Plain locals, one metadata read: this runs on every call.
+            code, started, metadata = grpc.StatusCode.OK, time.perf_counter(), context.invocation_metadata()
             with self._tracer.start_as_current_span(
-                method.lstrip("/"), telemetry.context_from_metadata(context.invocation_metadata()), SpanKind.SERVER
+                span_name, telemetry.context_from_metadata(metadata), SpanKind.SERVER
             ) as span:
                 token = None
                 try:
-                    token = self._begin(context, public)
+                    token = self._begin(metadata, public)
                     result = behavior(request_or_iterator, context)
                     if inspect.isasyncgen(result):
                         async for response in result:
@@ -183,14 +183,15 @@ class RpcPipeline(grpc.aio.ServerInterceptor):
                     else:
                         await result
                 except grpc.aio.AbortError:
-                    outcome.code = context.code() or grpc.StatusCode.UNKNOWN
+                    code = context.code() or grpc.StatusCode.UNKNOWN
                     raise
                 except Exception as exc:  # noqa: BLE001
-                    await self._fail(context, exc, method, outcome)
+                    code, message = self._status_of(exc, method)
+                    await context.abort(code, message)
                 finally:
                     if token is not None:
                         reset_principal(token)
-                    self._finish(method, outcome, started, span)
+                    self._finish(method, code, started, span)
 
         return call
 
