@@ -11,8 +11,9 @@
 3. queries/s at concurrency 1 and 8: Tessera's Query RPC (service in its own
    process) vs the same SELECT through psycopg, same ef_search. Both sides get
    the same clients: `c` processes, each one connection making blocking calls
-   (`--client asyncio`: the older single asyncio process, whose grpc.aio client
-   costs more CPU per call than the service and so measured the client).
+   (`--client asyncio`: the older single asyncio process, where the grpc.aio
+   client shared one interpreter with async psycopg; both shapes give about
+   the same ratios, so neither measures mainly its client).
 4. Filtered queries matching 10% of rows: rows returned per query by Tessera
    and by raw SQL with pgvector's defaults (ef_search 40, no iterative scan).
 5. Real text: standard-library docstrings ingested with server-side
@@ -365,7 +366,7 @@ def main() -> None:
         choices=("processes", "asyncio", "both"),
         default="processes",
         help="queries/s clients: one blocking caller per process for both sides (default), or the older single"
-        " asyncio process (grpc.aio vs async psycopg), whose client outweighs the service on 2 cores; or both",
+        " asyncio process (grpc.aio vs async psycopg in one interpreter); or both, to compare them",
     )
     parser.add_argument("--keep", action="store_true", help="keep the bench schema afterwards")
     asyncio.run(main_async(parser.parse_args()))

@@ -1,8 +1,9 @@
 """Client processes for the queries/s runs: the same client shape for raw SQL and for Tessera.
 
-A single asyncio process driving grpc.aio calls spends more CPU per call than
-the service under test (and than psycopg spends per raw query), so on a
-2-core machine it measured the client. Here each of `count` processes holds
+The older single asyncio process ran the grpc.aio client and async psycopg in
+one interpreter, whose per-call costs differ (grpc.aio's client is the dearer),
+so Tessera's rounds could have been bounded by the client. Here each of `count`
+processes holds
 one connection (a psycopg connection or a gRPC channel) and makes blocking
 calls back to back, so both sides have the same number of callers, each with
 its own interpreter, and gRPC's C core does the client's transport work.
