@@ -9,7 +9,11 @@
 2. recall@10 against NumPy brute force, for raw SQL at a few ef_search values
    and for Tessera at the chosen one (`--ef-search`, or the smallest reaching 0.95).
 3. queries/s at concurrency 1 and 8: Tessera's Query RPC (service in its own
-   process) vs the same SELECT through psycopg, same ef_search.
+   process) vs the same SELECT through psycopg, same ef_search. Both sides get
+   the same clients: `c` processes, each one connection making blocking calls
+   (`--client asyncio`: the older single asyncio process, where the grpc.aio
+   client shared one interpreter with async psycopg; both shapes give about
+   the same ratios, so neither measures mainly its client).
 4. Filtered queries matching 10% of rows: rows returned per query by Tessera
    and by raw SQL with pgvector's defaults (ef_search 40, no iterative scan).
 5. Real text: standard-library docstrings ingested with server-side
@@ -41,7 +45,16 @@ from services.common.config import CommonSettings, load
 from services.retrieval.store import table_of
 
 from . import corpus
-from .load import METADATA, RawPgvector, run_for, tessera_batch_query, tessera_query, tessera_requests
+from .clients import ClientProcesses
+from .load import (
+    METADATA,
+    RawPgvector,
+    query_batches,
+    run_for,
+    tessera_batch_query,
+    tessera_query,
+    tessera_requests,
+)
 from .server import ServiceProcess
 
 SCHEMA = "retrieval_bench"
@@ -49,6 +62,8 @@ K = 10
 DIM = 384
 # Documents per UpsertDocuments call when the service embeds them.
 INGEST_BATCH = 256
+# Queries per QueryBatch call in the bulk-client run.
+BATCH = 16
 
 
 def log(message: str) -> None:
@@ -145,35 +160,9 @@ async def vectors_section(args, stub, dsn: str, results: dict, rows: list) -> No
     results.update(recall_raw_by_ef=by_ef, ef_search=ef, recall_tessera=tessera_recall)
     rows.append([f"recall@10 (blobs, ef_search={ef})", by_ef[ef], tessera_recall, tessera_recall / by_ef[ef]])
 
-    for concurrency in (1, 8):
-        # ABBA order, half the time each: the machine is shared, so drift hits both sides alike.
-        raw_runs, tessera_runs = [], []
-        for side in ("raw", "tessera", "tessera", "raw"):
-            if side == "raw":
-                await raw.open(concurrency, ef)
-                raw_runs.append((await run_for(args.seconds / 2, concurrency, raw.query(queries)))[0])
-                await raw.close()
-            else:
-                tessera_runs.append((await run_for(args.seconds / 2, concurrency, tessera_query(stub, requests)))[0])
-        raw_qps, tessera_qps = float(np.mean(raw_runs)), float(np.mean(tessera_runs))
-        load = os.getloadavg()[0]
-        log(f"concurrency {concurrency}: raw {raw_qps:,.0f} q/s, Tessera {tessera_qps:,.0f} q/s (load {load:.1f})")
-        results[f"qps_c{concurrency}"] = {
-            "raw": raw_qps,
-            "tessera": tessera_qps,
-            "raw_runs": raw_runs,
-            "tessera_runs": tessera_runs,
-            "load_average_1m": load,
-        }
-        rows.append([f"queries/s, concurrency {concurrency}", raw_qps, tessera_qps, tessera_qps / raw_qps])
-
-    # Beside the goal: bulk clients can amortize the RPC with QueryBatch (8 callers x 16 queries per call).
-    calls_per_s, _ = await run_for(args.seconds / 2, 8, tessera_batch_query(stub, requests, 16))
-    batch_qps = calls_per_s * 16
-    raw_c8 = results["qps_c8"]["raw"]
-    log(f"QueryBatch (8 callers x 16 queries): {batch_qps:,.0f} q/s")
-    results["qps_query_batch_c8x16"] = batch_qps
-    rows.append(["queries/s, QueryBatch 8 callers x 16 (vs raw c=8)", raw_c8, batch_qps, batch_qps / raw_c8])
+    shapes = ("processes", "asyncio") if args.client == "both" else (args.client,)
+    for shape in shapes:
+        await qps_section(args, stub, raw, dsn, index, queries, requests, ef, shape, results, rows)
 
     # Filtered: raw SQL as pgvector ships (defaults), Tessera as it ships.
     filtered_queries = queries[:100]
@@ -206,6 +195,64 @@ async def vectors_section(args, stub, dsn: str, results: dict, rows: list) -> No
     log(f"MeasureRecall RPC (50 sampled in-index queries): recall@10 = {report.recall:.3f}")
     rows.append(["ingest docs/s, client vectors (no index yet)", "", rate, ""])
     rows.append([f"HNSW build seconds ({args.rows:,} x {DIM}, 2 cores)", "", build_s, ""])
+
+
+async def qps_section(args, stub, raw, dsn, index, queries, requests, ef, shape, results, rows) -> None:
+    """queries/s at concurrency 1 and 8, raw and Tessera alternating, with clients of one shape."""
+    # The default shape keeps the plain result keys; the older asyncio client's are suffixed.
+    suffix = "" if shape == "processes" else f"_{shape}"
+    label = "" if shape == "processes" else f" ({shape} client)"
+    table = (SCHEMA, table_of(dsn, SCHEMA, index))
+    target = f"127.0.0.1:{args.port}"
+    batches = query_batches(requests, BATCH)
+    for concurrency in (1, 8):
+        clients = None
+        if shape == "processes":
+            clients = ClientProcesses(concurrency, dsn, table, K, target, queries, requests, batches)
+        # ABBA order, half the time each: the machine is shared, so drift hits both sides alike.
+        raw_runs, tessera_runs = [], []
+        try:
+            for side in ("raw", "tessera", "tessera", "raw"):
+                runs = raw_runs if side == "raw" else tessera_runs
+                if clients is not None:
+                    runs.append(clients.run(side, args.seconds / 2, ef))
+                elif side == "raw":
+                    await raw.open(concurrency, ef)
+                    runs.append((await run_for(args.seconds / 2, concurrency, raw.query(queries)))[0])
+                    await raw.close()
+                else:
+                    runs.append((await run_for(args.seconds / 2, concurrency, tessera_query(stub, requests)))[0])
+            if concurrency == 8:
+                # Beside the goal: bulk clients can amortize the RPC with QueryBatch (8 callers x 16 queries per call).
+                if clients is not None:
+                    calls_per_s = clients.run("batch", args.seconds / 2)
+                else:
+                    calls_per_s, _ = await run_for(args.seconds / 2, 8, tessera_batch_query(stub, requests, BATCH))
+        finally:
+            if clients is not None:
+                clients.close()
+        raw_qps, tessera_qps = float(np.mean(raw_runs)), float(np.mean(tessera_runs))
+        load = os.getloadavg()[0]
+        log(
+            f"{shape} clients, concurrency {concurrency}: raw {raw_qps:,.0f} q/s, Tessera {tessera_qps:,.0f} q/s (load {load:.1f})"
+        )
+        results[f"qps_c{concurrency}{suffix}"] = {
+            "raw": raw_qps,
+            "tessera": tessera_qps,
+            "raw_runs": raw_runs,
+            "tessera_runs": tessera_runs,
+            "load_average_1m": load,
+        }
+        results["client"] = args.client
+        rows.append([f"queries/s, concurrency {concurrency}{label}", raw_qps, tessera_qps, tessera_qps / raw_qps])
+
+    batch_qps = calls_per_s * BATCH
+    raw_c8 = results[f"qps_c8{suffix}"]["raw"]
+    log(f"{shape} clients, QueryBatch (8 callers x {BATCH} queries): {batch_qps:,.0f} q/s")
+    results[f"qps_query_batch_c8x16{suffix}"] = batch_qps
+    rows.append(
+        [f"queries/s, QueryBatch 8 callers x {BATCH}{label} (vs raw c=8)", raw_c8, batch_qps, batch_qps / raw_c8]
+    )
 
 
 async def text_section(args, stub, dsn: str, results: dict, rows: list) -> None:
@@ -286,6 +333,7 @@ async def main_async(args) -> None:
     try:
         service.wait_ready()
         log(f"retrieval service up on 127.0.0.1:{service.port} (its own process)")
+        args.port = service.port
         options = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
         async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}", options=options) as channel:
             stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
@@ -313,6 +361,13 @@ def main() -> None:
         "--docstrings", type=int, default=1000, help="passages embedded server-side (about 20/s on 2 cores)"
     )
     parser.add_argument("--text-queries", type=int, default=100)
+    parser.add_argument(
+        "--client",
+        choices=("processes", "asyncio", "both"),
+        default="processes",
+        help="queries/s clients: one blocking caller per process for both sides (default), or the older single"
+        " asyncio process (grpc.aio vs async psycopg in one interpreter); or both, to compare them",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the bench schema afterwards")
     asyncio.run(main_async(parser.parse_args()))
 

@@ -48,12 +48,16 @@ def tessera_query(stub, requests: list[pb.QueryRequest]) -> Callable[[int], Awai
     return one
 
 
-def tessera_batch_query(stub, requests: list[pb.QueryRequest], batch: int) -> Callable[[int], Awaitable[object]]:
-    """One QueryBatch call of `batch` queries; `run_for` counts calls, so multiply its rate by `batch`."""
-    batches = [
+def query_batches(requests: list[pb.QueryRequest], batch: int) -> list[pb.QueryBatchRequest]:
+    return [
         pb.QueryBatchRequest(queries=[requests[(start + j) % len(requests)] for j in range(batch)])
         for start in range(0, len(requests), batch)
     ]
+
+
+def tessera_batch_query(stub, requests: list[pb.QueryRequest], batch: int) -> Callable[[int], Awaitable[object]]:
+    """One QueryBatch call of `batch` queries; `run_for` counts calls, so multiply its rate by `batch`."""
+    batches = query_batches(requests, batch)
 
     async def one(i: int):
         return await stub.QueryBatch(batches[i % len(batches)], metadata=METADATA)
