@@ -435,6 +435,15 @@ ROWS: dict[str, tuple[Callable[[World], object], Outcome]] = {
     S + "ListEndpoints": (lambda w: spb.ListEndpointsRequest(), Filtered(admin_objects)),
     S + "Generate": (lambda w: spb.GenerateRequest(endpoint=w.endpoint, prompt="hello"), DENIED),
     S + "GenerateStream": (lambda w: spb.GenerateRequest(endpoint=w.endpoint, prompt="hello"), DENIED),
+    # Usage limits need MANAGE on the endpoint; everyone's usage of it needs SELECT.
+    S + "SetUsageLimit": (
+        lambda w: spb.SetUsageLimitRequest(
+            limit=spb.UsageLimit(endpoint=w.endpoint, metric="requests", period="minute", limit=1)
+        ),
+        HIDDEN,
+    ),
+    S + "ListUsageLimits": (lambda w: spb.ListUsageLimitsRequest(endpoint=w.endpoint), HIDDEN),
+    S + "GetUsage": (lambda w: spb.GetUsageRequest(endpoint=w.endpoint), HIDDEN),
     # -- serving: Open Inference Protocol (the model name is the endpoint name)
     O + "ServerLive": (lambda w: oip.ServerLiveRequest(), OPEN),
     O + "ServerReady": (lambda w: oip.ServerReadyRequest(), OPEN),
