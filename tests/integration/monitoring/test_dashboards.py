@@ -28,6 +28,7 @@ from services.common.config import REPO_ROOT, load
 from services.common.kafka_producer import EventProducer
 from services.monitoring.app import MonitoringApp
 from services.monitoring.settings import MonitoringSettings
+from services.serving import usage
 from tests.integration.monitoring.conftest import METADATA, TOKEN, WINDOW, past_window_base, payload_log
 
 pytestmark = pytest.mark.integration
@@ -137,6 +138,16 @@ def produce(producer: EventProducer, topic: str, endpoint: str, times, means, rn
         producer.produce(topic, log, key=endpoint, record_id=log.request_id)
 
 
+def serving_usage(endpoint: str) -> None:
+    """The usage panels read serving's own counters. This process exports the same registry the
+    monitoring app serves, so they are counted here as serving's UsageMeter counts an admitted
+    call (tests/integration/serving/test_usage_budgets.py checks serving counts them for real)."""
+    usage.USAGE_TOKENS.labels(endpoint, "alice", "prompt").inc(12)
+    usage.USAGE_TOKENS.labels(endpoint, "alice", "completion").inc(30)
+    usage.USAGE_COST.labels(endpoint, "alice").inc(0.0021)
+    usage.USAGE_UNPRICED.labels(endpoint, "bob").inc()
+
+
 async def test_every_dashboard_panel_returns_data_under_load(loaded_service):
     stub, producer, topic = loaded_service["stub"], loaded_service["producer"], loaded_service["topic"]
     endpoint, base, rng = f"dash-{uuid.uuid4().hex[:6]}", past_window_base(500), np.random.default_rng(3)
@@ -170,6 +181,7 @@ async def test_every_dashboard_panel_returns_data_under_load(loaded_service):
         produce(producer, topic, endpoint, now - np.linspace(0, 1, 50), [100] * 50, rng, f"live{round_}")
         producer.flush_sync()
         await stub.ListMonitors(pb.ListMonitorsRequest(), metadata=METADATA)
+        serving_usage(endpoint)
         missing = [q for q in missing if not has_data(loaded_service["prometheus"], q[2])]
         round_ += 1
         await asyncio.sleep(1.0)
