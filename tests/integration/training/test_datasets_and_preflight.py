@@ -26,7 +26,7 @@ async def _code(call) -> grpc.StatusCode:
     return info.value.code()
 
 
-async def _eventually(call_factory, timeout: float = 30.0):
+async def _eventually(call_factory, timeout: float = 90.0):
     """The call's reply once a grant has reached the service (its cache drops on the registry's event)."""
     async with asyncio.timeout(timeout):
         while True:
