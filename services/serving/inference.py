@@ -202,12 +202,9 @@ class InferenceCore:
         source: str,
         principal: Principal,
         error: TesseraError,
-        inputs: Mapping[str, Any] | None = None,
     ) -> None:
-        """Log a request a front end refused before it reached the core (undecodable, unauthenticated).
-
-        `inputs` is accepted from older callers and never logged: a refused call logs its status only.
-        """
+        """Log a request a front end refused before it reached the core (undecodable, unauthenticated):
+        its status and principal only, never its inputs."""
         outcome = _Outcome(request_id, endpoint, source, principal, {})
         outcome.failed(error)
         self._log.submit(outcome.record())

@@ -119,7 +119,7 @@ async def test_a_stopped_replica_delivers_its_whole_payload_queue(mesh: Mesh) ->
     ids = [f"queued-{u}-{i}" for i in range(3000)]
     try:
         for rid in ids:
-            replica.inference.log_rejected(rid, "no-such-endpoint", "grpc", Principal("alice"), NotFound("gone"), {})
+            replica.inference.log_rejected(rid, "no-such-endpoint", "grpc", Principal("alice"), NotFound("gone"))
     finally:
         await replica.stop()  # with thousands still queued
 
