@@ -9,7 +9,6 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from tessera.evaluation.v1 import evaluation_pb2, evaluation_pb2_grpc
-from tessera.events.v1.evaluation_pb2 import EvalRequest
 
 from services.common import config
 from services.common.auth import bearer, current_principal
@@ -30,9 +29,7 @@ class SampleServicer(evaluation_pb2_grpc.EvaluationServiceServicer):
             raise NotFound(f"eval run {request.eval_run_id!r} does not exist")
         if request.eval_run_id == "boom":
             raise RuntimeError("secret internal detail")
-        return evaluation_pb2.EvalRun(
-            request=EvalRequest(eval_run_id=request.eval_run_id, requested_by=current_principal().name)
-        )
+        return evaluation_pb2.EvalRun(eval_run_id=request.eval_run_id, created_by=current_principal().name)
 
 
 @pytest.fixture
@@ -68,7 +65,7 @@ async def test_a_call_without_a_valid_token_is_unauthenticated(channel, metadata
 async def test_the_handler_sees_the_callers_principal(channel):
     stub = evaluation_pb2_grpc.EvaluationServiceStub(channel)
     reply = await stub.GetEvalRun(evaluation_pb2.GetEvalRunRequest(eval_run_id="r1"), metadata=bearer("good-token"))
-    assert reply.request.requested_by == "alice"
+    assert reply.created_by == "alice"
 
 
 async def test_core_errors_map_to_status_codes_and_bugs_leak_nothing(channel):
@@ -81,7 +78,7 @@ async def test_core_errors_map_to_status_codes_and_bugs_leak_nothing(channel):
     assert err.value.code() == grpc.StatusCode.INTERNAL and "secret" not in err.value.details()
     # ...and the server keeps serving.
     reply = await stub.GetEvalRun(evaluation_pb2.GetEvalRunRequest(eval_run_id="ok"), metadata=bearer("good-token"))
-    assert reply.request.eval_run_id == "ok"
+    assert reply.eval_run_id == "ok"
 
 
 async def test_health_is_not_serving_while_a_background_worker_is_down():

@@ -11,7 +11,6 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from tessera.evaluation.v1 import evaluation_pb2, evaluation_pb2_grpc
-from tessera.events.v1.evaluation_pb2 import EvalRequest
 
 from services.common import channels, config, telemetry
 from services.common.auth import bearer
@@ -27,7 +26,7 @@ class _Servicer(evaluation_pb2_grpc.EvaluationServiceServicer):
     async def GetEvalRun(self, request, context):
         if request.eval_run_id == "missing":
             raise NotFound("no such run")
-        return evaluation_pb2.EvalRun(request=EvalRequest(eval_run_id=telemetry.current_trace_id()))
+        return evaluation_pb2.EvalRun(eval_run_id=telemetry.current_trace_id())
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +63,7 @@ async def test_the_server_continues_the_callers_trace(spans, server_address):
     assert failed.value.code() == grpc.StatusCode.NOT_FOUND
     trace_id = format(caller.get_span_context().trace_id, "032x")
     # The handler ran inside the caller's trace.
-    assert reply.request.eval_run_id == trace_id
+    assert reply.eval_run_id == trace_id
     finished = {(s.kind, s.status.status_code): s for s in spans.get_finished_spans() if "GetEvalRun" in s.name}
     client_ok = finished[(trace.SpanKind.CLIENT, trace.StatusCode.UNSET)]
     client_failed = finished[(trace.SpanKind.CLIENT, trace.StatusCode.ERROR)]
@@ -86,7 +85,7 @@ async def test_without_a_caller_context_the_server_starts_a_trace(spans, server_
         )
     (server,) = [s for s in spans.get_finished_spans() if s.kind == trace.SpanKind.SERVER]
     assert server.parent is None
-    assert reply.request.eval_run_id == format(server.context.trace_id, "032x")
+    assert reply.eval_run_id == format(server.context.trace_id, "032x")
 
 
 def test_link_to_traces_skips_malformed_ids_and_is_bounded():

@@ -22,31 +22,91 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from tessera.common.v1 import common_pb2 as tessera_dot_common_dot_v1_dot_common__pb2
 from tessera.events.v1 import evaluation_pb2 as tessera_dot_events_dot_v1_dot_evaluation__pb2
+from tessera.events.v1 import serving_pb2 as tessera_dot_events_dot_v1_dot_serving__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&tessera/evaluation/v1/evaluation.proto\x12\x15tessera.evaluation.v1\x1a\x1etessera/common/v1/common.proto\x1a\"tessera/events/v1/evaluation.proto\"\xb7\x01\n\x07\x45valRun\x12/\n\x07request\x18\x01 \x01(\x0b\x32\x1e.tessera.events.v1.EvalRequest\x12\r\n\x05state\x18\x02 \x01(\t\x12<\n\x07summary\x18\x03 \x03(\x0b\x32+.tessera.evaluation.v1.EvalRun.SummaryEntry\x1a.\n\x0cSummaryEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"F\n\x13StartEvalRunRequest\x12/\n\x07request\x18\x01 \x01(\x0b\x32\x1e.tessera.events.v1.EvalRequest\"(\n\x11GetEvalRunRequest\x12\x13\n\x0b\x65val_run_id\x18\x01 \x01(\t\"[\n\x16ListEvalResultsRequest\x12\x13\n\x0b\x65val_run_id\x18\x01 \x01(\t\x12,\n\x04page\x18\x02 \x01(\x0b\x32\x1e.tessera.common.v1.PageRequest\"x\n\x17ListEvalResultsResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.tessera.events.v1.EvalResult\x12-\n\x04page\x18\x02 \x01(\x0b\x32\x1f.tessera.common.v1.PageResponse2\xb9\x02\n\x11\x45valuationService\x12Z\n\x0cStartEvalRun\x12*.tessera.evaluation.v1.StartEvalRunRequest\x1a\x1e.tessera.evaluation.v1.EvalRun\x12V\n\nGetEvalRun\x12(.tessera.evaluation.v1.GetEvalRunRequest\x1a\x1e.tessera.evaluation.v1.EvalRun\x12p\n\x0fListEvalResults\x12-.tessera.evaluation.v1.ListEvalResultsRequest\x1a..tessera.evaluation.v1.ListEvalResultsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&tessera/evaluation/v1/evaluation.proto\x12\x15tessera.evaluation.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1etessera/common/v1/common.proto\x1a\"tessera/events/v1/evaluation.proto\x1a\x1ftessera/events/v1/serving.proto\"f\n\x08Interval\x12\x10\n\x08\x65stimate\x18\x01 \x01(\x01\x12\x0b\n\x03low\x18\x02 \x01(\x01\x12\x0c\n\x04high\x18\x03 \x01(\x01\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\t\n\x01n\x18\x05 \x01(\x03\x12\x12\n\nconfidence\x18\x06 \x01(\x01\"\xec\x01\n\rMetricSummary\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x31\n\x08interval\x18\x02 \x01(\x0b\x32\x1f.tessera.evaluation.v1.Interval\x12\x10\n\x08measured\x18\x03 \x01(\x03\x12\x12\n\nunmeasured\x18\x04 \x01(\x03\x12\x10\n\x08\x63overage\x18\x05 \x01(\x01\x12\x33\n\nper_repeat\x18\x06 \x03(\x0b\x32\x1f.tessera.evaluation.v1.Interval\x12\x13\n\x0bprompt_hash\x18\x07 \x01(\t\x12\x16\n\x0eprompt_version\x18\x08 \x01(\t\"A\n\x0eLatencySummary\x12\x0e\n\x06p50_ms\x18\x01 \x01(\x01\x12\x0e\n\x06p95_ms\x18\x02 \x01(\x01\x12\x0f\n\x07mean_ms\x18\x03 \x01(\x01\"\xfe\x02\n\x08Manifest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x17\n\x0f\x64\x61taset_version\x18\x02 \x01(\t\x12\x17\n\x0ftarget_endpoint\x18\x03 \x01(\t\x12\x15\n\rtarget_models\x18\x04 \x03(\t\x12\x16\n\x0ejudge_endpoint\x18\x05 \x01(\t\x12\x14\n\x0cjudge_models\x18\x06 \x03(\t\x12H\n\rprompt_hashes\x18\x07 \x03(\x0b\x32\x31.tessera.evaluation.v1.Manifest.PromptHashesEntry\x12\x33\n\x08sampling\x18\x08 \x01(\x0b\x32!.tessera.events.v1.SamplingParams\x12\x0c\n\x04seed\x18\t \x01(\x03\x12\x0f\n\x07repeats\x18\n \x01(\x05\x12\x17\n\x0fservice_version\x18\x0b \x01(\t\x1a\x33\n\x11PromptHashesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9f\x05\n\x07\x45valRun\x12\x13\n\x0b\x65val_run_id\x18\x01 \x01(\t\x12,\n\x04spec\x18\x02 \x01(\x0b\x32\x1e.tessera.events.v1.EvalRunSpec\x12.\n\x05state\x18\x03 \x01(\x0e\x32\x1f.tessera.evaluation.v1.RunState\x12\x12\n\ncreated_by\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tcompleted\x18\x07 \x01(\x03\x12\r\n\x05total\x18\x08 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\t \x01(\x03\x12\x35\n\x07metrics\x18\n \x03(\x0b\x32$.tessera.evaluation.v1.MetricSummary\x12\x36\n\x07latency\x18\x0b \x01(\x0b\x32%.tessera.evaluation.v1.LatencySummary\x12\x15\n\rprompt_tokens\x18\x0c \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\r \x01(\x03\x12\x15\n\x08\x63ost_usd\x18\x0e \x01(\x01H\x00\x88\x01\x01\x12\x15\n\rmlflow_run_id\x18\x0f \x01(\t\x12\x15\n\rexperiment_id\x18\x10 \x01(\t\x12\x31\n\x08manifest\x18\x11 \x01(\x0b\x32\x1f.tessera.evaluation.v1.Manifest\x12=\n\x0c\x63\x61librations\x18\x12 \x03(\x0b\x32\'.tessera.evaluation.v1.JudgeCalibration\x12\x15\n\rerror_message\x18\x13 \x01(\tB\x0b\n\t_cost_usd\"C\n\x13StartEvalRunRequest\x12,\n\x04spec\x18\x01 \x01(\x0b\x32\x1e.tessera.events.v1.EvalRunSpec\"(\n\x11GetEvalRunRequest\x12\x13\n\x0b\x65val_run_id\x18\x01 \x01(\t\"m\n\x13ListEvalRunsRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x17\n\x0ftarget_endpoint\x18\x02 \x01(\t\x12,\n\x04page\x18\x03 \x01(\x0b\x32\x1e.tessera.common.v1.PageRequest\"s\n\x14ListEvalRunsResponse\x12,\n\x04runs\x18\x01 \x03(\x0b\x32\x1e.tessera.evaluation.v1.EvalRun\x12-\n\x04page\x18\x02 \x01(\x0b\x32\x1f.tessera.common.v1.PageResponse\"+\n\x14\x43\x61ncelEvalRunRequest\x12\x13\n\x0b\x65val_run_id\x18\x01 \x01(\t\"[\n\x16ListEvalResultsRequest\x12\x13\n\x0b\x65val_run_id\x18\x01 \x01(\t\x12,\n\x04page\x18\x02 \x01(\x0b\x32\x1e.tessera.common.v1.PageRequest\"x\n\x17ListEvalResultsResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.tessera.events.v1.EvalResult\x12-\n\x04page\x18\x02 \x01(\x0b\x32\x1f.tessera.common.v1.PageResponse\"[\n\x12\x43ompareRunsRequest\x12\x17\n\x0f\x62\x61seline_run_id\x18\x01 \x01(\t\x12\x18\n\x10\x63\x61ndidate_run_id\x18\x02 \x01(\t\x12\x12\n\nconfidence\x18\x03 \x01(\x01\"\xb0\x02\n\x10PairedDifference\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x33\n\ndifference\x18\x02 \x01(\x0b\x32\x1f.tessera.evaluation.v1.Interval\x12\x0c\n\x04test\x18\x03 \x01(\t\x12\x0f\n\x07p_value\x18\x04 \x01(\x01\x12\x13\n\x0bsignificant\x18\x05 \x01(\x08\x12%\n\x1dminimum_detectable_difference\x18\x06 \x01(\x01\x12\x12\n\ndetectable\x18\x07 \x01(\x08\x12\x0e\n\x06paired\x18\x08 \x01(\x03\x12\x10\n\x08unpaired\x18\t \x01(\x03\x12\x15\n\rbaseline_only\x18\n \x01(\x03\x12\x16\n\x0e\x63\x61ndidate_only\x18\x0b \x01(\x03\x12\x17\n\x0frow_differences\x18\x0c \x03(\x01\"\x80\x01\n\rRunComparison\x12\x17\n\x0f\x62\x61seline_run_id\x18\x01 \x01(\t\x12\x18\n\x10\x63\x61ndidate_run_id\x18\x02 \x01(\t\x12<\n\x0b\x64ifferences\x18\x03 \x03(\x0b\x32\'.tessera.evaluation.v1.PairedDifference\"\xe4\x03\n\nAssessment\x12\x15\n\rassessment_id\x18\x01 \x01(\t\x12\x33\n\x04kind\x18\x02 \x01(\x0e\x32%.tessera.evaluation.v1.AssessmentKind\x12\x10\n\x08\x65ndpoint\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12/\n\x07verdict\x18\x05 \x01(\x0e\x32\x1e.tessera.evaluation.v1.Verdict\x12\x19\n\x11\x65xpected_response\x18\x06 \x01(\t\x12\x11\n\tguideline\x18\x07 \x01(\t\x12\x0f\n\x07\x63omment\x18\x08 \x01(\t\x12\x0e\n\x06prompt\x18\t \x01(\t\x12\x12\n\nendpoint_a\x18\n \x01(\t\x12\x12\n\nendpoint_b\x18\x0b \x01(\t\x12\x14\n\x0crequest_id_a\x18\x0c \x01(\t\x12\x14\n\x0crequest_id_b\x18\r \x01(\t\x12\x15\n\rsides_swapped\x18\x0e \x01(\x08\x12\x35\n\npreference\x18\x0f \x01(\x0e\x32!.tessera.evaluation.v1.Preference\x12\x12\n\ncreated_by\x18\x10 \x01(\t\x12.\n\ncreated_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"P\n\x17\x43reateAssessmentRequest\x12\x35\n\nassessment\x18\x01 \x01(\x0b\x32!.tessera.evaluation.v1.Assessment\"\x8d\x01\n\x16ListAssessmentsRequest\x12\x33\n\x04kind\x18\x01 \x01(\x0e\x32%.tessera.evaluation.v1.AssessmentKind\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12,\n\x04page\x18\x03 \x01(\x0b\x32\x1e.tessera.common.v1.PageRequest\"\x80\x01\n\x17ListAssessmentsResponse\x12\x36\n\x0b\x61ssessments\x18\x01 \x03(\x0b\x32!.tessera.evaluation.v1.Assessment\x12-\n\x04page\x18\x02 \x01(\x0b\x32\x1f.tessera.common.v1.PageResponse\"o\n\x1fSaveAssessmentsAsDatasetRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"W\n SaveAssessmentsAsDatasetResponse\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x11\n\trow_count\x18\x03 \x01(\x03\"!\n\x0f\x43onfusionMatrix\x12\x0e\n\x06\x63ounts\x18\x01 \x03(\x03\"\xc8\x01\n\x10JudgeCalibration\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x13\n\x0bprompt_hash\x18\x02 \x01(\t\x12\x13\n\x0bjudge_model\x18\x03 \x01(\t\x12\t\n\x01n\x18\x04 \x01(\x03\x12\x11\n\tagreement\x18\x05 \x01(\x01\x12\x13\n\x0b\x63ohen_kappa\x18\x06 \x01(\x01\x12\x39\n\tconfusion\x18\x07 \x01(\x0b\x32&.tessera.evaluation.v1.ConfusionMatrix\x12\x0c\n\x04note\x18\x08 \x01(\t\"R\n\x15\x43\x61librateJudgeRequest\x12\x13\n\x0b\x65val_run_id\x18\x01 \x01(\t\x12\x0e\n\x06metric\x18\x02 \x01(\t\x12\x14\n\x0clabel_column\x18\x03 \x01(\t\"\xe6\x02\n\x10OnlineEvaluation\x12\x1c\n\x14online_evaluation_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\x0f\n\x07metrics\x18\x03 \x03(\t\x12\x16\n\x0ejudge_endpoint\x18\x04 \x01(\t\x12\x13\n\x0bsample_rate\x18\x05 \x01(\x01\x12\x18\n\x10interval_seconds\x18\x06 \x01(\x05\x12\x1b\n\x13max_rows_per_window\x18\x07 \x01(\x05\x12\x12\n\ncreated_by\x18\x08 \x01(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0flast_window_end\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x06latest\x18\x0b \x03(\x0b\x32$.tessera.evaluation.v1.MetricSummary\"c\n\x1d\x43reateOnlineEvaluationRequest\x12\x42\n\x11online_evaluation\x18\x01 \x01(\x0b\x32\'.tessera.evaluation.v1.OnlineEvaluation\"^\n\x1cListOnlineEvaluationsRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12,\n\x04page\x18\x02 \x01(\x0b\x32\x1e.tessera.common.v1.PageRequest\"\x93\x01\n\x1dListOnlineEvaluationsResponse\x12\x43\n\x12online_evaluations\x18\x01 \x03(\x0b\x32\'.tessera.evaluation.v1.OnlineEvaluation\x12-\n\x04page\x18\x02 \x01(\x0b\x32\x1f.tessera.common.v1.PageResponse\"=\n\x1d\x44\x65leteOnlineEvaluationRequest\x12\x1c\n\x14online_evaluation_id\x18\x01 \x01(\t\" \n\x1e\x44\x65leteOnlineEvaluationResponse*\xb1\x01\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10RUN_STATE_QUEUED\x10\x01\x12\x15\n\x11RUN_STATE_RUNNING\x10\x02\x12\x17\n\x13RUN_STATE_SUCCEEDED\x10\x03\x12\x15\n\x11RUN_STATE_PARTIAL\x10\x04\x12\x14\n\x10RUN_STATE_FAILED\x10\x05\x12\x17\n\x13RUN_STATE_CANCELLED\x10\x06*l\n\x0e\x41ssessmentKind\x12\x1f\n\x1b\x41SSESSMENT_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41SSESSMENT_KIND_LABEL\x10\x01\x12\x1e\n\x1a\x41SSESSMENT_KIND_PREFERENCE\x10\x02*E\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x10\n\x0cVERDICT_GOOD\x10\x01\x12\x0f\n\x0bVERDICT_BAD\x10\x02*y\n\nPreference\x12\x1a\n\x16PREFERENCE_UNSPECIFIED\x10\x00\x12\x10\n\x0cPREFERENCE_A\x10\x01\x12\x10\n\x0cPREFERENCE_B\x10\x02\x12\x12\n\x0ePREFERENCE_TIE\x10\x03\x12\x17\n\x13PREFERENCE_BOTH_BAD\x10\x04\x32\xb6\x0b\n\x11\x45valuationService\x12Z\n\x0cStartEvalRun\x12*.tessera.evaluation.v1.StartEvalRunRequest\x1a\x1e.tessera.evaluation.v1.EvalRun\x12V\n\nGetEvalRun\x12(.tessera.evaluation.v1.GetEvalRunRequest\x1a\x1e.tessera.evaluation.v1.EvalRun\x12g\n\x0cListEvalRuns\x12*.tessera.evaluation.v1.ListEvalRunsRequest\x1a+.tessera.evaluation.v1.ListEvalRunsResponse\x12\\\n\rCancelEvalRun\x12+.tessera.evaluation.v1.CancelEvalRunRequest\x1a\x1e.tessera.evaluation.v1.EvalRun\x12p\n\x0fListEvalResults\x12-.tessera.evaluation.v1.ListEvalResultsRequest\x1a..tessera.evaluation.v1.ListEvalResultsResponse\x12^\n\x0b\x43ompareRuns\x12).tessera.evaluation.v1.CompareRunsRequest\x1a$.tessera.evaluation.v1.RunComparison\x12\x65\n\x10\x43reateAssessment\x12..tessera.evaluation.v1.CreateAssessmentRequest\x1a!.tessera.evaluation.v1.Assessment\x12p\n\x0fListAssessments\x12-.tessera.evaluation.v1.ListAssessmentsRequest\x1a..tessera.evaluation.v1.ListAssessmentsResponse\x12\x8b\x01\n\x18SaveAssessmentsAsDataset\x12\x36.tessera.evaluation.v1.SaveAssessmentsAsDatasetRequest\x1a\x37.tessera.evaluation.v1.SaveAssessmentsAsDatasetResponse\x12g\n\x0e\x43\x61librateJudge\x12,.tessera.evaluation.v1.CalibrateJudgeRequest\x1a\'.tessera.evaluation.v1.JudgeCalibration\x12w\n\x16\x43reateOnlineEvaluation\x12\x34.tessera.evaluation.v1.CreateOnlineEvaluationRequest\x1a\'.tessera.evaluation.v1.OnlineEvaluation\x12\x82\x01\n\x15ListOnlineEvaluations\x12\x33.tessera.evaluation.v1.ListOnlineEvaluationsRequest\x1a\x34.tessera.evaluation.v1.ListOnlineEvaluationsResponse\x12\x85\x01\n\x16\x44\x65leteOnlineEvaluation\x12\x34.tessera.evaluation.v1.DeleteOnlineEvaluationRequest\x1a\x35.tessera.evaluation.v1.DeleteOnlineEvaluationResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tessera.evaluation.v1.evaluation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EVALRUN_SUMMARYENTRY']._loaded_options = None
-  _globals['_EVALRUN_SUMMARYENTRY']._serialized_options = b'8\001'
-  _globals['_EVALRUN']._serialized_start=134
-  _globals['_EVALRUN']._serialized_end=317
-  _globals['_EVALRUN_SUMMARYENTRY']._serialized_start=271
-  _globals['_EVALRUN_SUMMARYENTRY']._serialized_end=317
-  _globals['_STARTEVALRUNREQUEST']._serialized_start=319
-  _globals['_STARTEVALRUNREQUEST']._serialized_end=389
-  _globals['_GETEVALRUNREQUEST']._serialized_start=391
-  _globals['_GETEVALRUNREQUEST']._serialized_end=431
-  _globals['_LISTEVALRESULTSREQUEST']._serialized_start=433
-  _globals['_LISTEVALRESULTSREQUEST']._serialized_end=524
-  _globals['_LISTEVALRESULTSRESPONSE']._serialized_start=526
-  _globals['_LISTEVALRESULTSRESPONSE']._serialized_end=646
-  _globals['_EVALUATIONSERVICE']._serialized_start=649
-  _globals['_EVALUATIONSERVICE']._serialized_end=962
+  _globals['_MANIFEST_PROMPTHASHESENTRY']._loaded_options = None
+  _globals['_MANIFEST_PROMPTHASHESENTRY']._serialized_options = b'8\001'
+  _globals['_RUNSTATE']._serialized_start=4972
+  _globals['_RUNSTATE']._serialized_end=5149
+  _globals['_ASSESSMENTKIND']._serialized_start=5151
+  _globals['_ASSESSMENTKIND']._serialized_end=5259
+  _globals['_VERDICT']._serialized_start=5261
+  _globals['_VERDICT']._serialized_end=5330
+  _globals['_PREFERENCE']._serialized_start=5332
+  _globals['_PREFERENCE']._serialized_end=5453
+  _globals['_INTERVAL']._serialized_start=199
+  _globals['_INTERVAL']._serialized_end=301
+  _globals['_METRICSUMMARY']._serialized_start=304
+  _globals['_METRICSUMMARY']._serialized_end=540
+  _globals['_LATENCYSUMMARY']._serialized_start=542
+  _globals['_LATENCYSUMMARY']._serialized_end=607
+  _globals['_MANIFEST']._serialized_start=610
+  _globals['_MANIFEST']._serialized_end=992
+  _globals['_MANIFEST_PROMPTHASHESENTRY']._serialized_start=941
+  _globals['_MANIFEST_PROMPTHASHESENTRY']._serialized_end=992
+  _globals['_EVALRUN']._serialized_start=995
+  _globals['_EVALRUN']._serialized_end=1666
+  _globals['_STARTEVALRUNREQUEST']._serialized_start=1668
+  _globals['_STARTEVALRUNREQUEST']._serialized_end=1735
+  _globals['_GETEVALRUNREQUEST']._serialized_start=1737
+  _globals['_GETEVALRUNREQUEST']._serialized_end=1777
+  _globals['_LISTEVALRUNSREQUEST']._serialized_start=1779
+  _globals['_LISTEVALRUNSREQUEST']._serialized_end=1888
+  _globals['_LISTEVALRUNSRESPONSE']._serialized_start=1890
+  _globals['_LISTEVALRUNSRESPONSE']._serialized_end=2005
+  _globals['_CANCELEVALRUNREQUEST']._serialized_start=2007
+  _globals['_CANCELEVALRUNREQUEST']._serialized_end=2050
+  _globals['_LISTEVALRESULTSREQUEST']._serialized_start=2052
+  _globals['_LISTEVALRESULTSREQUEST']._serialized_end=2143
+  _globals['_LISTEVALRESULTSRESPONSE']._serialized_start=2145
+  _globals['_LISTEVALRESULTSRESPONSE']._serialized_end=2265
+  _globals['_COMPARERUNSREQUEST']._serialized_start=2267
+  _globals['_COMPARERUNSREQUEST']._serialized_end=2358
+  _globals['_PAIREDDIFFERENCE']._serialized_start=2361
+  _globals['_PAIREDDIFFERENCE']._serialized_end=2665
+  _globals['_RUNCOMPARISON']._serialized_start=2668
+  _globals['_RUNCOMPARISON']._serialized_end=2796
+  _globals['_ASSESSMENT']._serialized_start=2799
+  _globals['_ASSESSMENT']._serialized_end=3283
+  _globals['_CREATEASSESSMENTREQUEST']._serialized_start=3285
+  _globals['_CREATEASSESSMENTREQUEST']._serialized_end=3365
+  _globals['_LISTASSESSMENTSREQUEST']._serialized_start=3368
+  _globals['_LISTASSESSMENTSREQUEST']._serialized_end=3509
+  _globals['_LISTASSESSMENTSRESPONSE']._serialized_start=3512
+  _globals['_LISTASSESSMENTSRESPONSE']._serialized_end=3640
+  _globals['_SAVEASSESSMENTSASDATASETREQUEST']._serialized_start=3642
+  _globals['_SAVEASSESSMENTSASDATASETREQUEST']._serialized_end=3753
+  _globals['_SAVEASSESSMENTSASDATASETRESPONSE']._serialized_start=3755
+  _globals['_SAVEASSESSMENTSASDATASETRESPONSE']._serialized_end=3842
+  _globals['_CONFUSIONMATRIX']._serialized_start=3844
+  _globals['_CONFUSIONMATRIX']._serialized_end=3877
+  _globals['_JUDGECALIBRATION']._serialized_start=3880
+  _globals['_JUDGECALIBRATION']._serialized_end=4080
+  _globals['_CALIBRATEJUDGEREQUEST']._serialized_start=4082
+  _globals['_CALIBRATEJUDGEREQUEST']._serialized_end=4164
+  _globals['_ONLINEEVALUATION']._serialized_start=4167
+  _globals['_ONLINEEVALUATION']._serialized_end=4525
+  _globals['_CREATEONLINEEVALUATIONREQUEST']._serialized_start=4527
+  _globals['_CREATEONLINEEVALUATIONREQUEST']._serialized_end=4626
+  _globals['_LISTONLINEEVALUATIONSREQUEST']._serialized_start=4628
+  _globals['_LISTONLINEEVALUATIONSREQUEST']._serialized_end=4722
+  _globals['_LISTONLINEEVALUATIONSRESPONSE']._serialized_start=4725
+  _globals['_LISTONLINEEVALUATIONSRESPONSE']._serialized_end=4872
+  _globals['_DELETEONLINEEVALUATIONREQUEST']._serialized_start=4874
+  _globals['_DELETEONLINEEVALUATIONREQUEST']._serialized_end=4935
+  _globals['_DELETEONLINEEVALUATIONRESPONSE']._serialized_start=4937
+  _globals['_DELETEONLINEEVALUATIONRESPONSE']._serialized_end=4969
+  _globals['_EVALUATIONSERVICE']._serialized_start=5456
+  _globals['_EVALUATIONSERVICE']._serialized_end=6918
 # @@protoc_insertion_point(module_scope)

@@ -44,10 +44,60 @@ class EvaluationServiceStub:
                 request_serializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.GetEvalRunRequest.SerializeToString,
                 response_deserializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.EvalRun.FromString,
                 _registered_method=True)
+        self.ListEvalRuns = channel.unary_unary(
+                '/tessera.evaluation.v1.EvaluationService/ListEvalRuns',
+                request_serializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.ListEvalRunsRequest.SerializeToString,
+                response_deserializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.ListEvalRunsResponse.FromString,
+                _registered_method=True)
+        self.CancelEvalRun = channel.unary_unary(
+                '/tessera.evaluation.v1.EvaluationService/CancelEvalRun',
+                request_serializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.CancelEvalRunRequest.SerializeToString,
+                response_deserializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.EvalRun.FromString,
+                _registered_method=True)
         self.ListEvalResults = channel.unary_unary(
                 '/tessera.evaluation.v1.EvaluationService/ListEvalResults',
                 request_serializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.ListEvalResultsRequest.SerializeToString,
                 response_deserializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.ListEvalResultsResponse.FromString,
+                _registered_method=True)
+        self.CompareRuns = channel.unary_unary(
+                '/tessera.evaluation.v1.EvaluationService/CompareRuns',
+                request_serializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.CompareRunsRequest.SerializeToString,
+                response_deserializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.RunComparison.FromString,
+                _registered_method=True)
+        self.CreateAssessment = channel.unary_unary(
+                '/tessera.evaluation.v1.EvaluationService/CreateAssessment',
+                request_serializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.CreateAssessmentRequest.SerializeToString,
+                response_deserializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.Assessment.FromString,
+                _registered_method=True)
+        self.ListAssessments = channel.unary_unary(
+                '/tessera.evaluation.v1.EvaluationService/ListAssessments',
+                request_serializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.ListAssessmentsRequest.SerializeToString,
+                response_deserializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.ListAssessmentsResponse.FromString,
+                _registered_method=True)
+        self.SaveAssessmentsAsDataset = channel.unary_unary(
+                '/tessera.evaluation.v1.EvaluationService/SaveAssessmentsAsDataset',
+                request_serializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.SaveAssessmentsAsDatasetRequest.SerializeToString,
+                response_deserializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.SaveAssessmentsAsDatasetResponse.FromString,
+                _registered_method=True)
+        self.CalibrateJudge = channel.unary_unary(
+                '/tessera.evaluation.v1.EvaluationService/CalibrateJudge',
+                request_serializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.CalibrateJudgeRequest.SerializeToString,
+                response_deserializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.JudgeCalibration.FromString,
+                _registered_method=True)
+        self.CreateOnlineEvaluation = channel.unary_unary(
+                '/tessera.evaluation.v1.EvaluationService/CreateOnlineEvaluation',
+                request_serializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.CreateOnlineEvaluationRequest.SerializeToString,
+                response_deserializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.OnlineEvaluation.FromString,
+                _registered_method=True)
+        self.ListOnlineEvaluations = channel.unary_unary(
+                '/tessera.evaluation.v1.EvaluationService/ListOnlineEvaluations',
+                request_serializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.ListOnlineEvaluationsRequest.SerializeToString,
+                response_deserializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.ListOnlineEvaluationsResponse.FromString,
+                _registered_method=True)
+        self.DeleteOnlineEvaluation = channel.unary_unary(
+                '/tessera.evaluation.v1.EvaluationService/DeleteOnlineEvaluation',
+                request_serializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.DeleteOnlineEvaluationRequest.SerializeToString,
+                response_deserializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.DeleteOnlineEvaluationResponse.FromString,
                 _registered_method=True)
 
 
@@ -55,18 +105,88 @@ class EvaluationServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def StartEvalRun(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Needs SELECT on the dataset and EXECUTE on the target (and judge) endpoint.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetEvalRun(self, request, context):
+        """Readable by the run's creator and by principals with SELECT on its dataset.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEvalRuns(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelEvalRun(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListEvalResults(self, request, context):
+        """Per-row results (every repeat), paged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompareRuns(self, request, context):
+        """Paired comparison of two runs over the same dataset version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateAssessment(self, request, context):
+        """Human assessments: a label on a logged request (needs SELECT on its endpoint) or a
+        blind preference vote between two answers (needs EXECUTE on both endpoints).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAssessments(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SaveAssessmentsAsDataset(self, request, context):
+        """Writes an endpoint's labeled requests as a new version of an evaluation-format
+        dataset (rows: request, expected_response, guidelines, human label); needs MODIFY on it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CalibrateJudge(self, request, context):
+        """Agreement, Cohen's kappa and confusion matrix of a judge against human labels.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateOnlineEvaluation(self, request, context):
+        """Online evaluation: sample an endpoint's recent payload logs on a schedule and score them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOnlineEvaluations(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteOnlineEvaluation(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -85,10 +205,60 @@ def add_EvaluationServiceServicer_to_server(servicer, server):
                     request_deserializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.GetEvalRunRequest.FromString,
                     response_serializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.EvalRun.SerializeToString,
             ),
+            'ListEvalRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEvalRuns,
+                    request_deserializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.ListEvalRunsRequest.FromString,
+                    response_serializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.ListEvalRunsResponse.SerializeToString,
+            ),
+            'CancelEvalRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelEvalRun,
+                    request_deserializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.CancelEvalRunRequest.FromString,
+                    response_serializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.EvalRun.SerializeToString,
+            ),
             'ListEvalResults': grpc.unary_unary_rpc_method_handler(
                     servicer.ListEvalResults,
                     request_deserializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.ListEvalResultsRequest.FromString,
                     response_serializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.ListEvalResultsResponse.SerializeToString,
+            ),
+            'CompareRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompareRuns,
+                    request_deserializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.CompareRunsRequest.FromString,
+                    response_serializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.RunComparison.SerializeToString,
+            ),
+            'CreateAssessment': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateAssessment,
+                    request_deserializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.CreateAssessmentRequest.FromString,
+                    response_serializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.Assessment.SerializeToString,
+            ),
+            'ListAssessments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAssessments,
+                    request_deserializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.ListAssessmentsRequest.FromString,
+                    response_serializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.ListAssessmentsResponse.SerializeToString,
+            ),
+            'SaveAssessmentsAsDataset': grpc.unary_unary_rpc_method_handler(
+                    servicer.SaveAssessmentsAsDataset,
+                    request_deserializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.SaveAssessmentsAsDatasetRequest.FromString,
+                    response_serializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.SaveAssessmentsAsDatasetResponse.SerializeToString,
+            ),
+            'CalibrateJudge': grpc.unary_unary_rpc_method_handler(
+                    servicer.CalibrateJudge,
+                    request_deserializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.CalibrateJudgeRequest.FromString,
+                    response_serializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.JudgeCalibration.SerializeToString,
+            ),
+            'CreateOnlineEvaluation': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateOnlineEvaluation,
+                    request_deserializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.CreateOnlineEvaluationRequest.FromString,
+                    response_serializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.OnlineEvaluation.SerializeToString,
+            ),
+            'ListOnlineEvaluations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOnlineEvaluations,
+                    request_deserializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.ListOnlineEvaluationsRequest.FromString,
+                    response_serializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.ListOnlineEvaluationsResponse.SerializeToString,
+            ),
+            'DeleteOnlineEvaluation': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteOnlineEvaluation,
+                    request_deserializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.DeleteOnlineEvaluationRequest.FromString,
+                    response_serializer=tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.DeleteOnlineEvaluationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -156,6 +326,60 @@ class EvaluationService:
             _registered_method=True)
 
     @staticmethod
+    def ListEvalRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.evaluation.v1.EvaluationService/ListEvalRuns',
+            tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.ListEvalRunsRequest.SerializeToString,
+            tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.ListEvalRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelEvalRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.evaluation.v1.EvaluationService/CancelEvalRun',
+            tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.CancelEvalRunRequest.SerializeToString,
+            tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.EvalRun.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def ListEvalResults(request,
             target,
             options=(),
@@ -172,6 +396,222 @@ class EvaluationService:
             '/tessera.evaluation.v1.EvaluationService/ListEvalResults',
             tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.ListEvalResultsRequest.SerializeToString,
             tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.ListEvalResultsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompareRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.evaluation.v1.EvaluationService/CompareRuns',
+            tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.CompareRunsRequest.SerializeToString,
+            tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.RunComparison.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateAssessment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.evaluation.v1.EvaluationService/CreateAssessment',
+            tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.CreateAssessmentRequest.SerializeToString,
+            tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.Assessment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAssessments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.evaluation.v1.EvaluationService/ListAssessments',
+            tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.ListAssessmentsRequest.SerializeToString,
+            tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.ListAssessmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SaveAssessmentsAsDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.evaluation.v1.EvaluationService/SaveAssessmentsAsDataset',
+            tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.SaveAssessmentsAsDatasetRequest.SerializeToString,
+            tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.SaveAssessmentsAsDatasetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CalibrateJudge(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.evaluation.v1.EvaluationService/CalibrateJudge',
+            tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.CalibrateJudgeRequest.SerializeToString,
+            tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.JudgeCalibration.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateOnlineEvaluation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.evaluation.v1.EvaluationService/CreateOnlineEvaluation',
+            tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.CreateOnlineEvaluationRequest.SerializeToString,
+            tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.OnlineEvaluation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOnlineEvaluations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.evaluation.v1.EvaluationService/ListOnlineEvaluations',
+            tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.ListOnlineEvaluationsRequest.SerializeToString,
+            tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.ListOnlineEvaluationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteOnlineEvaluation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.evaluation.v1.EvaluationService/DeleteOnlineEvaluation',
+            tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.DeleteOnlineEvaluationRequest.SerializeToString,
+            tessera_dot_evaluation_dot_v1_dot_evaluation__pb2.DeleteOnlineEvaluationResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -23,21 +23,26 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from tessera.events.v1 import serving_pb2 as tessera_dot_events_dot_v1_dot_serving__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"tessera/events/v1/evaluation.proto\x12\x11tessera.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb7\x01\n\x0b\x45valRequest\x12\x13\n\x0b\x65val_run_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x03 \x01(\t\x12\x17\n\x0fretrieval_index\x18\x04 \x01(\t\x12\x0f\n\x07metrics\x18\x05 \x03(\t\x12\x14\n\x0crequested_by\x18\x06 \x01(\t\x12\x30\n\x0crequested_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb4\x02\n\nEvalResult\x12\x13\n\x0b\x65val_run_id\x18\x01 \x01(\t\x12\x12\n\nexample_id\x18\x02 \x01(\t\x12\x39\n\x06scores\x18\x03 \x03(\x0b\x32).tessera.events.v1.EvalResult.ScoresEntry\x12\x12\n\nlatency_ms\x18\x04 \x01(\x01\x12\x15\n\rprompt_tokens\x18\x05 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x06 \x01(\x03\x12\x0e\n\x06status\x18\x07 \x01(\t\x12\x15\n\rerror_message\x18\x08 \x01(\t\x12&\n\x02\x61t\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"tessera/events/v1/evaluation.proto\x12\x11tessera.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ftessera/events/v1/serving.proto\"\x97\x03\n\x0b\x45valRunSpec\x12\x13\n\x0b\x65val_run_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x17\n\x0f\x64\x61taset_version\x18\x03 \x01(\t\x12\x17\n\x0ftarget_endpoint\x18\x04 \x01(\t\x12\x0f\n\x07metrics\x18\x05 \x03(\t\x12\x16\n\x0ejudge_endpoint\x18\x06 \x01(\t\x12\x0f\n\x07repeats\x18\x07 \x01(\x05\x12\x13\n\x0b\x63oncurrency\x18\x08 \x01(\x05\x12\x0c\n\x04seed\x18\t \x01(\x03\x12\x33\n\x08sampling\x18\n \x01(\x0b\x32!.tessera.events.v1.SamplingParams\x12\t\n\x01k\x18\x0b \x01(\x05\x12\x12\n\nexperiment\x18\x0c \x01(\t\x12\x1a\n\x12human_label_column\x18\r \x01(\t\x12\x36\n\x04tags\x18\x0e \x03(\x0b\x32(.tessera.events.v1.EvalRunSpec.TagsEntry\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x81\x01\n\x0b\x45valRequest\x12,\n\x04spec\x18\x01 \x01(\x0b\x32\x1e.tessera.events.v1.EvalRunSpec\x12\x12\n\nauth_token\x18\x02 \x01(\t\x12\x30\n\x0crequested_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x91\x01\n\x0bMetricValue\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x12\n\x05value\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x13\n\x0bjudge_reply\x18\x03 \x01(\t\x12\x19\n\x11unmeasured_reason\x18\x04 \x01(\t\x12\x10\n\x08measured\x18\x05 \x01(\x03\x12\x12\n\nunmeasured\x18\x06 \x01(\x03\x42\x08\n\x06_value\"\x85\x04\n\nEvalResult\x12\x13\n\x0b\x65val_run_id\x18\x01 \x01(\t\x12\x12\n\nexample_id\x18\x02 \x01(\t\x12\x0e\n\x06repeat\x18\x03 \x01(\x05\x12/\n\x07metrics\x18\x04 \x03(\x0b\x32\x1e.tessera.events.v1.MetricValue\x12\x10\n\x08response\x18\x05 \x01(\t\x12\x15\n\rretrieved_ids\x18\x06 \x03(\t\x12\x12\n\nlatency_ms\x18\x07 \x01(\x01\x12\x15\n\rprompt_tokens\x18\x08 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\t \x01(\x03\x12\x15\n\x08\x63ost_usd\x18\n \x01(\x01H\x00\x88\x01\x01\x12\x12\n\nrequest_id\x18\x0b \x01(\t\x12\x0e\n\x06status\x18\x0c \x01(\t\x12\x15\n\rerror_message\x18\r \x01(\t\x12&\n\x02\x61t\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0ftarget_endpoint\x18\x0f \x01(\t\x12\x1c\n\x14online_evaluation_id\x18\x10 \x01(\t\x12\x30\n\x0cwindow_start\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nwindow_end\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0b\n\t_cost_usdb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tessera.events.v1.evaluation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EVALRESULT_SCORESENTRY']._loaded_options = None
-  _globals['_EVALRESULT_SCORESENTRY']._serialized_options = b'8\001'
-  _globals['_EVALREQUEST']._serialized_start=91
-  _globals['_EVALREQUEST']._serialized_end=274
-  _globals['_EVALRESULT']._serialized_start=277
-  _globals['_EVALRESULT']._serialized_end=585
-  _globals['_EVALRESULT_SCORESENTRY']._serialized_start=540
-  _globals['_EVALRESULT_SCORESENTRY']._serialized_end=585
+  _globals['_EVALRUNSPEC_TAGSENTRY']._loaded_options = None
+  _globals['_EVALRUNSPEC_TAGSENTRY']._serialized_options = b'8\001'
+  _globals['_EVALRUNSPEC']._serialized_start=124
+  _globals['_EVALRUNSPEC']._serialized_end=531
+  _globals['_EVALRUNSPEC_TAGSENTRY']._serialized_start=488
+  _globals['_EVALRUNSPEC_TAGSENTRY']._serialized_end=531
+  _globals['_EVALREQUEST']._serialized_start=534
+  _globals['_EVALREQUEST']._serialized_end=663
+  _globals['_METRICVALUE']._serialized_start=666
+  _globals['_METRICVALUE']._serialized_end=811
+  _globals['_EVALRESULT']._serialized_start=814
+  _globals['_EVALRESULT']._serialized_end=1331
 # @@protoc_insertion_point(module_scope)
