@@ -12,10 +12,12 @@ from tessera.serving.v1 import serving_pb2_grpc
 
 from services.common import telemetry
 from services.common.db import Database, migrate
+from services.common.errors import TesseraError
 from services.common.grpc_server import TesseraServer
 from services.common.kafka_producer import EventProducer
 from services.common.registry_privileges import RegistryPrivileges
 from services.serving import grpc_api, oip_api
+from services.serving.agents import AgentServices, LineageWriter, RetrievalClient
 from services.serving.catalog import ModelCatalog
 from services.serving.conversations import ConversationStore
 from services.serving.endpoints import EndpointControl
@@ -62,6 +64,7 @@ class ServingApp:
         self.kafka_requests: KafkaRequestServer | None = None
         self.registry_events: RegistryEventFollower | None = None
         self.privileges: RegistryPrivileges | None = None
+        self.agents: AgentServices | None = None
         self._tasks: list[asyncio.Task] = []
         self.port = 0
         self.metrics_port = 0
@@ -99,9 +102,13 @@ class ServingApp:
             enforce=s.auth_mode != "none",
             cache_s=s.serving_privilege_cache_s,
         )
+        self.agents = AgentServices(
+            RetrievalClient(s.retrieval_address, s.serving_agent_retrieval_timeout_s),
+            LineageWriter(s.registry_address, s.service_token),
+        )
         pool = ModelPool(
             self.catalog,
-            self.build_runtime or runtime_factory(s),
+            self.build_runtime or runtime_factory(s, self.agents),
             drain_timeout_s=s.serving_drain_timeout_s,
             external=lambda v: external.runtime(v) if external.is_external(v.model_name) else None,
         )
@@ -127,6 +134,7 @@ class ServingApp:
             self.payload_log,
             self.usage,
         )
+        self.agents.bind(self.inference, self._kind_served)
         if s.serving_run_registry_consumer:
             # Every replica follows endpoint changes and alias moves itself: a group of its own.
             self.registry_events = RegistryEventFollower(
@@ -176,6 +184,12 @@ class ServingApp:
             self._tasks.append(asyncio.create_task(self.kafka_requests.run(), name="serving-kafka-requests"))
             await self.kafka_requests.loop.wait_assigned()
 
+    def _kind_served(self, endpoint: str) -> str | None:
+        try:
+            return self.endpoints.deployment(endpoint).kind()
+        except TesseraError:
+            return None
+
     async def _reconcile_every(self, seconds: float) -> None:
         """A safety net: an endpoint change whose registry event was lost is picked up here."""
         while True:
@@ -200,6 +214,8 @@ class ServingApp:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.endpoints is not None:
             await self.endpoints.stop()
+        if self.agents is not None:
+            await self.agents.close()
         if self.usage is not None:
             await self.usage.stop()
         if self.payload_log is not None:

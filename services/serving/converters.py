@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from google.protobuf import json_format, struct_pb2
@@ -14,6 +14,7 @@ from services.serving.entities import (
     EndpointSpec,
     EndpointView,
     GenerateCall,
+    Passage,
     SamplingSpec,
     ServedModelSpec,
     TensorCall,
@@ -100,7 +101,15 @@ def generate_response(result: TextResult) -> pb.GenerateResponse:
         completion_tokens=result.completion_tokens,
         served_model=result.served_model,
         model_version=str(result.model_version),
+        citations=citations_to_proto(result.passages, result.citations),
     )
+
+
+def citations_to_proto(passages: Sequence[Passage], citations: Sequence[str]) -> list[events_pb.Citation]:
+    """An agent's citations with the score and text of each cited passage."""
+    by_id = {p.id: p for p in passages}
+    cited = [by_id.get(doc_id, Passage(doc_id, "", 0.0)) for doc_id in citations]
+    return [events_pb.Citation(id=p.id, score=p.score, text=p.text) for p in cited]
 
 
 def _messages(chat: events_pb.ChatList) -> list[dict[str, str]]:

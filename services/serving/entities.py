@@ -18,7 +18,8 @@ import numpy as np
 from services.common.errors import InvalidArgument
 
 LOADING, READY, FAILED = "LOADING", "READY", "FAILED"
-LLM, TENSOR = "llm", "tensor"
+# An agent (services/serving/agents.py) answers text like an LLM, from retrieval and an LLM endpoint.
+LLM, TENSOR, AGENT = "llm", "tensor", "agent"
 
 # `\Z`, not `$`: `$` also matches before a trailing newline.
 _ENDPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
@@ -299,6 +300,18 @@ class TokenLogprob:
 
 
 @dataclass(frozen=True)
+class Passage:
+    """A document an agent retrieved and put in its prompt: what its answer may cite."""
+
+    id: str
+    text: str
+    score: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "text": self.text, "score": self.score}
+
+
+@dataclass(frozen=True)
 class TextChunk:
     """New text since the previous chunk of one generation."""
 
@@ -312,6 +325,9 @@ class TextChunk:
     # The new tokens' log probabilities (when asked), and the prompt's (on the first chunk, when asked).
     logprobs: tuple[TokenLogprob, ...] = ()
     prompt_logprobs: tuple[TokenLogprob, ...] | None = None
+    # Agents: the retrieved context and the ids it cites, on the first chunk of the answer.
+    passages: tuple[Passage, ...] = ()
+    citations: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -327,6 +343,8 @@ class TextResult:
     model_version: int
     logprobs: tuple[TokenLogprob, ...] = ()
     prompt_logprobs: tuple[TokenLogprob, ...] | None = None
+    passages: tuple[Passage, ...] = ()
+    citations: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from tessera.serving.v1 import serving_pb2_grpc
 from services.common.auth import current_principal
 from services.common.errors import Unavailable
 from services.serving.converters import (
+    citations_to_proto,
     endpoint_to_proto,
     generate_call,
     generate_response,
@@ -67,6 +68,7 @@ class ServingServicer(serving_pb2_grpc.ServingServiceServicer):
                 completion_tokens=chunk.completion_tokens,
                 served_model=chunk.served_model,
                 model_version=str(chunk.model_version),
+                citations=citations_to_proto(chunk.passages, chunk.citations),
             )
 
     async def SetUsageLimit(self, request: pb.SetUsageLimitRequest, context) -> pb.UsageLimit:

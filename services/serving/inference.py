@@ -26,6 +26,7 @@ from services.common.errors import InvalidArgument, ResourceExhausted, TesseraEr
 from services.serving.deployment import Deployment
 from services.serving.endpoints import EndpointControl
 from services.serving.entities import (
+    AGENT,
     LLM,
     TENSOR,
     GenerateCall,
@@ -77,7 +78,7 @@ class InferenceCore:
     def kind_of(self, endpoint: str) -> str:
         """LLM when every model the endpoint runs here is an LLM, else TENSOR (unknown endpoints fail later)."""
         try:
-            return LLM if self._endpoints.deployment(endpoint).kind() == LLM else TENSOR
+            return LLM if self._endpoints.deployment(endpoint).kind() in (LLM, AGENT) else TENSOR
         except TesseraError:
             return TENSOR
 
@@ -107,7 +108,12 @@ class InferenceCore:
                     try:
                         with model.lease() if index else contextlib.nullcontext():
                             outcome.served(model.model_name, model.version)
-                            chunks = model.runtime.generate(call.request_id, prompt, call.sampling)
+                            if model.runtime.kind == AGENT:  # retrieves and generates as the caller
+                                chunks = model.runtime.answer(
+                                    call.request_id, prompt, call.sampling, principal, wait=wait
+                                )
+                            else:
+                                chunks = model.runtime.generate(call.request_id, prompt, call.sampling)
                             async with contextlib.aclosing(chunks) as stream:
                                 async for chunk in stream:
                                     outcome.token(chunk)
@@ -123,7 +129,7 @@ class InferenceCore:
             outcome.failed(exc)
             raise
         finally:
-            outcome.outputs = {"text": "".join(parts)}
+            outcome.outputs = {"text": "".join(parts), **outcome.cited()}
             outcome.settle(self.usage, reservation)
             self._log.submit(outcome.record())
 
@@ -133,8 +139,11 @@ class InferenceCore:
         logprobs: list[TokenLogprob] = []
         prompt_logprobs: tuple[TokenLogprob, ...] | None = None
         last: TextChunk | None = None
+        sources: TextChunk | None = None  # an agent's passages and citations come on one chunk
         async with contextlib.aclosing(self.generate(call, principal, wait=wait)) as chunks:
             async for chunk in chunks:
+                if chunk.passages or chunk.citations:
+                    sources = chunk
                 parts.append(chunk.text)
                 logprobs.extend(chunk.logprobs)
                 prompt_logprobs = chunk.prompt_logprobs if prompt_logprobs is None else prompt_logprobs
@@ -151,6 +160,8 @@ class InferenceCore:
             model_version=last.model_version,
             logprobs=tuple(logprobs),
             prompt_logprobs=prompt_logprobs,
+            passages=sources.passages if sources else (),
+            citations=sources.citations if sources else (),
         )
 
     async def infer(self, call: TensorCall, principal: Principal, *, wait: bool = False) -> TensorResult:
@@ -231,6 +242,7 @@ class _Outcome:
         self._labels = labels
         self.outputs: Mapping[str, Any] = {}
         self._accepted = False
+        self._citations: tuple[str, ...] = ()
 
     def accepted(self, inputs: Mapping[str, Any]) -> None:
         """The caller may use the endpoint: from here on its data is logged."""
@@ -243,11 +255,18 @@ class _Outcome:
 
     def token(self, chunk: TextChunk) -> None:
         r = self.record_
+        if chunk.passages or chunk.citations:
+            # An agent's retrieved context is part of what the model was given: monitoring reads it there.
+            r.inputs = {**r.inputs, "retrieved_context": [p.to_json() for p in chunk.passages]}
+            self._citations = chunk.citations
         if not r.time_to_first_token_ms and chunk.completion_tokens:
             r.time_to_first_token_ms = (time.perf_counter() - self.started) * 1000
         r.prompt_tokens, r.completion_tokens = chunk.prompt_tokens, chunk.completion_tokens
         if chunk.finish_reason:
             r.finish_reason = chunk.finish_reason
+
+    def cited(self) -> dict[str, Any]:
+        return {"citations": list(self._citations)} if self._citations else {}
 
     def failed(self, exc: BaseException) -> None:
         if isinstance(exc, GeneratorExit | asyncio.CancelledError):

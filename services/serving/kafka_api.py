@@ -48,7 +48,7 @@ from services.common.errors import (
 )
 from services.common.kafka_consumer import ConsumerLoop, Record, RetriableError
 from services.common.kafka_producer import DeliveryError, EventProducer
-from services.serving.converters import kafka_call, tensors_to_struct
+from services.serving.converters import citations_to_proto, kafka_call, tensors_to_struct
 from services.serving.entities import GenerateCall
 from services.serving.inference import InferenceCore
 from services.serving.payload_log import PayloadLogWriter
@@ -240,6 +240,7 @@ class KafkaRequestServer:
             response.served_model, response.model_version = text.served_model, str(text.model_version)
             response.prompt_tokens, response.completion_tokens = text.prompt_tokens, text.completion_tokens
             response.finish_reason = text.finish_reason
+            response.citations.extend(citations_to_proto(text.passages, text.citations))
         else:
             result = await self._inference.infer(call, principal, wait=True)
             response.tensors.CopyFrom(tensors_to_struct(result.outputs))

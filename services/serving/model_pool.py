@@ -88,6 +88,8 @@ class ModelPool:
                 if runtime is None:
                     folder: Path = await self._catalog.fetch(version)
                     runtime = self._build(folder)
+                    if hasattr(runtime, "assign_version"):  # agents name their version in lineage and logs
+                        runtime.assign_version(version.model_name, version.version)
                     _log.info("loading %s v%d (%s) from %s", version.model_name, version.version, runtime.kind, folder)
                 await runtime.start()
                 model = self._models[key] = LoadedModel(version.model_name, version.version, runtime, key)

@@ -107,7 +107,12 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         if self._is_llm(request.model_name, tensors):
             call = self._generate_call(request, request_id, tensors)
             text = await self._inference.generate_all(call, current_principal())
-            return self._text_response(request, request_id, text.text, text, final=None)
+            response = self._text_response(request, request_id, text.text, text, final=None)
+            if text.citations:  # an agent's: the cited document ids, best first
+                oip_codec.add_output(
+                    response, "citations", np.array([c.encode() for c in text.citations], dtype=object)
+                )
+            return response
         result = await self._inference.infer(
             TensorCall(request.model_name, request_id, "oip", tensors, size_bytes=request.ByteSize()),
             current_principal(),

@@ -19,6 +19,10 @@ class ServingSettings(CommonSettings):
     # PostgreSQL schema of the endpoint table (tests use a unique one).
     serving_schema: str = "serving"
     registry_address: str = "127.0.0.1:50051"
+    # Agents (services/serving/agents.py) query this retrieval service with their caller's token.
+    retrieval_address: str = "127.0.0.1:50054"
+    # How long an agent waits for retrieval's answer before the call is UNAVAILABLE.
+    serving_agent_retrieval_timeout_s: float = 10.0
     # Where model versions fetched from the registry are kept; empty: `<data_dir>/serving/models`.
     serving_model_cache: Path | None = None
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from services.serving.entities import TextChunk
+from services.serving.entities import TextChunk, TextResult
 from services.serving.inference import InferenceCore
 from services.serving.openai_api.generation import HttpCall, calls_of, first_chunk, generate_all, stream_events
 from services.serving.openai_api.protocol import GenerationRequest, chat_logprobs, usage
@@ -36,6 +36,11 @@ async def chat_completions(inference: InferenceCore, parsed: GenerationRequest, 
         ],
         "usage": usage(sum(r.prompt_tokens for r in results), sum(r.completion_tokens for r in results)),
     }
+    for choice, result in zip(body["choices"], results, strict=True):
+        if result.citations:
+            choice["message"]["citations"] = list(result.citations)
+    if results and results[0].citations:
+        body["tessera"] = agent_sources(results[0])
     return web.json_response(body, headers={"x-request-id": http.request_id})
 
 
@@ -55,6 +60,9 @@ async def _stream(inference: InferenceCore, parsed: GenerationRequest, http: Htt
         return {**head, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
 
     def events(chunk: TextChunk) -> list[dict]:
+        if chunk.citations:  # an agent's sources come with its first chunk
+            sourced = event({"content": chunk.text, "citations": list(chunk.citations)}, chunk.finish_reason)
+            return [{**sourced, "tessera": agent_sources(chunk)}]
         if chunk.finished:
             return [event({"content": chunk.text} if chunk.text else {}, chunk.finish_reason)]
         return [event({"content": chunk.text}, None)] if chunk.text else []
@@ -67,3 +75,8 @@ async def _stream(inference: InferenceCore, parsed: GenerationRequest, http: Htt
 
     opening = [event({"role": "assistant", "content": ""}, None)]
     return await stream_events(http.request, http.request_id, chunks, first, events, closing, opening)
+
+
+def agent_sources(answer: TextChunk | TextResult) -> dict[str, Any]:
+    """An agent's citations and retrieved passages, in an extra field the openai SDK keeps as it is."""
+    return {"citations": list(answer.citations), "retrieved_context": [p.to_json() for p in answer.passages]}

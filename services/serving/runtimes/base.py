@@ -11,10 +11,12 @@ from typing import Protocol
 import numpy as np
 
 from services.common.errors import FailedPrecondition
-from services.serving.entities import LLM, TENSOR, SamplingSpec, TensorSpec, TextChunk
+from services.serving.entities import AGENT, LLM, TENSOR, SamplingSpec, TensorSpec, TextChunk
 
 # A TorchScript model's file, and its optional description of named inputs/outputs.
 TORCHSCRIPT_FILES = ("model.pt", "model.torchscript")
+# An agent's spec (services/serving/agents.py).
+AGENT_FILE = "agent.json"
 SIGNATURE_FILE = "signature.json"
 
 
@@ -67,12 +69,14 @@ RuntimeFactory = Callable[[Path], ModelRuntime]
 
 
 def detect_runtime(folder: Path) -> str:
-    """LLM for a Hugging Face folder (config.json), TENSOR for a TorchScript file."""
+    """AGENT for an agent spec, LLM for a Hugging Face folder (config.json), TENSOR for a TorchScript file."""
+    if (folder / AGENT_FILE).is_file():
+        return AGENT
     if (folder / "config.json").is_file():
         return LLM
     if any((folder / name).is_file() for name in TORCHSCRIPT_FILES):
         return TENSOR
     raise FailedPrecondition(
-        f"no servable model in {folder.name}: expected a Hugging Face folder (config.json)"
-        f" or a TorchScript file ({', '.join(TORCHSCRIPT_FILES)})"
+        f"no servable model in {folder.name}: expected a Hugging Face folder (config.json),"
+        f" an agent spec ({AGENT_FILE}) or a TorchScript file ({', '.join(TORCHSCRIPT_FILES)})"
     )

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.serving.entities import LLM
+from services.common.errors import FailedPrecondition
+from services.serving.agents import AgentServices
+from services.serving.entities import AGENT, LLM
 from services.serving.llm_engine import EngineSettings
 from services.serving.runtimes.base import ModelRuntime, detect_runtime
 from services.serving.settings import ServingSettings
 
 
-def runtime_factory(settings: ServingSettings):
+def runtime_factory(settings: ServingSettings, agents: AgentServices | None = None):
     engine_settings = EngineSettings(
         kv_cache_bytes=settings.serving_kv_cache_mib * 2**20,
         max_model_len=settings.serving_max_model_len,
@@ -22,7 +24,14 @@ def runtime_factory(settings: ServingSettings):
     )
 
     def build(folder: Path) -> ModelRuntime:
-        if detect_runtime(folder) == LLM:
+        kind = detect_runtime(folder)
+        if kind == AGENT:
+            from services.serving.runtimes.agent import AgentRuntime
+
+            if agents is None:
+                raise FailedPrecondition("this serving process runs no agents")
+            return AgentRuntime(folder, agents)
+        if kind == LLM:
             from services.serving.runtimes.llm import LlmRuntime
 
             return LlmRuntime(folder, engine_settings, settings.serving_default_max_tokens)

@@ -63,7 +63,7 @@ class ChatList(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ...) -> None: ...
 
 class InferenceResponse(_message.Message):
-    __slots__ = ("request_id", "endpoint", "served_model", "model_version", "status", "error_message", "text", "tensors", "prompt_tokens", "completion_tokens", "finish_reason", "latency_ms")
+    __slots__ = ("request_id", "endpoint", "served_model", "model_version", "status", "error_message", "text", "tensors", "prompt_tokens", "completion_tokens", "finish_reason", "latency_ms", "citations")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     SERVED_MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +76,7 @@ class InferenceResponse(_message.Message):
     COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    CITATIONS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     endpoint: str
     served_model: str
@@ -88,4 +89,15 @@ class InferenceResponse(_message.Message):
     completion_tokens: int
     finish_reason: str
     latency_ms: float
-    def __init__(self, request_id: _Optional[str] = ..., endpoint: _Optional[str] = ..., served_model: _Optional[str] = ..., model_version: _Optional[str] = ..., status: _Optional[str] = ..., error_message: _Optional[str] = ..., text: _Optional[str] = ..., tensors: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., finish_reason: _Optional[str] = ..., latency_ms: _Optional[float] = ...) -> None: ...
+    citations: _containers.RepeatedCompositeFieldContainer[Citation]
+    def __init__(self, request_id: _Optional[str] = ..., endpoint: _Optional[str] = ..., served_model: _Optional[str] = ..., model_version: _Optional[str] = ..., status: _Optional[str] = ..., error_message: _Optional[str] = ..., text: _Optional[str] = ..., tensors: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., finish_reason: _Optional[str] = ..., latency_ms: _Optional[float] = ..., citations: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ...) -> None: ...
+
+class Citation(_message.Message):
+    __slots__ = ("id", "score", "text")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    score: float
+    text: str
+    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., text: _Optional[str] = ...) -> None: ...

@@ -132,7 +132,7 @@ class GenerateRequest(_message.Message):
     def __init__(self, endpoint: _Optional[str] = ..., prompt: _Optional[str] = ..., chat: _Optional[_Union[_serving_pb2.ChatList, _Mapping]] = ..., sampling: _Optional[_Union[_serving_pb2.SamplingParams, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
-    __slots__ = ("request_id", "text", "finish_reason", "prompt_tokens", "completion_tokens", "served_model", "model_version")
+    __slots__ = ("request_id", "text", "finish_reason", "prompt_tokens", "completion_tokens", "served_model", "model_version", "citations")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
@@ -140,6 +140,7 @@ class GenerateResponse(_message.Message):
     COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     SERVED_MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CITATIONS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     text: str
     finish_reason: str
@@ -147,10 +148,11 @@ class GenerateResponse(_message.Message):
     completion_tokens: int
     served_model: str
     model_version: str
-    def __init__(self, request_id: _Optional[str] = ..., text: _Optional[str] = ..., finish_reason: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., served_model: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
+    citations: _containers.RepeatedCompositeFieldContainer[_serving_pb2.Citation]
+    def __init__(self, request_id: _Optional[str] = ..., text: _Optional[str] = ..., finish_reason: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., served_model: _Optional[str] = ..., model_version: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[_serving_pb2.Citation, _Mapping]]] = ...) -> None: ...
 
 class GenerateChunk(_message.Message):
-    __slots__ = ("request_id", "text_delta", "finish_reason", "prompt_tokens", "completion_tokens", "served_model", "model_version")
+    __slots__ = ("request_id", "text_delta", "finish_reason", "prompt_tokens", "completion_tokens", "served_model", "model_version", "citations")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_DELTA_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
@@ -158,6 +160,7 @@ class GenerateChunk(_message.Message):
     COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     SERVED_MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CITATIONS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     text_delta: str
     finish_reason: str
@@ -165,7 +168,8 @@ class GenerateChunk(_message.Message):
     completion_tokens: int
     served_model: str
     model_version: str
-    def __init__(self, request_id: _Optional[str] = ..., text_delta: _Optional[str] = ..., finish_reason: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., served_model: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
+    citations: _containers.RepeatedCompositeFieldContainer[_serving_pb2.Citation]
+    def __init__(self, request_id: _Optional[str] = ..., text_delta: _Optional[str] = ..., finish_reason: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., served_model: _Optional[str] = ..., model_version: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[_serving_pb2.Citation, _Mapping]]] = ...) -> None: ...
 
 class UsageLimit(_message.Message):
     __slots__ = ("endpoint", "principal", "metric", "period", "limit")
