@@ -405,6 +405,11 @@ async def answer(
     except NotFound as exc:
         span.record_exception(exc)
         raise FailedPrecondition(f"the agent's llm_endpoint {spec.llm_endpoint!r}: {exc.message}") from None
+    except PermissionDenied as exc:
+        span.record_exception(exc)
+        raise PermissionDenied(
+            f"the caller may not use the agent's llm_endpoint {spec.llm_endpoint!r}: {exc.message}"
+        ) from None
     except BaseException as exc:
         if not isinstance(exc, GeneratorExit | asyncio.CancelledError):
             span.record_exception(exc)

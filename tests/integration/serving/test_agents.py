@@ -11,6 +11,7 @@ payload logs and spans say so), the rights used, and the refusals.
 from __future__ import annotations
 
 import secrets
+import struct
 import uuid
 from dataclasses import dataclass
 
@@ -128,6 +129,16 @@ async def world(mesh: Mesh, pg_dsn: str, kafka_bootstrap: str):
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
+def _bytes_tensor(raw: bytes) -> list[str]:
+    """An OIP BYTES tensor's raw contents: each element a 4-byte little-endian length and its bytes."""
+    items, offset = [], 0
+    while offset < len(raw):
+        (size,) = struct.unpack_from("<I", raw, offset)
+        items.append(raw[offset + 4 : offset + 4 + size].decode())
+        offset += 4 + size
+    return items
+
+
 def _logged(record) -> dict:
     return json_format.MessageToDict(record, preserving_proto_field_name=True)
 
@@ -165,9 +176,9 @@ async def test_answers_with_citations_of_the_retrieved_documents_on_every_front_
     text_input.contents.bytes_contents.append(QUESTION.encode())
     request.parameters["max_tokens"].int64_param = 8
     inferred = await mesh.oip_stub().ModelInfer(request, metadata=bearer(ALICE), timeout=300)
-    outputs = {o.name: o for o in inferred.outputs}
+    outputs = {o.name: raw for o, raw in zip(inferred.outputs, inferred.raw_output_contents, strict=True)}
     assert "text_output" in outputs
-    assert [c.decode() for c in outputs["citations"].contents.bytes_contents] == expected
+    assert _bytes_tensor(outputs["citations"]) == expected
 
     await mesh.send_request(
         events_pb.InferenceRequest(
