@@ -11,9 +11,15 @@ those hits (services/serving/agents.py's own functions), then `Generate` on the
 LLM endpoint with that prompt. The order of (a) and (b) flips every round, so
 load from elsewhere on the machine falls on both alike. Every generation is the
 same `--max-tokens` tokens (greedy, ignore_eos). The overhead is (a) minus
-(b): its p50 over the rounds (paired), and p50(a) - p50(b). The run stops at
-`--budget-s` seconds of measuring, whatever `--rounds` says. JSON under
-loadtests/results/.
+(b): its p50 over the rounds (paired), and p50(a) - p50(b).
+
+On a loaded machine the generation's own spread (hundreds of ms) hides a few
+milliseconds, so the payload logs give a second, paired-within-one-request
+figure: serving logs the agent call and its LLM call (`<id>.llm`) with their
+latencies, so the agent's time outside its LLM call, minus the direct retrieval
+Query of the same round, is the agent's overhead with the generation's spread
+taken out. The run stops at `--budget-s` seconds of measuring, whatever
+`--rounds` says. JSON under loadtests/results/.
 """
 
 from __future__ import annotations
@@ -27,7 +33,11 @@ import time
 import uuid
 from pathlib import Path
 
+import aiohttp
 import grpc
+from confluent_kafka import Consumer
+from prometheus_client.parser import text_string_to_metric_families
+from tessera.events.v1 import payload_log_pb2
 from tessera.events.v1 import serving_pb2 as events_pb
 from tessera.registry.v1 import registry_pb2 as rpb
 from tessera.retrieval.v1 import retrieval_pb2 as qpb
@@ -72,6 +82,7 @@ async def mesh(work: Path, bootstrap: str):
         "TESSERA_KAFKA_BOOTSTRAP": bootstrap,
     }
     registry_port, retrieval_port, serving_port = free_port(), free_port(), free_port()
+    serving_metrics_port = free_port()
     processes: list[Process] = []
     try:
         registry = Process(
@@ -113,7 +124,7 @@ async def mesh(work: Path, bootstrap: str):
             {
                 **common,
                 "TESSERA_GRPC_PORT": str(serving_port),
-                "TESSERA_METRICS_PORT": str(free_port()),
+                "TESSERA_METRICS_PORT": str(serving_metrics_port),
                 "TESSERA_REGISTRY_ADDRESS": f"127.0.0.1:{registry_port}",
                 "TESSERA_RETRIEVAL_ADDRESS": f"127.0.0.1:{retrieval_port}",
                 "TESSERA_SERVING_SCHEMA": f"serving_agentbench{u}",
@@ -133,7 +144,14 @@ async def mesh(work: Path, bootstrap: str):
         processes.append(serving)
         await wait_grpc(retrieval, f"127.0.0.1:{retrieval_port}")
         await wait_grpc(serving, f"127.0.0.1:{serving_port}")
-        yield f"127.0.0.1:{serving_port}", f"127.0.0.1:{retrieval_port}", f"127.0.0.1:{registry_port}", u
+        yield (
+            f"127.0.0.1:{serving_port}",
+            f"127.0.0.1:{retrieval_port}",
+            f"127.0.0.1:{registry_port}",
+            u,
+            topics["payloads"],
+            f"http://127.0.0.1:{serving_metrics_port}/metrics",
+        )
     finally:
         for process in reversed(processes):
             process.stop()
@@ -150,7 +168,14 @@ async def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="agent-bench-"))
     log(f"logs in {work}")
     md = bearer(TOKEN)
-    async with mesh(work, args.bootstrap) as (serving_address, retrieval_address, registry_address, u):
+    async with mesh(work, args.bootstrap) as (
+        serving_address,
+        retrieval_address,
+        registry_address,
+        u,
+        payload_topic,
+        metrics_url,
+    ):
         registry = RegistryClient(registry_address, TOKEN)
         await registry.ensure_schema(f"bench{u}", "models")
         await registry.stub.CreateSchema(
@@ -183,10 +208,11 @@ async def main() -> None:
         spec = parse_spec(spec_json)
         sampling = events_pb.SamplingParams(temperature=0.0, max_tokens=args.max_tokens, ignore_eos=True)
 
-        async def agent_call(question: str) -> float:
+        async def agent_call(question: str, request_id: str = "") -> float:
             started = time.perf_counter()
             answer = await serving.Generate(
-                pb.GenerateRequest(endpoint="bench-agent", prompt=question, sampling=sampling), metadata=md
+                pb.GenerateRequest(endpoint="bench-agent", prompt=question, sampling=sampling, request_id=request_id),
+                metadata=md,
             )
             assert answer.completion_tokens == args.max_tokens and len(answer.citations) == args.k
             return time.perf_counter() - started
@@ -212,6 +238,7 @@ async def main() -> None:
             await agent_call(question)
             await direct_calls(question)
         log(f"measuring up to {args.rounds} rounds (at most {args.budget_s:.0f} s)")
+        steps_before = await agent_steps(metrics_url)
         agent_s: list[float] = []
         retrieval_s: list[float] = []
         llm_s: list[float] = []
@@ -219,12 +246,13 @@ async def main() -> None:
         last_log = time.monotonic()
         for round_ in range(args.rounds):
             question = QUESTIONS[round_ % len(QUESTIONS)]
+            request_id = f"agent-bench-{u}-{round_}"
             if round_ % 2 == 0:
-                agent_s.append(await agent_call(question))
+                agent_s.append(await agent_call(question, request_id))
                 r, g = await direct_calls(question)
             else:
                 r, g = await direct_calls(question)
-                agent_s.append(await agent_call(question))
+                agent_s.append(await agent_call(question, request_id))
             retrieval_s.append(r)
             llm_s.append(g)
             if time.monotonic() - last_log > 5:
@@ -233,12 +261,21 @@ async def main() -> None:
             if time.monotonic() > deadline:
                 log(f"time budget reached after {round_ + 1} rounds")
                 break
+        steps = steps_between(steps_before, await agent_steps(metrics_url))
         await serving_channel.close()
         await retrieval_channel.close()
         await registry.channel.close()
+        ids = [f"agent-bench-{u}-{i}" for i in range(len(agent_s))]
+        latencies = await asyncio.to_thread(logged_latencies, args.bootstrap, payload_topic, ids)
 
     direct_s = [r + g for r, g in zip(retrieval_s, llm_s, strict=True)]
     overhead_s = [a - d for a, d in zip(agent_s, direct_s, strict=True)]
+    # In the agent's own requests: the agent call's logged latency less its LLM call's, less the
+    # agent's own wait for retrieval (serving's histogram over the same requests): both noisy calls
+    # are measured on the very requests they are subtracted from.
+    logged = [rid for rid in ids if rid in latencies and f"{rid}.llm" in latencies]
+    outside_llm_ms = [latencies[rid] - latencies[f"{rid}.llm"] for rid in logged]
+    retrieval_wait_ms = steps["retrieval"]["sum"] / max(steps["retrieval"]["count"], 1) * 1000
     result = {
         "rounds": len(agent_s),
         "max_tokens": args.max_tokens,
@@ -252,6 +289,14 @@ async def main() -> None:
         "overhead_paired_p50_ms": percentile_ms(overhead_s, 50),
         "overhead_p50_difference_ms": percentile_ms(agent_s, 50) - percentile_ms(direct_s, 50),
         "overhead_mean_ms": statistics.fmean(overhead_s) * 1000,
+        "logged_rounds": len(logged),
+        "agent_retrieval_wait_mean_ms": retrieval_wait_ms,
+        "overhead_in_request_mean_ms": (statistics.fmean(outside_llm_ms) - retrieval_wait_ms)
+        if outside_llm_ms
+        else float("nan"),
+        "agent_own_calls": steps["own"]["count"],
+        "agent_own_mean_ms": steps["own"]["sum"] / max(steps["own"]["count"], 1) * 1000,
+        "agent_own_p50_ms_at_most": bucket_quantile(steps["own"], 0.5) * 1000,
     }
     print()
     print(
@@ -278,7 +323,97 @@ async def main() -> None:
             ],
         )
     )
+    print()
+    print(
+        table(
+            [
+                "logged rounds",
+                "agent's retrieval wait mean",
+                "in-request overhead mean",
+                "agent's own work mean",
+                "own work p50 (bucket bound)",
+            ],
+            [
+                [
+                    result["logged_rounds"],
+                    result["agent_retrieval_wait_mean_ms"],
+                    result["overhead_in_request_mean_ms"],
+                    result["agent_own_mean_ms"],
+                    result["agent_own_p50_ms_at_most"],
+                ]
+            ],
+        )
+    )
     print(f"\nresults: {save('agent_bench', result)}")
+
+
+async def agent_steps(url: str) -> dict[str, dict]:
+    """serving's tessera_serving_agent_step_seconds per step: count, sum and cumulative buckets."""
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        text = await response.text()
+    steps: dict[str, dict] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "tessera_serving_agent_step_seconds":
+            continue
+        for sample in family.samples:
+            step = steps.setdefault(sample.labels["step"], {"count": 0.0, "sum": 0.0, "buckets": {}})
+            if sample.name.endswith("_count"):
+                step["count"] = sample.value
+            elif sample.name.endswith("_sum"):
+                step["sum"] = sample.value
+            elif sample.name.endswith("_bucket"):
+                step["buckets"][float(sample.labels["le"])] = sample.value
+    return steps
+
+
+def steps_between(before: dict[str, dict], after: dict[str, dict]) -> dict[str, dict]:
+    empty = {"count": 0.0, "sum": 0.0, "buckets": {}}
+    result = {}
+    for step in ("retrieval", "generation", "own"):
+        a, b = after.get(step, empty), before.get(step, empty)
+        result[step] = {
+            "count": a["count"] - b["count"],
+            "sum": a["sum"] - b["sum"],
+            "buckets": {le: n - b["buckets"].get(le, 0.0) for le, n in a["buckets"].items()},
+        }
+    return result
+
+
+def bucket_quantile(step: dict, q: float) -> float:
+    """The smallest bucket bound holding at least `q` of the observations (an upper bound on the quantile)."""
+    total = step["count"]
+    for le, n in sorted(step["buckets"].items()):
+        if total and n >= q * total:
+            return le
+    return float("nan")
+
+
+def logged_latencies(bootstrap: str, topic: str, ids: list[str], timeout_s: float = 120.0) -> dict[str, float]:
+    """latency_ms of the payload-log records of `ids` and their LLM calls, read from the topic's start."""
+    wanted = {*ids, *(f"{rid}.llm" for rid in ids)}
+    found: dict[str, float] = {}
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"agent-bench-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    deadline = time.monotonic() + timeout_s
+    try:
+        while wanted - found.keys() and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None or message.error():
+                continue
+            record = payload_log_pb2.PayloadLog.FromString(message.value())
+            if record.request_id in wanted and record.status == "OK":
+                found[record.request_id] = record.latency_ms
+    finally:
+        consumer.close()
+    log(f"read {len(found)} of {len(wanted)} payload-log records")
+    return found
 
 
 if __name__ == "__main__":

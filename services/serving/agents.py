@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ import grpc
 from google.protobuf import json_format
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from prometheus_client import Histogram
 from tessera.registry.v1 import registry_pb2 as rpb
 from tessera.registry.v1 import registry_pb2_grpc
 from tessera.retrieval.v1 import retrieval_pb2 as qpb
@@ -51,6 +53,15 @@ from services.serving.runtimes.base import AGENT_FILE
 
 _log = logging.getLogger(__name__)
 _tracer = trace.get_tracer("tessera.serving.agent")
+
+# Where an agent call's time goes: retrieval, the LLM call, and the agent's own work around them
+# (question, context, prompt, chunks): the overhead over calling retrieval and the LLM directly.
+STEP_SECONDS = Histogram(
+    "tessera_serving_agent_step_seconds",
+    "Time of each step of agent calls",
+    ["step"],
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 
 MAX_SPEC_BYTES = 64 * 1024
 MAX_K = 50
@@ -352,11 +363,16 @@ async def answer(
     """Retrieve as the caller, render the prompt, generate through the core as the caller.
 
     The first chunk carries the passages and the citations (their ids, best first)."""
+    started = time.perf_counter()
+    waited = 0.0  # inside retrieval and the LLM call: what a direct caller would wait too
     question = question_of(prompt)
     with _tracer.start_as_current_span(
         "agent.retrieve", attributes={"tessera.agent.index": spec.index, "tessera.agent.k": spec.k}
     ) as span:
+        asked = time.perf_counter()
         hits = await services.retrieval.query(spec, question, principal)
+        waited += time.perf_counter() - asked
+        STEP_SECONDS.labels("retrieval").observe(waited)
         span.set_attribute("tessera.agent.hits", len(hits))
     with _tracer.start_as_current_span("agent.prompt") as span:
         passages, context = build_context(spec, hits)
@@ -380,6 +396,8 @@ async def answer(
     span = _tracer.start_span("agent.generate", attributes={"tessera.agent.llm_endpoint": spec.llm_endpoint})
     generation = trace.set_span_in_context(span)
     sent = False
+    generating = 0.0
+    suspended = 0.0  # while the caller handles a chunk: its time, not the agent's
     try:
         stream = services.core.generate(call, principal, wait=wait)
         async with contextlib.aclosing(stream):
@@ -387,11 +405,13 @@ async def answer(
                 # The LLM call's own spans (privilege check, payload log) are children of agent.generate;
                 # attached only around each step, so nothing stays attached across this generator's yields.
                 token = otel_context.attach(generation)
+                asked = time.perf_counter()
                 try:
                     chunk = await anext(stream)
                 except StopAsyncIteration:
                     break
                 finally:
+                    generating += time.perf_counter() - asked
                     otel_context.detach(token)
                 if not sent:
                     services.lineage.record_later(
@@ -399,9 +419,14 @@ async def answer(
                     )
                     chunk = dataclasses.replace(chunk, passages=passages, citations=citations)
                 sent = True
+                paused = time.perf_counter()
                 yield chunk
+                suspended += time.perf_counter() - paused
         if not sent:  # an LLM that answered nothing: the caller still gets the sources
             yield TextChunk("", 0, 0, True, "stop", "", 0, passages=passages, citations=citations)
+        STEP_SECONDS.labels("generation").observe(generating)
+        own = time.perf_counter() - started - waited - generating - suspended
+        STEP_SECONDS.labels("own").observe(max(0.0, own))
     except NotFound as exc:
         span.record_exception(exc)
         raise FailedPrecondition(f"the agent's llm_endpoint {spec.llm_endpoint!r}: {exc.message}") from None
