@@ -8,7 +8,8 @@
   (f) index a few documents with managed embeddings and run hybrid queries;
   (g) print the model version's lineage;
   (h) fine-tune the tiny Llama with LoRA on made-up capitals (a dataset version, live metrics,
-      a worker killed mid-job and the job finishing anyway), serve it, compare its answers.
+      a worker killed mid-job and the job finishing anyway), serve it, compare its answers;
+  (i) a RAG agent over the runbooks (retrieval -> prompt -> the tiny Llama) answering with citations.
 
 Every run trains and registers a new version; endpoints, indexes and schemas are
 reused, so running it again is safe. Each step prints one line; slow ones report
@@ -27,6 +28,7 @@ import grpc
 from tessera.serving.v1 import serving_pb2 as spb
 
 from services.common import config
+from services.demo.agent_step import agent_act
 from services.demo.clients import Clients
 from services.demo.console import StepSkipped, progress, say
 from services.demo.fine_tune_step import fine_tune_act
@@ -140,6 +142,9 @@ async def main() -> int:
     if settings.demo_llm:
         await step(
             "finetune", "(h) fine-tune the tiny Llama on made-up capitals", fine_tune_act(clients, models), problems
+        )
+        await step(
+            "agent", "(i) a RAG agent over the runbooks, with citations", agent_act(clients, models, docs), problems
         )
     await clients.close()
     elapsed = time.perf_counter() - started
