@@ -44,6 +44,8 @@ ADMIN = bearer(ADMIN_TOKEN)
 # A sync record names its sender as a gRPC call does.
 SENDER = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 DIM = 4
+# A loaded broker can take long to hand a new idempotent producer its id: flushes wait generously.
+FLUSH_S = 120.0
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -129,7 +131,7 @@ async def test_sync_records_are_split_between_the_replicas_and_each_applied_once
     records = _stream(indexes, docs=10, versions=3)
     for rec in records:
         producer.produce(mesh.topics["sync"], rec, key=rec.index, record_id=producer.next_record_id(), headers=SENDER)
-    await producer.flush()
+    await producer.flush(timeout=FLUSH_S)
     log = await _applied_when_complete(mesh, indexes, docs=10, versions=3)
     assert set(log.values()) == {1}, {k: n for k, n in log.items() if n != 1}
     assert len(log) == len(records)
@@ -149,14 +151,14 @@ async def test_a_replica_killed_mid_stream_leaves_every_record_applied_once_and_
     for i, rec in enumerate(records):
         producer.produce(mesh.topics["sync"], rec, key=rec.index, record_id=producer.next_record_id(), headers=SENDER)
         if i % 50 == 49:
-            await producer.flush()
+            await producer.flush(timeout=FLUSH_S)
             await asyncio.sleep(0.02)
         if i == len(records) // 3:
-            await producer.flush()
+            await producer.flush(timeout=FLUSH_S)
             # Once the victim has written some of its share: it dies holding applied, uncommitted records.
             assert await eventually(lambda: _writers(mesh, indexes).get("tessera-retrieval-1", 0) > 0, timeout=60)
             victim.kill()
-    await producer.flush()
+    await producer.flush(timeout=FLUSH_S)
     log = await _applied_when_complete(mesh, indexes, docs=docs, versions=versions)
     # Every record applied, none twice: the survivor re-read what the victim had not committed and skipped
     # the versions already stored.
