@@ -125,6 +125,28 @@ async def test_an_index_made_through_one_replica_is_queried_through_the_other(me
         await b_channel.close()
 
 
+async def test_an_index_deleted_through_one_replica_is_gone_on_the_other_which_keeps_answering(mesh: Mesh):
+    (a_channel, a), (b_channel, b) = (_stub(p) for p in mesh.retrieval)
+    doomed, kept = (f"rr.docs.{name}_{uuid.uuid4().hex[:6]}" for name in ("doomed", "kept"))
+    try:
+        for index in (doomed, kept):
+            await a.CreateIndex(pb.CreateIndexRequest(name=index, dimension=DIM), metadata=ADMIN)
+            docs = [pb.Document(id=f"d{i}", version=1, vector=_vector(i)) for i in range(20)]
+            await a.UpsertDocuments(pb.UpsertDocumentsRequest(index=index, documents=docs), metadata=ADMIN)
+        # A has the index described and its statement prepared on its connections; B drops the table.
+        before = await _query(a, doomed, _vector(1))
+        assert len(before) == 10
+        await b.DeleteIndex(pb.DeleteIndexRequest(name=doomed), metadata=ADMIN)
+        for _ in range(3):  # the failed statement must not leave A's connections unusable
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await _query(a, doomed, _vector(1))
+            assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+            assert await _query(a, kept, _vector(2)) == await _query(b, kept, _vector(2))
+    finally:
+        await a_channel.close()
+        await b_channel.close()
+
+
 async def test_sync_records_are_split_between_the_replicas_and_each_applied_once(mesh: Mesh, producer):
     await _wait_split(mesh, members=2)
     indexes = await _indexes(mesh, "split", 8)
