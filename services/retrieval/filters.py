@@ -62,10 +62,14 @@ def coerce(value: Any, kind: FieldType, where: str) -> Any:
     raise InvalidArgument(f"{where}: unsupported column type {kind}")
 
 
+# Composed SQL is immutable: the unfiltered case (most queries) shares one.
+_NO_FILTER = sql.SQL("TRUE")
+
+
 def compile_filter(spec: IndexSpec, flt: Filter | None) -> tuple[sql.Composable, list[Any]]:
     """SQL for a WHERE clause (`TRUE` when there is no filter) and its parameters, in order."""
     if flt is None:
-        return sql.SQL("TRUE"), []
+        return _NO_FILTER, []
     params: list[Any] = []
     return _compile(spec, flt, params, depth=0), params
 

@@ -20,11 +20,20 @@ MAX_EF_SEARCH = 1000  # pgvector's own upper bound for hnsw.ef_search
 MAX_QUERY_TEXT = 10_000
 
 
-def score_of(metric: Metric, distance: float) -> float:
-    """Higher is better, whatever the metric: cosine similarity, negated L2, inner product."""
-    if metric is Metric.COSINE:
-        return 1.0 - distance
+def _cosine_similarity(distance: float) -> float:
+    return 1.0 - distance
+
+
+def _negated(distance: float) -> float:
     return -distance  # `<->` is a distance and `<#>` the negated inner product
+
+
+# Higher is better, whatever the metric: one function per metric, looked up once per query, not per row.
+_SCORES: dict[Metric, Callable[[float], float]] = {
+    Metric.COSINE: _cosine_similarity,
+    Metric.L2: _negated,
+    Metric.INNER_PRODUCT: _negated,
+}
 
 
 class Searcher:
@@ -105,7 +114,7 @@ class Searcher:
                 # The HNSW scan gave up before k matches (max_scan_tuples): the exact answer is the only honest one.
                 metrics.EXACT_FALLBACKS.labels(spec.name).inc()
                 rows = await self.store.exact(info, vector, k, where, params, columns, query.include_text)
-            return self._hits(rows, columns, query.include_text, lambda d: score_of(spec.metric, d))
+            return self._hits(rows, columns, query.include_text, _SCORES[spec.metric])
         except NotFound:
             self._forget_index(spec.name)  # deleted, perhaps by another replica
             raise
@@ -114,6 +123,9 @@ class Searcher:
     def _hits(
         rows: list[tuple], columns: tuple[str, ...], include_text: bool, score: Callable[[float], float]
     ) -> list[Hit]:
+        if not columns and not include_text:
+            # Most queries ask for ids and scores only: one comprehension, no per-row branching.
+            return [Hit(row[0], value if math.isfinite(value := score(row[2])) else 0.0, row[1], {}) for row in rows]
         hits = []
         for row in rows:
             metadata = dict(zip(columns, row[3 : 3 + len(columns)], strict=True)) if columns else {}

@@ -1,7 +1,8 @@
 """The read path: ANN, exact, full-text and hybrid queries against an index table.
 
 Queries run on a pool of autocommit connections (one round trip per query, no
-BEGIN/COMMIT). pgvector's scan settings are session GUCs; each connection
+BEGIN/COMMIT), one of which the store keeps checked out for whichever query finds
+it free (no checkout, warm caches). pgvector's scan settings are session GUCs; each connection
 remembers what it last set, so a query pays for `set_config` only when its
 settings differ from the previous query's on that connection.
 
@@ -14,6 +15,8 @@ the result; if even that yields fewer than k rows (a very selective filter past
 from __future__ import annotations
 
 import weakref
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import numpy as np
@@ -34,12 +37,47 @@ class SearchStore:
         self._gucs: weakref.WeakKeyDictionary[Any, tuple] = weakref.WeakKeyDictionary()
         self._rendered: dict[tuple, bytes] = {}
         self._db = Database(dsn, schema, min_size=2, max_size=pool_size, autocommit=True)
+        # One pooled connection kept checked out: a query that finds it free skips the pool's
+        # checkout and return and meets a connection whose statements and caches are warm.
+        self._warm: psycopg.AsyncConnection | None = None
+        self._warm_lease: AbstractAsyncContextManager | None = None
+        self._warm_busy = False
+        # With a pool of one, a connection kept out would leave every concurrent query waiting.
+        self._keep_warm = pool_size > 1
 
     async def open(self) -> None:
         await self._db.open()
 
     async def close(self) -> None:
+        if self._warm_lease is not None:
+            lease, self._warm, self._warm_lease = self._warm_lease, None, None
+            await lease.__aexit__(None, None, None)
         await self._db.close()
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        """The warm connection when no other query holds it, else one from the pool (as many as it allows)."""
+        if self._warm_busy or not self._keep_warm:
+            async with self._db.connection() as conn:
+                yield conn
+            return
+        self._warm_busy = True
+        try:
+            if self._warm is None:
+                lease = self._db.connection()
+                self._warm = await lease.__aenter__()
+                self._warm_lease = lease
+            try:
+                yield self._warm
+            except BaseException as exc:
+                # Whatever went wrong (a lost server, a cancelled call mid-statement), the connection goes
+                # back through the pool, which resets or discards it and turns driver errors into core ones;
+                # the next query leases a fresh one.
+                lease, self._warm, self._warm_lease = self._warm_lease, None, None
+                if not await lease.__aexit__(type(exc), exc, exc.__traceback__):
+                    raise
+        finally:
+            self._warm_busy = False
 
     async def _scan_settings(self, conn: psycopg.AsyncConnection, ef_search: int, iterative_scan: str) -> None:
         wanted = (ef_search, iterative_scan, self.max_scan_tuples)
@@ -87,7 +125,7 @@ class SearchStore:
                 t=self._table(info),
                 where=where,
             )
-        async with index_table(info.spec.name), self._db.connection() as conn:
+        async with index_table(info.spec.name), self._connection() as conn:
             if key and key not in self._rendered:
                 if len(self._rendered) > 10_000:
                     self._rendered.clear()
@@ -116,7 +154,7 @@ class SearchStore:
         statement = sql.SQL(
             "SELECT id, version, embedding {op} %b AS distance{cols} FROM {t} WHERE {where} ORDER BY distance LIMIT %s"
         ).format(op=op, cols=self._select_list(columns, include_text), t=self._table(info), where=where)
-        async with index_table(info.spec.name), self._db.connection() as conn, conn.transaction():
+        async with index_table(info.spec.name), self._connection() as conn, conn.transaction():
             await conn.execute("SET LOCAL enable_indexscan = off")
             cur = await conn.execute(statement, [vector, *where_params, k])
             return await cur.fetchall()
@@ -142,7 +180,7 @@ class SearchStore:
             cfg=sql.Literal(TEXT_CONFIG),
             where=where,
         )
-        async with index_table(info.spec.name), self._db.connection() as conn:
+        async with index_table(info.spec.name), self._connection() as conn:
             cur = await conn.execute(statement, [text, *where_params, k])
             return await cur.fetchall()
 
@@ -185,14 +223,14 @@ class SearchStore:
             cols=self._select_list(columns, include_text, prefix="d"),
         )
         params = [vector, *where_params, candidates, text, *where_params, candidates, k]
-        async with index_table(info.spec.name), self._db.connection() as conn:
+        async with index_table(info.spec.name), self._connection() as conn:
             # Strict order: the vector ranks feed the fusion, so they must be true ranks.
             await self._scan_settings(conn, ef_search, "strict_order")
             cur = await conn.execute(statement, params)
             return await cur.fetchall()
 
     async def sample_vectors(self, info: IndexInfo, count: int) -> list[np.ndarray]:
-        async with index_table(info.spec.name), self._db.connection() as conn:
+        async with index_table(info.spec.name), self._connection() as conn:
             cur = await conn.execute(
                 sql.SQL("SELECT embedding FROM {} ORDER BY random() LIMIT %s").format(self._table(info)), (count,)
             )
