@@ -8,6 +8,7 @@ import secrets
 from aiohttp import web
 
 from services.common import telemetry
+from services.common.grpc_server import TesseraServer
 from services.playground.backends import OpenAIClient, ServiceStubs
 from services.playground.core import PlaygroundCore
 from services.playground.entities import Bounds
@@ -25,7 +26,9 @@ class PlaygroundApp:
         self.serve_metrics = serve_metrics
         self.core: PlaygroundCore | None = None
         self._runner: web.AppRunner | None = None
+        self.server: TesseraServer | None = None
         self.port = 0
+        self.grpc_port = 0
         self.metrics_port = 0
 
     @property
@@ -56,9 +59,14 @@ class PlaygroundApp:
         site = web.TCPSite(self._runner, s.host, s.playground_http_port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # noqa: SLF001 - aiohttp exposes no bound port
+        # Health and reflection over gRPC like every service, so probes and `make up` treat it alike.
+        self.server = TesseraServer(s)
+        self.grpc_port = await self.server.start()
         _log.info("playground on %s", self.url)
 
     async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         if self.core is not None:

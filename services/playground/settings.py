@@ -10,6 +10,8 @@ from services.common.config import CommonSettings
 @dataclasses.dataclass(frozen=True)
 class PlaygroundSettings(CommonSettings):
     service_name: str = "playground"
+    # gRPC health and reflection only (probes, `grpc_health_probe`); the page itself is HTTP.
+    grpc_port: int = 50057
     # The web page (HTTP); 0: any free port.
     playground_http_port: int = 8080
     metrics_port: int = 9107
