@@ -48,7 +48,7 @@ _HTTP_STATUS = {
     "DEADLINE_EXCEEDED": 504,
     "UNAVAILABLE": 503,
 }
-_TOKEN = web.AppKey("token", str)
+_TOKEN = web.RequestKey("token", str)
 
 
 def status_of(exc: TesseraError) -> int:

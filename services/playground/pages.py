@@ -294,6 +294,10 @@ def evaluations(
         + field("judge_endpoint", "Judge endpoint", hint="for judge metrics")
         + '<span><label for="run-repeats">Repeats</label>'
         '<input id="run-repeats" name="repeats" type="number" min="1" max="10" value="1"></span>'
+        + '<span><label for="run-temperature">Temperature</label>'
+        '<input id="run-temperature" name="temperature" type="number" min="0" max="2" step="0.05" value="0"></span>'
+        + '<span><label for="run-max-tokens">Max tokens</label>'
+        '<input id="run-max-tokens" name="max_tokens" type="number" min="1" max="2048" step="1" value="32"></span>'
         '<button type="submit">Start run</button></form></section>'
     )
     body = error_box(error) + start

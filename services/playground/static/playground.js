@@ -190,7 +190,9 @@ function setupCompare(form) {
     const body = { ...params(form), endpoints, blind: form.elements.blind.checked };
     sides.replaceChildren();
     vote.hidden = true;
+    vote.querySelectorAll("button").forEach((b) => (b.disabled = false));
     result.textContent = "";
+    delete result.dataset.assessment;
     button.disabled = true;
     try {
       const started = await post("/api/compare", body);

@@ -1,4 +1,5 @@
-"""The playground over the real mesh (tests/e2e's `running_mesh`), driven by Debian's chromium.
+"""The playground over the real mesh (tests/e2e's `running_mesh`, plus training's dataset API and the
+evaluation service as their own suites start them), driven by Debian's chromium.
 
 The mesh serves two endpoints: the tiny Llama from the registry on vLLM, priced, and an external
 model whose provider (an OpenAI-compatible server started here) answers with markup, so a hostile
@@ -9,6 +10,7 @@ may EXECUTE only the Llama.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -17,16 +19,19 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from psycopg import sql
 from tessera.registry.v1 import registry_pb2 as rpb
 from tessera.serving.v1 import serving_pb2 as spb
 
+from services.common import kafka_admin
 from services.common.auth import bearer
 from services.common.config import load
 from tests.e2e.conftest import TOKENS, USERS
-from tests.integration.mesh_support import Mesh, running_mesh
+from tests.integration.mesh_support import SERVICE_PRINCIPAL, Mesh, running_mesh
 
 pytest.importorskip("vllm", reason="vLLM is not installed: run `bash infra/vllm/install.sh`")
 playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is not installed: run `make setup`")
@@ -34,6 +39,9 @@ playwright_api = pytest.importorskip("playwright.async_api", reason="playwright 
 from services.fixtures.tiny_llama import build_tiny_llama  # noqa: E402
 from services.playground.app import PlaygroundApp  # noqa: E402
 from services.playground.settings import PlaygroundSettings  # noqa: E402
+from services.training.app import TrainingApp  # noqa: E402
+from services.training.settings import TrainingSettings  # noqa: E402
+from tests.integration.evaluation.stack import running_evaluation  # noqa: E402
 
 CHROMIUM = os.environ.get("TESSERA_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / ".artifacts" / "playground"
@@ -59,6 +67,9 @@ class Stack:
     llm_endpoint: str
     hostile_endpoint: str
     llm_model: str
+    schema: str
+    training_address: str
+    evaluation_address: str
 
     @property
     def url(self) -> str:
@@ -142,30 +153,90 @@ async def stack(pg_dsn: str, kafka_bootstrap: str):
                 ),
                 metadata=bearer(TOKENS["alice"]),
             )
-            # alice owns both (EXECUTE, MANAGE, SELECT); bob may call the Llama only.
+            # alice owns both (EXECUTE, MANAGE, SELECT) and may create datasets; bob may call the Llama only.
             await _grant(mesh, rpb.SECURABLE_TYPE_ENDPOINT, llm_endpoint, "bob", rpb.PRIVILEGE_EXECUTE)
-            playground = PlaygroundApp(
-                load(
-                    PlaygroundSettings,
-                    playground_http_port=0,
-                    grpc_port=0,
-                    playground_openai_url=f"http://127.0.0.1:{mesh.serving.http_port}/v1",
-                    serving_address=mesh.addresses["serving"],
-                    monitoring_address=mesh.addresses["monitoring"],
-                    evaluation_address=mesh.addresses.get("evaluation", f"127.0.0.1:{_free_port()}"),
-                    playground_secret=f"test-{u}",
-                ),
-                serve_metrics=False,
-            )
-            await playground.start()
-            try:
-                yield Stack(mesh, playground, llm_endpoint, hostile_endpoint, llm_model)
-            finally:
-                await playground.stop()
+            await _grant(mesh, rpb.SECURABLE_TYPE_SCHEMA, f"{catalog}.{schema}", "alice", rpb.PRIVILEGE_CREATE_MODEL)
+            async with _training_and_evaluation(mesh, f"test-{u}", env["TESSERA_SERVING_PRICES"]) as (
+                training,
+                evaluation,
+            ):
+                playground = PlaygroundApp(
+                    load(
+                        PlaygroundSettings,
+                        playground_http_port=0,
+                        grpc_port=0,
+                        playground_openai_url=f"http://127.0.0.1:{mesh.serving.http_port}/v1",
+                        serving_address=mesh.addresses["serving"],
+                        monitoring_address=mesh.addresses["monitoring"],
+                        evaluation_address=evaluation,
+                        playground_secret=f"test-{u}",
+                    ),
+                    serve_metrics=False,
+                )
+                await playground.start()
+                try:
+                    yield Stack(
+                        mesh, playground, llm_endpoint, hostile_endpoint, llm_model, f"{catalog}.{schema}",
+                        training, evaluation,
+                    )  # fmt: skip
+                finally:
+                    await playground.stop()
     finally:
         for key, value in saved.items():
             os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
         await provider.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def _training_and_evaluation(mesh: Mesh, u: str, prices: str):
+    """Training's dataset API and the evaluation service on the mesh's registry, serving and
+    monitoring (as tests/integration/evaluation starts them); yields their gRPC addresses."""
+    tokens = ",".join(f"{token}={who}" for who, token in TOKENS.items())
+    common = {
+        "kafka_bootstrap": mesh.kafka_bootstrap,
+        "auth_tokens": tokens,
+        "service_token": TOKENS[SERVICE_PRINCIPAL],
+    }
+    jobs, events = f"test.pg.jobs.{u}", f"test.pg.events.{u}"
+    kafka_admin.ensure_topics(mesh.kafka_bootstrap, [jobs, events, f"{jobs}.dlq", f"{events}.dlq"], partitions=1)
+    schema = f"training_pg_{uuid.uuid4().hex[:8]}"
+    training = TrainingApp(
+        load(
+            TrainingSettings,
+            environ={},
+            grpc_port=0,
+            pg_dsn=mesh.serving.settings.pg_dsn,
+            training_run_as_token=TOKENS["admin"],
+            registry_address=mesh.addresses["registry"],
+            monitoring_address=mesh.addresses["monitoring"],
+            training_schema=schema,
+            training_root=mesh.work / "training",
+            training_jobs_topic=jobs,
+            training_events_topic=events,
+            training_consumer_group=f"pg-training-{u}",
+            **common,
+        ),
+        serve_metrics=False,
+        registry_events_topic=mesh.topics["registry"],
+    )
+    await training.start()
+    try:
+        async with running_evaluation(
+            pg_dsn=mesh.serving.settings.pg_dsn,
+            registry_address=mesh.addresses["registry"],
+            serving_address=mesh.addresses["serving"],
+            training_address=f"127.0.0.1:{training.port}",
+            monitoring_address=mesh.addresses["monitoring"],
+            run_as_token=TOKENS["admin"],
+            registry_events_topic=mesh.topics["registry"],
+            prices=prices,
+            **common,
+        ) as evaluation:
+            yield f"127.0.0.1:{training.port}", f"127.0.0.1:{evaluation.port}"
+    finally:
+        await training.stop()
+        with psycopg.connect(mesh.serving.settings.pg_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 @pytest_asyncio.fixture(scope="module")
