@@ -142,8 +142,16 @@ class PlaygroundHttp:
             return None
 
     def csrf_for(self, request: web.Request) -> str:
-        basis = request.cookies.get(SESSION_COOKIE) or "pre:" + request.cookies.get(PRESESSION_COOKIE, "")
+        """The CSRF token of the request's session; the sign-in form's comes from its pre-session cookie
+        (a stale session cookie must not lock a user out of signing in again)."""
+        if request.path == "/signin":
+            pre = request.cookies.get(PRESESSION_COOKIE, "")
+            return self._presession_csrf(pre) if pre else secrets.token_hex(32)  # no cookie: nothing matches
+        basis = request.cookies.get(SESSION_COOKIE, "")
         return hmac.new(self._secret, b"csrf:" + basis.encode(), hashlib.sha256).hexdigest()
+
+    def _presession_csrf(self, pre: str) -> str:
+        return hmac.new(self._secret, b"csrf:pre:" + pre.encode(), hashlib.sha256).hexdigest()
 
     def _cookie(self, response: web.StreamResponse, name: str, value: str) -> None:
         response.set_cookie(
@@ -160,8 +168,7 @@ class PlaygroundHttp:
 
     async def signin_page(self, request: web.Request, error: str = "", status: int = 200) -> web.Response:
         pre = request.cookies.get(PRESESSION_COOKIE) or secrets.token_urlsafe(24)
-        csrf = hmac.new(self._secret, b"csrf:pre:" + pre.encode(), hashlib.sha256).hexdigest()
-        response = _html(pages.signin(csrf, error), status)
+        response = _html(pages.signin(self._presession_csrf(pre), error), status)
         self._cookie(response, PRESESSION_COOKIE, pre)
         return response
 
