@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -68,8 +69,9 @@ class Stack:
     hostile_endpoint: str
     llm_model: str
     schema: str
-    training_address: str
-    evaluation_address: str
+    prices: str
+    training_address: str = ""
+    evaluation_address: str = ""
 
     @property
     def url(self) -> str:
@@ -156,35 +158,50 @@ async def stack(pg_dsn: str, kafka_bootstrap: str):
             # alice owns both (EXECUTE, MANAGE, SELECT) and may create datasets; bob may call the Llama only.
             await _grant(mesh, rpb.SECURABLE_TYPE_ENDPOINT, llm_endpoint, "bob", rpb.PRIVILEGE_EXECUTE)
             await _grant(mesh, rpb.SECURABLE_TYPE_SCHEMA, f"{catalog}.{schema}", "alice", rpb.PRIVILEGE_CREATE_MODEL)
-            async with _training_and_evaluation(mesh, f"test-{u}", env["TESSERA_SERVING_PRICES"]) as (
-                training,
-                evaluation,
-            ):
-                playground = PlaygroundApp(
-                    load(
-                        PlaygroundSettings,
-                        playground_http_port=0,
-                        grpc_port=0,
-                        playground_openai_url=f"http://127.0.0.1:{mesh.serving.http_port}/v1",
-                        serving_address=mesh.addresses["serving"],
-                        monitoring_address=mesh.addresses["monitoring"],
-                        evaluation_address=evaluation,
-                        playground_secret=f"test-{u}",
-                    ),
-                    serve_metrics=False,
-                )
-                await playground.start()
-                try:
-                    yield Stack(
-                        mesh, playground, llm_endpoint, hostile_endpoint, llm_model, f"{catalog}.{schema}",
-                        training, evaluation,
-                    )  # fmt: skip
-                finally:
-                    await playground.stop()
+            playground = await _playground(mesh, f"test-{u}", evaluation=f"127.0.0.1:{_free_port()}")
+            try:
+                yield Stack(
+                    mesh, playground, llm_endpoint, hostile_endpoint, llm_model, f"{catalog}.{schema}",
+                    env["TESSERA_SERVING_PRICES"],
+                )  # fmt: skip
+            finally:
+                await playground.stop()
     finally:
         for key, value in saved.items():
             os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
         await provider.cleanup()
+
+
+async def _playground(mesh: Mesh, secret: str, *, evaluation: str) -> PlaygroundApp:
+    playground = PlaygroundApp(
+        load(
+            PlaygroundSettings,
+            playground_http_port=0,
+            grpc_port=0,
+            playground_openai_url=f"http://127.0.0.1:{mesh.serving.http_port}/v1",
+            serving_address=mesh.addresses["serving"],
+            monitoring_address=mesh.addresses["monitoring"],
+            evaluation_address=evaluation,
+            playground_secret=secret,
+        ),
+        serve_metrics=False,
+    )
+    await playground.start()
+    return playground
+
+
+@pytest_asyncio.fixture(scope="module")
+async def evaluated(stack: Stack):
+    """The same mesh plus training's dataset API and the evaluation service, and a playground that
+    uses them (the tests of votes, labels and eval runs)."""
+    async with _training_and_evaluation(stack.mesh, uuid.uuid4().hex[:8], stack.prices) as (training, evaluation):
+        playground = await _playground(stack.mesh, f"test-eval-{uuid.uuid4().hex}", evaluation=evaluation)
+        try:
+            yield dataclasses.replace(
+                stack, playground=playground, training_address=training, evaluation_address=evaluation
+            )
+        finally:
+            await playground.stop()
 
 
 @contextlib.asynccontextmanager

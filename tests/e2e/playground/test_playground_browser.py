@@ -198,7 +198,8 @@ async def test_a_user_sees_and_calls_only_the_endpoints_they_may_execute(browser
     await context.close()
 
 
-async def test_blind_votes_are_stored_with_sides_randomised_on_the_server(browser, stack: Stack, artifacts) -> None:
+async def test_blind_votes_are_stored_with_sides_randomised_on_the_server(browser, evaluated: Stack, artifacts) -> None:
+    stack = evaluated
     context, page, _ = await signed_in(browser, stack, "alice")
     await page.goto(f"{stack.url}/compare")
     # Chosen order: the Llama first, the external model second.
@@ -264,8 +265,9 @@ async def _reload_until(page, check: str, timeout_s: float = 900.0) -> None:
 
 
 async def test_a_label_becomes_a_dataset_row_and_an_eval_run_without_leaving_the_page(
-    browser, stack: Stack, artifacts
+    browser, evaluated: Stack, artifacts
 ) -> None:
+    stack = evaluated
     context, page, _ = await signed_in(browser, stack, "alice")
     asked = {}
     for prompt in ("What is the capital of France?", "What is the capital of Germany?"):
