@@ -1308,7 +1308,9 @@ class EvaluationCore:
 
     async def run_due_windows(self) -> int:
         """Score every due window once (one replica claims each); the number of windows scored."""
-        claimed = await self.store.claim_due_online(max(60.0, self.settings.evaluation_call_timeout_s * 2))
+        claimed = await self.store.claim_due_online(
+            max(60.0, self.settings.evaluation_call_timeout_s * 2), self.settings.evaluation_online_lag_s
+        )
         for o in claimed:
             try:
                 await self.score_window(o)
@@ -1318,7 +1320,7 @@ class EvaluationCore:
 
     async def score_window(self, o: OnlineEvaluation) -> list[Summary]:
         start = o.last_window_end or o.created_at
-        end = datetime.now(UTC)
+        end = datetime.now(UTC) - timedelta(seconds=self.settings.evaluation_online_lag_s)
         # The creator's rights are checked at every window: a schedule does not outlive its creator's grants.
         creator = Principal(o.created_by)
         rights = await self.privileges.allowed(creator, "ENDPOINT", o.endpoint, "SELECT")

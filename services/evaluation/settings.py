@@ -51,6 +51,8 @@ class EvaluationSettings(CommonSettings):
     evaluation_log_every_s: float = 5.0
     # Online evaluation: how often the scheduler looks for due windows, and bounds on schedules.
     evaluation_online_poll_s: float = 5.0
+    # A window ends this long before now, so payload logs still on their way to monitoring are counted.
+    evaluation_online_lag_s: float = 60.0
     evaluation_online_min_interval_s: int = 10
     evaluation_online_max_interval_s: int = 86_400
     evaluation_online_max_rows: int = 1_000
