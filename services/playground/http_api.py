@@ -408,12 +408,13 @@ async def _stream(request: web.Request, events, mode: str) -> web.StreamResponse
                 outcome = "ok" if event.kind == "done" else event.data.get("status", "error")
             payload = json.dumps({"type": event.kind, **event.data}, separators=(",", ":"))
             await response.write(f"data: {payload}\n\n".encode())
+        await response.write_eof()
     except (ConnectionResetError, TimeoutError) as exc:
+        # The browser went away: closing the events closes serving's stream, which stops the generation.
         _log.info("a %s stream ended early: %s", mode, type(exc).__name__)
     finally:
         await events.aclose()
         metrics.GENERATIONS.labels(mode=mode, outcome=outcome).inc()
-    await response.write_eof()
     return response
 
 
