@@ -12,7 +12,9 @@ def paired_differences_svg(metric: str, rows: list[float], low: float, high: flo
     """Per-row differences (candidate - baseline) as bars around zero, with the interval of the mean
     difference as a band and the estimate as a line. Accessible: a title and a description."""
     rows = [r for r in rows[:MAX_BARS] if r == r]  # NaN (unmeasured) rows are not drawn
-    span = max([abs(v) for v in rows] + [abs(low), abs(high), 1e-9])
+    span = max([abs(v) for v in rows] + [abs(low), abs(high)])
+    if span < 1e-9:  # every difference is zero: a unit scale reads better than ±1e-09
+        span = 1.0
     mid = HEIGHT / 2
     scale = (HEIGHT / 2 - PAD / 2) / span
 
