@@ -192,9 +192,16 @@ async def test_a_user_sees_and_calls_only_the_endpoints_they_may_execute(browser
     # Compare needs two endpoints bob may call: he has one.
     await page.goto(f"{stack.url}/compare")
     assert "at least two endpoints" in await page.get_by_role("status").text_content()
-    # Bob may not read the hostile endpoint's logged requests either.
-    await page.goto(f"{stack.url}/review?endpoint={stack.hostile_endpoint}")
-    assert await page.locator("article.logged").count() == 0
+    # Bob may not read logged requests (SELECT): not the hostile endpoint's, nor the Llama's he may call.
+    refused = await page.goto(f"{stack.url}/review?endpoint={stack.hostile_endpoint}")
+    assert refused.status == 403 and await page.locator("article.logged").count() == 0
+    refused = await page.goto(f"{stack.url}/review?endpoint={stack.llm_endpoint}")
+    assert refused.status == 403 and await page.locator("article.logged").count() == 0
+    # So the cost of his own call, which lives in the payload log, is not shown to him either.
+    cost = await page.evaluate(
+        "endpoint => fetch('/api/cost?endpoint=' + endpoint + '&request_id=x').then(r => r.json())", stack.llm_endpoint
+    )
+    assert cost["state"] == "hidden" and cost["cost_usd"] is None
     await context.close()
 
 
