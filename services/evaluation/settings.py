@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.common import topics
 from services.common.config import CommonSettings
 
 
@@ -17,9 +18,9 @@ class EvaluationSettings(CommonSettings):
     training_address: str = "127.0.0.1:50052"
     serving_address: str = "127.0.0.1:50053"
     monitoring_address: str = "127.0.0.1:50056"
-    registry_events_topic: str = "tessera.registry.events"
-    evaluation_requests_topic: str = "tessera.eval.requests"
-    evaluation_results_topic: str = "tessera.eval.results"
+    registry_events_topic: str = topics.REGISTRY_EVENTS
+    evaluation_requests_topic: str = topics.EVAL_REQUESTS
+    evaluation_results_topic: str = topics.EVAL_RESULTS
     evaluation_consumer_group: str = "tessera-evaluation"
     # The principal that owns eval runs' MLflow runs in the registry (creates experiments and runs,
     # logs metrics and artifacts, hands new experiments to the run's creator). Dev default: admin.
