@@ -350,9 +350,28 @@ def run_detail(run: epb.EvalRun, csrf: str) -> str:
         + error_box(run.error_message)
         + '<table><thead><tr><th scope="col">Metric</th><th scope="col">Estimate [interval]</th>'
         f'<th scope="col">Method</th><th scope="col">Measured</th></tr></thead><tbody>{metrics}</tbody></table>'
-        '<p><a href="/evaluations">All runs</a></p>'
+        + _calibrations(run)
+        + '<p><a href="/evaluations">All runs</a></p>'
     )
     return layout(f"Eval run {run.eval_run_id}", body, active="evaluations", csrf=csrf)
+
+
+def _calibrations(run: epb.EvalRun) -> str:
+    """How far each judge agrees with the human labels (the review page's, or the dataset's column)."""
+    if not run.calibrations:
+        return ""
+    rows = "".join(
+        f"<tr><th scope=row>{escape(c.metric)}</th><td>{escape(c.judge_model)}</td><td>{c.n}</td>"
+        f"<td>{c.agreement:.3f}</td><td>{'–' if c.cohen_kappa != c.cohen_kappa else f'{c.cohen_kappa:.3f}'}</td>"
+        f"<td>{escape(c.note)}</td></tr>"
+        for c in run.calibrations
+    )
+    return (
+        '<h2 id="calibration-title">Judge calibration against human labels</h2>'
+        '<table aria-labelledby="calibration-title"><thead><tr><th scope="col">Metric</th>'
+        '<th scope="col">Judge</th><th scope="col">Labels</th><th scope="col">Agreement</th>'
+        f'<th scope="col">Cohen\'s kappa</th><th scope="col">Note</th></tr></thead><tbody>{rows}</tbody></table>'
+    )
 
 
 def comparison(result: epb.RunComparison, csrf: str) -> str:
