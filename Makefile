@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 export TESSERA_PYTHON := $(CURDIR)/$(PY)
 
 # The install stamp changes whenever the declared dependencies do.
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt infra/kafka/pom.xml infra/vllm/requirements.txt infra/prometheus/install.sh infra/k8s/tools.sh infra/minio/minio.sh | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt infra/kafka/pom.xml infra/vllm/requirements.txt infra/prometheus/install.sh infra/k8s/tools.sh infra/minio/minio.sh infra/browser/install.sh | sha1sum | cut -c1-12)
 
 .PHONY: help setup up down status test test-unit test-integration demo bench drift-png protos lint clean
 
@@ -22,12 +22,13 @@ $(STAMP):
 	@echo "[setup] creating $(VENV) and installing pinned packages"
 	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip
-	@$(PY) -m pip install -q -c constraints.txt -e ".[registry,serving,retrieval,monitoring,training,test,demo,bench,dev]"
+	@$(PY) -m pip install -q -c constraints.txt -e ".[registry,serving,retrieval,monitoring,training,playground,test,demo,bench,dev]"
 	@bash infra/vllm/install.sh
 	@bash infra/prometheus/install.sh
 	@bash infra/kafka/kafka.sh fetch
 	@bash infra/k8s/tools.sh >/dev/null
 	@bash infra/minio/minio.sh fetch >/dev/null
+	@bash infra/browser/install.sh >/dev/null
 	@rm -f $(VENV)/.installed-* && touch $@
 
 setup: $(STAMP)  ## install everything (idempotent, quick when done)
@@ -58,6 +59,7 @@ test-integration: setup  ## only the tests on real infrastructure
 
 demo: up  ## bring the platform up and run the scenario
 	@$(PY) -m services.demo
+	@echo "[demo] the playground: http://127.0.0.1:$${TESSERA_PLAYGROUND_HTTP_PORT:-8080} (sign in with your token; on loopback tessera-dev-token)"
 
 BENCHES := kafka_bench registry_bench retrieval_bench monitoring_bench serving_bench training_bench scale_bench
 

@@ -15,7 +15,7 @@ from infra.prometheus import targets as prometheus_targets
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 GPU_OVERRIDE = ROOT / "infra" / "docker" / "docker-compose.gpu.yml"
-TESSERA_SERVICES = ("registry", "serving", "retrieval", "monitoring", "training")
+TESSERA_SERVICES = ("registry", "serving", "retrieval", "monitoring", "training", "evaluation")
 # Long-running Tessera processes without a gRPC port: probed by the alive file they touch from their loop.
 PORTLESS_WORKERS = {"training-worker": "services.training.worker"}
 
@@ -126,7 +126,8 @@ def test_metrics_ports_are_the_scraped_ones(compose):
     (job,) = (c for c in scraped["scrape_configs"] if c["job_name"] == "tessera")
     targets = {target for group in job["static_configs"] for target in group["targets"]}
     in_compose = {
-        f"{name}:{compose['services'][name]['environment']['TESSERA_METRICS_PORT']}" for name in TESSERA_SERVICES
+        f"{s.name}:{compose['services'][s.name]['environment']['TESSERA_METRICS_PORT']}"
+        for s in prometheus_targets.services()
     }
     assert targets == in_compose
 

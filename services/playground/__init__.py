@@ -1,0 +1,1 @@
+"""The playground: a web page over the other services' APIs (chat, compare, review, evaluations)."""
