@@ -16,10 +16,11 @@ from services.common.db import Database, migrate
 from services.common.grpc_server import TesseraServer
 from services.common.kafka_consumer import ConsumerLoop
 from services.common.kafka_producer import EventProducer
+from services.common.outbox import OutboxPublisher
 from services.common.registry_privileges import RegistryPrivileges
 from services.evaluation.core import EvaluationCore
 from services.evaluation.grpc_api import SERVICE_NAME, EvaluationServicer
-from services.evaluation.kafka_api import EvalRequestConsumer, ResultPublisher
+from services.evaluation.kafka_api import OUTBOX, EvalRequestConsumer, ResultRecords
 from services.evaluation.peers import MonitoringPeer, ServingPeer, TrainingPeer
 from services.evaluation.settings import EvaluationSettings
 from services.evaluation.store import EvaluationStore
@@ -39,6 +40,7 @@ class EvaluationApp:
         self.producer: EventProducer | None = None
         self.privileges: RegistryPrivileges | None = None
         self.registry: TrainingRegistry | None = None
+        self.outbox: OutboxPublisher | None = None
         self.peers: list = []
         self._requests: EvalRequestConsumer | None = None
         self._registry_events: ConsumerLoop | None = None
@@ -63,15 +65,18 @@ class EvaluationApp:
             MonitoringPeer(s.monitoring_address),
         )
         self.peers = [serving, training, monitoring]
+        # Results reach tessera.eval.results through the outbox: written with the result, sent after commit.
+        self.outbox = OutboxPublisher(self.db, self.producer, OUTBOX, s.evaluation_outbox_poll_s)
+        self.outbox.start()
+        records = ResultRecords(s.evaluation_results_topic, self.outbox.notify)
         self.core = EvaluationCore(
             s,
-            EvaluationStore(self.db),
+            EvaluationStore(self.db, records),
             self.privileges,
             serving,
             training,
             monitoring,
             self.registry,
-            ResultPublisher(self.producer, s.evaluation_results_topic),
         )
         await self.core.recover()
         self._requests = EvalRequestConsumer(
@@ -131,6 +136,8 @@ class EvaluationApp:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, 15)
+        if self.outbox is not None:
+            await self.outbox.stop()
         for peer in self.peers:
             await peer.close()
         if self.privileges is not None:

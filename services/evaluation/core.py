@@ -34,7 +34,7 @@ import re
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -114,13 +114,9 @@ _EXPERIMENT = re.compile(r"[A-Za-z0-9_/.\- ]{1,256}")
 _PASS_FAIL_METRICS = frozenset(
     {"exact_match", *(name for name, t in JUDGE_TEMPLATES.items() if t.verdict_format == PASS_FAIL)}
 )
-_RETRIEVAL_METRICS = frozenset({"precision_at_k", "recall_at_k", "mrr", "ndcg_at_k"})
 _JUDGE_MAX_TOKENS = 256
 _TRUE_LABELS = {"true", "pass", "good", "yes", "1", "correct"}
 _FALSE_LABELS = {"false", "fail", "bad", "no", "0", "incorrect"}
-
-# Publishes a per-row or summary result on tessera.eval.results.
-Publisher = Callable[[RowResult], Awaitable[None]]
 
 
 def dataset_name(full_name: str, what: str = "dataset") -> tuple[str, str, str]:
@@ -405,7 +401,6 @@ class EvaluationCore:
         training: TrainingPeer,
         monitoring: MonitoringPeer,
         registry,
-        publish: Publisher,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -415,7 +410,6 @@ class EvaluationCore:
         self.monitoring = monitoring
         # services.training.registry_client.TrainingRegistry: MLflow-compatible runs, artifacts, lineage.
         self.registry = registry
-        self.publish = publish
         self.prices = Prices(settings.serving_prices)
         # This process's id: runs it accepted carry it, so its restart marks them interrupted.
         self.instance = f"evaluation-{uuid.uuid4().hex[:12]}"
@@ -653,7 +647,6 @@ class EvaluationCore:
                     result = await self._row(principal, spec, number, repeat, rows[number], done)
                 results[(number, repeat)] = result
                 await self.store.put_results([(number, result)])
-                await self.publish(result)
                 done["completed"] += 1
                 ROWS.labels(result.status).inc()
                 if result.status != "OK":
@@ -861,8 +854,32 @@ class EvaluationCore:
         except TesseraError as exc:
             _log.warning("eval run %s: results not logged to the registry: %s", spec.eval_run_id, exc.message)
             message += ("; " if message else "") + f"not logged to the registry: {exc.message}"
+        # The summary record commits with the run's final state (the outbox sends it after).
+        record = RowResult(
+            eval_run_id=spec.eval_run_id,
+            example_id="",
+            metrics=tuple(
+                MetricValue(
+                    s.metric,
+                    s.interval.estimate if s.interval else None,
+                    measured=s.measured,
+                    unmeasured=s.unmeasured,
+                    unmeasured_reason="" if s.interval else "nothing measured",
+                )
+                for s in summaries
+            ),
+            latency_ms=summary["latency"].get("p50_ms", 0.0),
+            prompt_tokens=summary["prompt_tokens"],
+            completion_tokens=summary["completion_tokens"],
+            cost_usd=summary["cost_usd"],
+            status="OK" if state != FAILED else "FAILED_PRECONDITION",
+            error_message=message[:4000],
+            at=datetime.now(UTC),
+            target_endpoint=spec.target_endpoint,
+        )
         await self.store.update_run(
             spec.eval_run_id,
+            record,
             state=state,
             summary=summary,
             manifest=manifest,
@@ -873,30 +890,6 @@ class EvaluationCore:
             mlflow_run_id=mlflow_run_id,
             experiment_id=experiment_id,
             finished_at=datetime.now(UTC),
-        )
-        await self.publish(
-            RowResult(
-                eval_run_id=spec.eval_run_id,
-                example_id="",
-                metrics=tuple(
-                    MetricValue(
-                        s.metric,
-                        s.interval.estimate if s.interval else None,
-                        measured=s.measured,
-                        unmeasured=s.unmeasured,
-                        unmeasured_reason="" if s.interval else "nothing measured",
-                    )
-                    for s in summaries
-                ),
-                latency_ms=summary["latency"].get("p50_ms", 0.0),
-                prompt_tokens=summary["prompt_tokens"],
-                completion_tokens=summary["completion_tokens"],
-                cost_usd=summary["cost_usd"],
-                status="OK" if state != FAILED else "FAILED_PRECONDITION",
-                error_message=message[:4000],
-                at=datetime.now(UTC),
-                target_endpoint=spec.target_endpoint,
-            )
         )
         RUNS.labels(state).inc()
         _log.info("eval run %s: %s, %d rows (%d failed)", spec.eval_run_id, state, len(results), failed)
@@ -1401,29 +1394,27 @@ class EvaluationCore:
         await asyncio.gather(*(bounded(r) for r in records))
         summaries = [summarize_metric(x, results, 1, seed) for x in o.metrics]
         window = {"online_evaluation_id": o.online_evaluation_id, "window_start": start, "window_end": end}
-        for result in results:
-            await self.publish(replace(result, **window))
-        await self.publish(
-            RowResult(
-                eval_run_id="",
-                example_id="",
-                metrics=tuple(
-                    MetricValue(
-                        s.metric,
-                        s.interval.estimate if s.interval else None,
-                        measured=s.measured,
-                        unmeasured=s.unmeasured,
-                        unmeasured_reason="" if s.interval else "nothing measured in this window",
-                    )
-                    for s in summaries
-                ),
-                status="OK",
-                at=end,
-                target_endpoint=o.endpoint,
-                **window,
-            )
+        window_summary = RowResult(
+            eval_run_id="",
+            example_id="",
+            metrics=tuple(
+                MetricValue(
+                    s.metric,
+                    s.interval.estimate if s.interval else None,
+                    measured=s.measured,
+                    unmeasured=s.unmeasured,
+                    unmeasured_reason="" if s.interval else "nothing measured in this window",
+                )
+                for s in summaries
+            ),
+            status="OK",
+            at=end,
+            target_endpoint=o.endpoint,
+            **window,
         )
-        await self.store.finish_window(o.online_evaluation_id, end, summaries)
+        # The window's records commit with the schedule moving past it: a window is published once.
+        records = [*(replace(r, **window) for r in results), window_summary]
+        await self.store.finish_window(o.online_evaluation_id, end, summaries, records)
         ONLINE_WINDOWS.labels(o.endpoint).inc()
         _log.info(
             "online evaluation %s: window %s..%s, %d of the endpoint's requests scored",

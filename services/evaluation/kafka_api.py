@@ -1,4 +1,4 @@
-"""Kafka: eval requests from `tessera.eval.requests`, results to `tessera.eval.results`.
+"""Kafka: eval requests from `tessera.eval.requests`, results to `tessera.eval.results` (through the outbox).
 
 A request record carries the spec and the caller's bearer token (Kafka has no per-call
 metadata). It is authenticated and checked exactly like StartEvalRun; a record that cannot
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from confluent_kafka import Message
 from tessera.events.v1 import evaluation_pb2 as events_pb
@@ -20,22 +21,31 @@ from services.common.auth import TokenAuthenticator
 from services.common.errors import InvalidArgument
 from services.common.kafka_consumer import ConsumerLoop, Record
 from services.common.kafka_producer import EventProducer
+from services.common.outbox import Outbox, OutboxEncoding, OutboxEvent
 from services.evaluation import converters as cv
-from services.evaluation.core import EvaluationCore
 from services.evaluation.entities import RowResult
+
+if TYPE_CHECKING:
+    from services.evaluation.core import EvaluationCore
 
 _REDACTED = "[redacted]"
 
 
-class ResultPublisher:
-    """Every per-row and summary record, keyed by the evaluated endpoint (one partition per endpoint keeps order)."""
+OUTBOX = Outbox("outbox", OutboxEncoding(events_pb.EvalResult))
 
-    def __init__(self, producer: EventProducer, topic: str) -> None:
-        self.producer = producer
+
+class ResultRecords:
+    """Every per-row and summary record as an outbox event for `tessera.eval.results`, keyed by the
+    evaluated endpoint (one partition per endpoint keeps its order). The store writes them in the
+    transaction that stores the result; the outbox publisher sends them after commit."""
+
+    def __init__(self, topic: str, notify=lambda: None) -> None:
         self.topic = topic
+        # Wakes the outbox publisher after a commit with events.
+        self.notify = notify
 
-    async def __call__(self, result: RowResult) -> None:
-        await self.producer.send(self.topic, cv.result(result), key=result.target_endpoint or None)
+    def event(self, result: RowResult) -> OutboxEvent:
+        return OutboxEvent(result.target_endpoint or "", cv.result(result).SerializeToString())
 
 
 def _redacted(message: Message) -> bytes | None:

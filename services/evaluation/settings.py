@@ -22,6 +22,8 @@ class EvaluationSettings(CommonSettings):
     evaluation_requests_topic: str = topics.EVAL_REQUESTS
     evaluation_results_topic: str = topics.EVAL_RESULTS
     evaluation_consumer_group: str = "tessera-evaluation"
+    # How often the outbox publisher looks for unsent results (a commit with results wakes it sooner).
+    evaluation_outbox_poll_s: float = 0.5
     # The principal that owns eval runs' MLflow runs in the registry (creates experiments and runs,
     # logs metrics and artifacts, hands new experiments to the run's creator). Dev default: admin.
     evaluation_run_as_token: str = "tessera-dev-token"

@@ -22,6 +22,7 @@ from services.evaluation.entities import (
     RunSpec,
     Summary,
 )
+from services.evaluation.kafka_api import OUTBOX, ResultRecords
 
 
 def _translated(exc: psycopg.Error) -> Exception:
@@ -93,8 +94,10 @@ def _online(row: dict) -> OnlineEvaluation:
 
 
 class EvaluationStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, records: ResultRecords) -> None:
         self.db = db
+        # Encodes results as outbox events for `tessera.eval.results` (kafka_api.py).
+        self.records = records
 
     async def _one(self, query: str, params: tuple | dict) -> dict | None:
         try:
@@ -158,8 +161,9 @@ class EvaluationStore:
         )
         return [_run(r) for r in rows]
 
-    async def update_run(self, eval_run_id: str, **fields: Any) -> None:
-        """Set columns of a run; `summary`, `manifest` and `calibrations` are JSON."""
+    async def update_run(self, eval_run_id: str, record: RowResult | None = None, **fields: Any) -> None:
+        """Set columns of a run (`summary`, `manifest` and `calibrations` are JSON); `record`, a summary
+        record for `tessera.eval.results`, is written in the same transaction."""
         if not fields:
             return
         values = {}
@@ -170,9 +174,16 @@ class EvaluationStore:
                 value = Jsonb(value)
             values[key] = value
         assignments = ", ".join(f"{key} = %({key})s" for key in values)
-        await self._one(
-            f"UPDATE runs SET {assignments} WHERE eval_run_id = %(eval_run_id)s", {**values, "eval_run_id": eval_run_id}
-        )
+        query = f"UPDATE runs SET {assignments} WHERE eval_run_id = %(eval_run_id)s"
+        try:
+            async with self.db.transaction() as conn:
+                await conn.execute(query, {**values, "eval_run_id": eval_run_id})
+                if record is not None:
+                    await self._records(conn, [record])
+        except psycopg.Error as exc:
+            raise _translated(exc) from exc
+        if record is not None:
+            self.records.notify()
 
     async def heartbeat(self, eval_run_id: str, completed: int, failed: int, lease_s: float) -> bool:
         """Renew the lease and record progress; whether a cancel was asked for."""
@@ -201,6 +212,7 @@ class EvaluationStore:
     # -- results ------------------------------------------------------------------
 
     async def put_results(self, rows: list[tuple[int, RowResult]]) -> None:
+        """Store per-row results and their records for `tessera.eval.results`, in one transaction."""
         if not rows:
             return
         try:
@@ -211,8 +223,13 @@ class EvaluationStore:
                         " ON CONFLICT (eval_run_id, row_number, repeat) DO UPDATE SET result = EXCLUDED.result",
                         [(r.eval_run_id, n, r.repeat, Jsonb(r.to_json())) for n, r in rows],
                     )
+                await self._records(conn, [r for _, r in rows])
         except psycopg.Error as exc:
             raise _translated(exc) from exc
+        self.records.notify()
+
+    async def _records(self, conn, results: list[RowResult]) -> None:
+        await OUTBOX.add(conn, self.records.topic, [self.records.event(r) for r in results])
 
     async def results(
         self, eval_run_id: str, after: tuple[int, int] | None = None, limit: int = 1_000_000
@@ -316,9 +333,19 @@ class EvaluationStore:
         )
         return [_online(r) for r in rows]
 
-    async def finish_window(self, online_evaluation_id: str, window_end: datetime, latest: list[Summary]) -> None:
-        await self._one(
-            "UPDATE online_evaluations SET last_window_end = %s, latest = %s, claimed_until = NULL"
-            " WHERE online_evaluation_id = %s",
-            (window_end, Jsonb([s.to_json() for s in latest]), online_evaluation_id),
-        )
+    async def finish_window(
+        self, online_evaluation_id: str, window_end: datetime, latest: list[Summary], records: list[RowResult] = ()
+    ) -> None:
+        """Move the schedule past the window and write its records, in one transaction."""
+        try:
+            async with self.db.transaction() as conn:
+                await conn.execute(
+                    "UPDATE online_evaluations SET last_window_end = %s, latest = %s, claimed_until = NULL"
+                    " WHERE online_evaluation_id = %s",
+                    (window_end, Jsonb([s.to_json() for s in latest]), online_evaluation_id),
+                )
+                await self._records(conn, list(records))
+        except psycopg.Error as exc:
+            raise _translated(exc) from exc
+        if records:
+            self.records.notify()

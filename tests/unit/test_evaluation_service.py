@@ -124,14 +124,14 @@ def test_unpriced_models_have_no_cost_and_the_sample_is_stable() -> None:
     ],
 )
 def test_every_spec_field_is_bounded(change: dict, message: str) -> None:
-    core = EvaluationCore(EvaluationSettings(), None, None, None, None, None, None, None)
+    core = EvaluationCore(EvaluationSettings(), None, None, None, None, None, None)
     spec = RunSpec(**{"dataset": "c.s.d", "target_endpoint": "ep", "metrics": ("exact_match",), **change})
     with pytest.raises(InvalidArgument, match=message):
         core.check_spec(spec)
 
 
 def test_defaults_are_filled_in() -> None:
-    core = EvaluationCore(EvaluationSettings(), None, None, None, None, None, None, None)
+    core = EvaluationCore(EvaluationSettings(), None, None, None, None, None, None)
     spec = core.check_spec(RunSpec(dataset="c.s.d", target_endpoint="ep", metrics=("exact_match",)))
     assert (spec.repeats, spec.concurrency, spec.k) == (1, 8, 5) and len(spec.eval_run_id) == 32
     assert spec.experiment == "/tessera/evaluations/c.s.d"

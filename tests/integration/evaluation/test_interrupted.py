@@ -1,4 +1,5 @@
-"""A run whose process dies is marked FAILED "interrupted" once its lease lapses, its finished rows kept."""
+"""A run cancelled by its creator, and a run whose process dies (FAILED "interrupted" once its lease
+lapses): both stop with their finished rows kept."""
 
 from __future__ import annotations
 
@@ -60,3 +61,25 @@ async def test_a_killed_process_leaves_its_run_failed_interrupted_with_its_rows(
 
     assert ended.state == pb.RUN_STATE_FAILED and ended.error_message.startswith("interrupted")
     assert len(kept) >= 2 and ended.completed == len(kept) < ended.total
+
+
+async def test_a_cancelled_run_stops_and_keeps_its_finished_rows(stack: Stack, unique: str) -> None:
+    dataset, version = await stack.dataset(f"cancelled_{unique}", capitals.evaluation_rows())
+    spec = stack.spec(dataset, version, ["exact_match"], repeats=20, concurrency=1, max_tokens=32)
+    run = await stack.start(spec)
+    async with asyncio.timeout(300):
+        while True:
+            seen = await stack.eval.GetEvalRun(
+                pb.GetEvalRunRequest(eval_run_id=run.eval_run_id), metadata=bearer(ALICE)
+            )
+            if seen.completed >= 2:
+                break
+            await asyncio.sleep(0.2)
+
+    cancelled = await stack.eval.CancelEvalRun(
+        pb.CancelEvalRunRequest(eval_run_id=run.eval_run_id), metadata=bearer(ALICE)
+    )
+    kept = await stack.results(run.eval_run_id)
+
+    assert cancelled.state == pb.RUN_STATE_CANCELLED and cancelled.finished_at.seconds
+    assert 2 <= len(kept) < cancelled.total
