@@ -59,7 +59,6 @@ test-integration: setup  ## only the tests on real infrastructure
 
 demo: up  ## bring the platform up and run the scenario
 	@$(PY) -m services.demo
-	@echo "[demo] the playground: http://127.0.0.1:$${TESSERA_PLAYGROUND_HTTP_PORT:-8080} (sign in with your token; on loopback tessera-dev-token)"
 
 BENCHES := kafka_bench registry_bench retrieval_bench monitoring_bench serving_bench training_bench scale_bench
 

@@ -9,7 +9,9 @@
   (g) print the model version's lineage;
   (h) fine-tune the tiny Llama with LoRA on made-up capitals (a dataset version, live metrics,
       a worker killed mid-job and the job finishing anyway), serve it, compare its answers;
-  (i) a RAG agent over the runbooks (retrieval -> prompt -> the tiny Llama) answering with citations.
+  (i) a RAG agent over the runbooks (retrieval -> prompt -> the tiny Llama) answering with citations;
+  (j) evaluate the base and the fine-tuned Llama on one dataset version, compare them row by row
+      with intervals, and move the `champion` alias to the fine-tuned version if it is detectably better.
 
 Every run trains and registers a new version; endpoints, indexes and schemas are
 reused, so running it again is safe. Each step prints one line; slow ones report
@@ -31,6 +33,7 @@ from services.common import config
 from services.demo.agent_step import agent_act
 from services.demo.clients import Clients
 from services.demo.console import StepSkipped, progress, say
+from services.demo.evaluation_step import evaluation_act
 from services.demo.fine_tune_step import fine_tune_act
 from services.demo.monitoring_step import drift_act
 from services.demo.retrieval_lineage import lineage_act, retrieval_act
@@ -92,7 +95,7 @@ async def main() -> int:
         say("start", "start the platform first with `make up` (or `bash infra/services.sh start`), then `make demo`")
         await clients.close()
         return 2
-    say("start", "registry, serving, monitoring, retrieval, training and the MLflow REST API answer")
+    say("start", "registry, serving, monitoring, retrieval, training, evaluation and the MLflow REST API answer")
     problems: list[str] = []
     catalog = settings.demo_catalog
     models = await clients.ensure_schema(catalog, "models")
@@ -140,12 +143,21 @@ async def main() -> int:
             "lineage", "(g) lineage of the model version", lineage_act(clients, model_name, trained.version), problems
         )
     if settings.demo_llm:
+        before = len(problems)
         await step(
             "finetune", "(h) fine-tune the tiny Llama on made-up capitals", fine_tune_act(clients, models), problems
         )
+        tuned = len(problems) == before
         await step(
             "agent", "(i) a RAG agent over the runbooks, with citations", agent_act(clients, models, docs), problems
         )
+        if tuned:
+            await step(
+                "evaluate",
+                "(j) evaluate base vs fine-tuned with intervals, promote the winner",
+                evaluation_act(clients, models),
+                problems,
+            )
     await clients.close()
     elapsed = time.perf_counter() - started
     if problems:
@@ -154,6 +166,11 @@ async def main() -> int:
             say("done", f"  - {problem}")
         return 1
     say("done", f"the whole scenario ran in {elapsed:.0f} s")
+    say(
+        "done",
+        f"the playground: {settings.playground_url} (sign in with your token; on this machine {settings.token}) "
+        "to chat, compare, label answers into a dataset version and run evaluations",
+    )
     return 0
 
 

@@ -8,6 +8,7 @@ import grpc
 import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from inference import grpc_service_pb2_grpc
+from tessera.evaluation.v1 import evaluation_pb2_grpc
 from tessera.monitoring.v1 import monitoring_pb2_grpc
 from tessera.registry.v1 import registry_pb2 as rpb
 from tessera.registry.v1 import registry_pb2_grpc
@@ -32,6 +33,7 @@ class Clients:
             "monitoring": settings.monitoring_address,
             "retrieval": settings.retrieval_address,
             "training": settings.training_address,
+            "evaluation": settings.evaluation_address,
         }
         self.channels = {
             name: grpc.aio.insecure_channel(addr, options=_OPTIONS) for name, addr in self.addresses.items()
@@ -42,6 +44,7 @@ class Clients:
         self.monitoring = monitoring_pb2_grpc.MonitoringServiceStub(self.channels["monitoring"])
         self.retrieval = retrieval_pb2_grpc.RetrievalServiceStub(self.channels["retrieval"])
         self.training = training_pb2_grpc.TrainingServiceStub(self.channels["training"])
+        self.evaluation = evaluation_pb2_grpc.EvaluationServiceStub(self.channels["evaluation"])
 
     async def not_answering(self) -> list[str]:
         """The services (and the MLflow REST API) that do not answer, as `name (address)`."""

@@ -17,6 +17,9 @@ class DemoSettings(CommonSettings):
     retrieval_address: str = "127.0.0.1:50054"
     monitoring_address: str = "127.0.0.1:50056"
     training_address: str = "127.0.0.1:50052"
+    evaluation_address: str = "127.0.0.1:50055"
+    # Printed at the end: where a person continues in a browser.
+    playground_url: str = "http://127.0.0.1:8080"
     mlflow_url: str = "http://127.0.0.1:5000"
     # TESSERA_DEMO_LLM=0 skips the tiny Llama (its engine takes a minute or so to start on a CPU).
     demo_llm: bool = True

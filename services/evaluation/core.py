@@ -735,7 +735,11 @@ class EvaluationCore:
         except TesseraError as exc:
             return replace(base, request_id=request_id, status=status_name(exc), error_message=exc.message[:4000])
         text = answer.text[: self.settings.evaluation_max_response_chars]
-        retrieved: list[str] = []
+        # An agent answers with the passages it retrieved: retrieval metrics rank their ids, and the
+        # groundedness / chunk-relevance judges read their text instead of the row's context.
+        retrieved = [doc_id for doc_id, _ in answer.passages]
+        if answer.passages:
+            parts = {**parts, "context": [passage for _, passage in answer.passages]}
         values: list[MetricValue] = []
         judge_models: set[str] = set()
         for metric in spec.metrics:

@@ -87,6 +87,8 @@ class Answer:
     served_model: str
     model_version: str
     latency_ms: float
+    # An agent's retrieved passages as (document id, text), in its ranking order; empty for a plain model.
+    passages: tuple[tuple[str, str], ...] = ()
 
 
 def sampling_message(sampling: Sampling, seed: int | None) -> serving_events.SamplingParams:
@@ -141,6 +143,7 @@ class ServingPeer(_Peer):
             served_model=reply.served_model,
             model_version=reply.model_version,
             latency_ms=(time.perf_counter() - started) * 1000,
+            passages=tuple((c.id, c.text) for c in reply.citations),
         )
 
 

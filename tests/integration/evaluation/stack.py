@@ -182,6 +182,8 @@ class Stack:
     training_env: dict[str, str]
     work: Path
     evaluation: EvaluationApp
+    # The in-process serving app (a test points its agents at a retrieval service it starts).
+    serving_app: object
     admin: RegistryClient
     channel: grpc.aio.Channel
     serving_channel: grpc.aio.Channel
@@ -454,6 +456,7 @@ async def start_stack(kafka_bootstrap: str, pg_dsn: str, work: Path) -> AsyncIte
                 training_env=training_env,
                 work=work,
                 evaluation=evaluation,
+                serving_app=serving,
                 admin=admin,
                 channel=channel,
                 serving_channel=serving_channel,
