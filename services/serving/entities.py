@@ -18,7 +18,7 @@ import numpy as np
 from services.common.errors import InvalidArgument
 
 LOADING, READY, FAILED = "LOADING", "READY", "FAILED"
-LLM, TENSOR = "llm", "tensor"
+LLM, TENSOR, EMBEDDING = "llm", "tensor", "embedding"
 
 # `\Z`, not `$`: `$` also matches before a trailing newline.
 _ENDPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
@@ -40,6 +40,9 @@ MAX_STOP_LENGTH = 256
 MAX_MESSAGES = 1024
 MAX_ROLE_LENGTH = 32
 MAX_LOGPROBS = 20
+# Texts per embedding call, and characters per text (the model's own token limit is checked too).
+MAX_EMBEDDING_INPUTS = 2048
+MAX_EMBEDDING_CHARS = 32_768
 
 
 def check_endpoint_name(name: str) -> str:
@@ -287,6 +290,41 @@ class TensorCall:
         check_endpoint_name(self.endpoint)
         check_labels(self.labels)
         check_parameters(self.parameters)
+
+
+@dataclass
+class EmbedCall:
+    """Texts to embed; `dimensions`, when given, must be the model's own (no model here can shorten vectors)."""
+
+    endpoint: str
+    request_id: str
+    source: str
+    texts: Sequence[str]
+    dimensions: int | None = None
+    size_bytes: int = 0
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def check(self) -> None:
+        check_request_id(self.request_id)
+        check_endpoint_name(self.endpoint)
+        check_labels(self.labels)
+        if not self.texts or len(self.texts) > MAX_EMBEDDING_INPUTS:
+            raise InvalidArgument(f"give 1 to {MAX_EMBEDDING_INPUTS} texts to embed", field="input")
+        for text in self.texts:
+            if not isinstance(text, str) or not text or len(text) > MAX_EMBEDDING_CHARS:
+                raise InvalidArgument(
+                    f"each input is a non-empty string of at most {MAX_EMBEDDING_CHARS} characters", field="input"
+                )
+        if self.dimensions is not None and not 1 <= self.dimensions <= 65_536:
+            raise InvalidArgument("dimensions must be from 1 to 65536", field="dimensions")
+
+
+@dataclass(frozen=True)
+class EmbeddingResult:
+    vectors: np.ndarray  # (texts, dimension) float32
+    prompt_tokens: int
+    served_model: str
+    model_version: int
 
 
 @dataclass(frozen=True)

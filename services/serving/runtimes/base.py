@@ -11,11 +11,13 @@ from typing import Protocol
 import numpy as np
 
 from services.common.errors import FailedPrecondition
-from services.serving.entities import LLM, TENSOR, SamplingSpec, TensorSpec, TextChunk
+from services.serving.entities import EMBEDDING, LLM, TENSOR, SamplingSpec, TensorSpec, TextChunk
 
 # A TorchScript model's file, and its optional description of named inputs/outputs.
 TORCHSCRIPT_FILES = ("model.pt", "model.torchscript")
 SIGNATURE_FILE = "signature.json"
+# What marks a sentence-transformers folder (checked before config.json, which it also has).
+SENTENCE_TRANSFORMERS_FILES = ("modules.json", "config_sentence_transformers.json")
 
 
 @dataclass
@@ -67,7 +69,10 @@ RuntimeFactory = Callable[[Path], ModelRuntime]
 
 
 def detect_runtime(folder: Path) -> str:
-    """LLM for a Hugging Face folder (config.json), TENSOR for a TorchScript file."""
+    """EMBEDDING for a sentence-transformers folder, LLM for a Hugging Face folder (config.json),
+    TENSOR for a TorchScript file."""
+    if any((folder / name).is_file() for name in SENTENCE_TRANSFORMERS_FILES):
+        return EMBEDDING
     if (folder / "config.json").is_file():
         return LLM
     if any((folder / name).is_file() for name in TORCHSCRIPT_FILES):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.serving.entities import LLM
+from services.serving.entities import EMBEDDING, LLM
 from services.serving.llm_engine import EngineSettings
 from services.serving.runtimes.base import ModelRuntime, detect_runtime
 from services.serving.settings import ServingSettings
@@ -22,7 +22,12 @@ def runtime_factory(settings: ServingSettings):
     )
 
     def build(folder: Path) -> ModelRuntime:
-        if detect_runtime(folder) == LLM:
+        kind = detect_runtime(folder)
+        if kind == EMBEDDING:
+            from services.serving.runtimes.embedding import EmbeddingRuntime
+
+            return EmbeddingRuntime(folder)
+        if kind == LLM:
             from services.serving.runtimes.llm import LlmRuntime
 
             return LlmRuntime(folder, engine_settings, settings.serving_default_max_tokens)
