@@ -40,6 +40,8 @@ MAX_STOP_LENGTH = 256
 MAX_MESSAGES = 1024
 MAX_ROLE_LENGTH = 32
 MAX_LOGPROBS = 20
+# A JSON schema for guided decoding, serialized (grammars are compiled from it: keep it bounded).
+MAX_SCHEMA_BYTES = 64 * 1024
 # Texts per embedding call, and characters per text (the model's own token limit is checked too).
 MAX_EMBEDDING_INPUTS = 2048
 MAX_EMBEDDING_CHARS = 32_768
@@ -219,6 +221,9 @@ class SamplingSpec:
     # each prompt token with `prompt_logprobs` alternatives (what log-likelihood evaluations need).
     logprobs: int | None = None
     prompt_logprobs: int | None = None
+    # Guided decoding: the answer is valid JSON (`json_object`), or valid under this JSON schema (serialized).
+    json_schema: str | None = None
+    json_object: bool = False
 
     def check(self) -> None:
         if self.temperature is not None and not (math.isfinite(self.temperature) and 0 <= self.temperature <= 100):
@@ -233,6 +238,10 @@ class SamplingSpec:
             value = getattr(self, name)
             if value is not None and not 0 <= value <= MAX_LOGPROBS:
                 raise InvalidArgument(f"{name} must be from 0 to {MAX_LOGPROBS}", field="sampling")
+        if self.json_schema is not None and len(self.json_schema.encode()) > MAX_SCHEMA_BYTES:
+            raise InvalidArgument(f"JSON schemas are at most {MAX_SCHEMA_BYTES} bytes", field="response_format")
+        if self.json_schema is not None and self.json_object:
+            raise InvalidArgument("give a JSON schema or json_object, not both", field="response_format")
         if len(self.stop) > MAX_STOP_STRINGS or any(len(s) > MAX_STOP_LENGTH for s in self.stop):
             raise InvalidArgument(
                 f"at most {MAX_STOP_STRINGS} stop strings of at most {MAX_STOP_LENGTH} characters", field="sampling"

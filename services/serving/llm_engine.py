@@ -64,6 +64,8 @@ class Sampling:
     ignore_eos: bool = False  # generate exactly max_tokens (benchmarks)
     logprobs: int | None = None  # alternatives per generated token (0: the sampled token's only)
     prompt_logprobs: int | None = None  # alternatives per prompt token
+    json_schema: str | None = None  # guided decoding: the answer is valid under this JSON schema
+    json_object: bool = False  # guided decoding: the answer is a JSON object
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,9 +240,17 @@ class VllmEngine:
         _confine_engine_cores(self._engine)
 
     def _sampling_params(self, sampling: Sampling, stream: bool):
-        from vllm.sampling_params import RequestOutputKind, SamplingParams
+        from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
 
         try:
+            structured = None
+            if sampling.json_schema is not None or sampling.json_object:
+                # Compact JSON: a model free to add whitespace may never close the object.
+                structured = StructuredOutputsParams(
+                    json=sampling.json_schema,
+                    json_object=True if sampling.json_object else None,
+                    disable_any_whitespace=True,
+                )
             return SamplingParams(
                 temperature=sampling.temperature,
                 top_p=sampling.top_p,
@@ -250,6 +260,7 @@ class VllmEngine:
                 ignore_eos=sampling.ignore_eos,
                 logprobs=sampling.logprobs,
                 prompt_logprobs=sampling.prompt_logprobs,
+                structured_outputs=structured,
                 output_kind=RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY,
             )
         except Exception as error:

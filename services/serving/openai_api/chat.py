@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from typing import Any
 
 from aiohttp import web
@@ -10,7 +11,7 @@ from aiohttp import web
 from services.serving.entities import TextChunk
 from services.serving.inference import InferenceCore
 from services.serving.openai_api.generation import HttpCall, calls_of, first_chunk, generate_all, stream_events
-from services.serving.openai_api.protocol import GenerationRequest, chat_logprobs, usage
+from services.serving.openai_api.protocol import GenerationRequest, ToolCallPlan, chat_logprobs, usage
 
 
 async def chat_completions(inference: InferenceCore, parsed: GenerationRequest, http: HttpCall) -> web.StreamResponse:
@@ -26,11 +27,10 @@ async def chat_completions(inference: InferenceCore, parsed: GenerationRequest, 
         "choices": [
             {
                 "index": i,
-                "message": {"role": "assistant", "content": r.text},
+                **_answer(r.text, r.finish_reason or None, parsed.tool_call, f"call_{http.request_id}_{i}"),
                 "logprobs": None
                 if parsed.sampling.logprobs is None
                 else chat_logprobs(r.logprobs, parsed.sampling.logprobs),
-                "finish_reason": r.finish_reason or None,
             }
             for i, r in enumerate(results)
         ],
@@ -67,3 +67,21 @@ async def _stream(inference: InferenceCore, parsed: GenerationRequest, http: Htt
 
     opening = [event({"role": "assistant", "content": ""}, None)]
     return await stream_events(http.request, http.request_id, chunks, first, events, closing, opening)
+
+
+def _answer(text: str, finish_reason: str | None, plan: ToolCallPlan | None, call_id: str) -> dict[str, Any]:
+    """The message and finish reason: text, or the tool call guided decoding produced.
+
+    An answer cut short (`length`) may not be complete JSON: it is sent as text, as generated.
+    """
+    if plan is None or finish_reason != "stop":
+        return {"message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}
+    name, arguments = plan.name, text
+    if name is None:  # `required`: {"name": ..., "parameters": {...}}
+        try:
+            chosen = json.loads(text)
+            name, arguments = chosen["name"], json.dumps(chosen["parameters"], separators=(",", ":"))
+        except (ValueError, KeyError, TypeError):  # the grammar allows nothing else; never a 500 if it did
+            return {"message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}
+    call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+    return {"message": {"role": "assistant", "content": None, "tool_calls": [call]}, "finish_reason": "tool_calls"}
