@@ -215,6 +215,7 @@ class VllmEngine:
             await self._engine.abort(request_id)
 
     def _launch(self) -> None:
+        from vllm.config import StructuredOutputsConfig
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -233,6 +234,9 @@ class VllmEngine:
             enforce_eager=s.enforce_eager,
             seed=s.seed,
             tensor_parallel_size=s.tensor_parallel_size,
+            # Guided JSON is compact (xgrammar, vLLM's default backend): a model free to add whitespace may
+            # never close the object. Engine-wide in vLLM: its grammar backends ignore the per-request flag.
+            structured_outputs_config=StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),
             **memory,
             **{k: v for k, v in optional.items() if v is not None},
         )
@@ -245,11 +249,8 @@ class VllmEngine:
         try:
             structured = None
             if sampling.json_schema is not None or sampling.json_object:
-                # Compact JSON: a model free to add whitespace may never close the object.
                 structured = StructuredOutputsParams(
-                    json=sampling.json_schema,
-                    json_object=True if sampling.json_object else None,
-                    disable_any_whitespace=True,
+                    json=sampling.json_schema, json_object=True if sampling.json_object else None
                 )
             return SamplingParams(
                 temperature=sampling.temperature,
