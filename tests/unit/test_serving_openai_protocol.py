@@ -163,8 +163,23 @@ def test_a_refusal_says_when_to_retry_the_window_end() -> None:
         UsageLimit("e", "", "tokens", "day", -1),
         UsageLimit("e", "", "tokens", "day", float("inf")),
         UsageLimit("e", "x" * 129, "tokens", "day", 1),
+        UsageLimit("", "bob", "tokens", "fortnight", 1),  # across every endpoint: bounded the same way
     ],
 )
 def test_usage_limits_are_bounded(limit: UsageLimit) -> None:
     with pytest.raises(InvalidArgument):
         limit.check()
+
+
+def test_a_limit_across_every_endpoint_is_named_by_a_flag_not_by_an_empty_endpoint() -> None:
+    from tessera.serving.v1 import serving_pb2 as pb
+
+    from services.serving.converters import usage_limit_from_proto, usage_limit_to_proto
+
+    spanning = pb.UsageLimit(principal="bob", metric="tokens", period="day", limit=5, every_endpoint=True)
+    limit = usage_limit_from_proto(spanning)
+
+    assert limit.endpoint == "" and limit.check() is limit and usage_limit_to_proto(limit) == spanning
+    for ambiguous in (pb.UsageLimit(metric="tokens", period="day"), pb.UsageLimit(endpoint="e", every_endpoint=True)):
+        with pytest.raises(InvalidArgument):
+            usage_limit_from_proto(ambiguous)
