@@ -1,8 +1,9 @@
 """OpenAI request bodies -> the core's calls, bounded and checked before any work.
 
 A field the engine cannot honour is refused with 400, never silently ignored:
-a client that asks for tools, logprobs or penalties must learn it did not get
-them. Fields at their default value (what SDKs send unasked) are accepted.
+a client that asks for `tool_choice: auto`, logprobs on a stream or penalties
+must learn it did not get them. Fields at their default value (what SDKs send
+unasked) are accepted. JSON output and tool calls become guided decoding.
 """
 
 from __future__ import annotations
