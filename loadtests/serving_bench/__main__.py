@@ -1,6 +1,6 @@
 """Tessera serving vs vLLM's own OpenAI server, same model, same prompts, same concurrency.
 
-    python -m loadtests.serving_bench [--max-tokens 64] [--quick]
+    python -m loadtests.serving_bench [--max-tokens 64] [--quick] [--gateway-only]
 
 (a) Tessera `GenerateStream` over gRPC, (b) vLLM's OpenAI-compatible server
 (`python -m vllm.entrypoints.openai.api_server`) on the same model folder with
