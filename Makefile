@@ -22,7 +22,7 @@ $(STAMP):
 	@echo "[setup] creating $(VENV) and installing pinned packages"
 	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip
-	@$(PY) -m pip install -q -c constraints.txt -e ".[registry,serving,retrieval,monitoring,training,playground,test,demo,bench,dev]"
+	@$(PY) -m pip install -q -c constraints.txt -e ".[registry,serving,retrieval,monitoring,training,evaluation,playground,test,demo,bench,dev]"
 	@bash infra/vllm/install.sh
 	@bash infra/prometheus/install.sh
 	@bash infra/kafka/kafka.sh fetch

@@ -1,6 +1,6 @@
 """Tessera serving vs vLLM's own OpenAI server, same model, same prompts, same concurrency.
 
-    python -m loadtests.serving_bench [--max-tokens 64] [--quick]
+    python -m loadtests.serving_bench [--max-tokens 64] [--quick] [--gateway-only]
 
 (a) Tessera `GenerateStream` over gRPC, (b) vLLM's OpenAI-compatible server
 (`python -m vllm.entrypoints.openai.api_server`) on the same model folder with
@@ -52,6 +52,7 @@ PATHS = (
     "tessera_external",
     "tessera_budget",
 )
+GATEWAY_PATHS = ("vllm_chat", "tessera_chat", "tessera_external", "tessera_budget")
 ENGINE = {"max_model_len": 1024, "max_num_seqs": 32, "kv_cache_mib": 256}
 PROMPTS = [
     "Return a new list containing all items from the iterable in ascending order.",
@@ -263,13 +264,17 @@ async def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="fewer requests per level, one round")
+    parser.add_argument(
+        "--gateway-only", action="store_true", help="only the OpenAI paths (d)-(g): vLLM's chat and Tessera's"
+    )
     args = parser.parse_args()
+    paths = GATEWAY_PATHS if args.gateway_only else PATHS
     totals = {1: 4, 8: 16, 32: 32} if args.quick else {1: 8, 8: 32, 32: 64}
     rounds = 1 if args.quick else args.rounds
     model_dir = build_tiny_llama()
     work = Path(tempfile.mkdtemp(prefix="serving-bench-"))
     log(f"model {model_dir}; logs in {work}")
-    runs: dict[str, dict[int, list[dict]]] = {p: {c: [] for c in CONCURRENCY} for p in PATHS}
+    runs: dict[str, dict[int, list[dict]]] = {p: {c: [] for c in CONCURRENCY} for p in paths}
     async with (
         vllm_server(model_dir, work) as vllm_url,
         tessera_serving(model_dir, work, args.bootstrap, vllm_url) as (address, topics, openai_url),
@@ -285,15 +290,17 @@ async def main() -> None:
                 args.bootstrap, topics["requests"], topics["replies"], "bench", TOKEN, args.max_tokens
             ),
         }
+        drivers = {path: drivers[path] for path in paths}
         try:
-            await drivers["tessera_kafka"].ready()
+            if "tessera_kafka" in drivers:
+                await drivers["tessera_kafka"].ready()
             for driver in drivers.values():
                 await warm_up(driver)
             # Both servers stay up; paths take turns at each level (order flipped each round), so
             # load from elsewhere on the machine falls on all of them alike. Idle engines cost nothing.
             for round_ in range(rounds):
                 for concurrency in CONCURRENCY:
-                    order = PATHS if round_ % 2 == 0 else PATHS[::-1]
+                    order = paths if round_ % 2 == 0 else paths[::-1]
                     for path in order:
                         result = await run_level(path, drivers[path], concurrency, totals[concurrency])
                         runs[path][concurrency].append(result)
@@ -304,7 +311,18 @@ async def main() -> None:
         finally:
             for driver in drivers.values():
                 await driver.close()
-    results = {p: [merge(runs[p][c]) for c in CONCURRENCY] for p in PATHS}
+    results = {p: [merge(runs[p][c]) for c in CONCURRENCY] for p in paths}
+    if not args.gateway_only:
+        engine_tables(results)
+    gateway_table(results)
+    path = save(
+        "serving_bench",
+        {"max_tokens": args.max_tokens, "engine": ENGINE, "totals": totals, "rounds": rounds, **results},
+    )
+    log(f"results in {path}")
+
+
+def engine_tables(results: dict) -> None:
 
     labels = {
         "vllm_openai": "(b) vLLM OpenAI",
@@ -343,6 +361,16 @@ async def main() -> None:
         )
     print()
     print(table(["conc", "(a)/(b) tok/s", "(a)/(b) p50", "(a)/(b) TTFT p50", "(c)/(b) tok/s", "(c)/(b) p50"], ratios))
+
+
+def gateway_table(results: dict) -> None:
+    rows = [
+        [path, r["concurrency"], r["tokens_per_s"], r["p50_ms"], r["p99_ms"], r["ttft_p50_ms"]]
+        for path in GATEWAY_PATHS
+        for r in results[path]
+    ]
+    print()
+    print(table(["path", "conc", "out tok/s", "p50 ms", "p99 ms", "TTFT p50 ms"], rows))
     gateway = []
     for d, e, f, g in zip(
         results["vllm_chat"],
@@ -377,11 +405,6 @@ async def main() -> None:
     )
     log("targets: (e)/(d) tok/s >= 0.95 and TTFT p50 within 10%; external added p50 <= 2 ms, p99 <= 10 ms at c=8;")
     log("budget added p50 <= 1 ms")
-    path = save(
-        "serving_bench",
-        {"max_tokens": args.max_tokens, "engine": ENGINE, "totals": totals, "rounds": rounds, **results},
-    )
-    log(f"results in {path}")
 
 
 if __name__ == "__main__":

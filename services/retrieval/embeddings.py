@@ -89,6 +89,16 @@ class SentenceTransformerEmbedder:
             self._load()
         return self._dimension
 
+    @property
+    def max_tokens(self) -> int:
+        """The longest input the model reads whole, in tokens (special tokens included); longer input is cut."""
+        return int(self._load().max_seq_length)
+
+    def token_counts(self, texts: list[str]) -> list[int]:
+        """Each text's tokens as the model reads it, special tokens included and before any cut."""
+        tokenizer = self._load().tokenizer
+        return [len(ids) for ids in tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]]
+
     def _encode(self, texts: list[str]) -> np.ndarray:
         model = self._load()
         vectors = model.encode(

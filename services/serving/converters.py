@@ -20,7 +20,7 @@ from services.serving.entities import (
     TensorCall,
     TextResult,
 )
-from services.serving.usage import UsageLimit, UsageRow
+from services.serving.usage import EVERY_ENDPOINT, UsageLimit, UsageRow
 
 
 def spec_from_proto(name: str, served: Iterable[pb.ServedModel], max_concurrency: int) -> EndpointSpec:
@@ -160,12 +160,26 @@ def tensors_to_struct(tensors: dict[str, np.ndarray]) -> struct_pb2.Struct:
 
 
 def usage_limit_from_proto(limit: pb.UsageLimit) -> UsageLimit:
-    return UsageLimit(limit.endpoint, limit.principal, limit.metric, limit.period, limit.limit)
+    return UsageLimit(
+        limits_scope(limit.endpoint, limit.every_endpoint), limit.principal, limit.metric, limit.period, limit.limit
+    )
+
+
+def limits_scope(endpoint: str, every_endpoint: bool) -> str:
+    """The endpoint a limit is on, EVERY_ENDPOINT ("") for one spanning all; exactly one must be given."""
+    if every_endpoint == bool(endpoint):
+        raise InvalidArgument("give an endpoint, or every_endpoint for a limit across all of them", field="endpoint")
+    return EVERY_ENDPOINT if every_endpoint else endpoint
 
 
 def usage_limit_to_proto(limit: UsageLimit) -> pb.UsageLimit:
     return pb.UsageLimit(
-        endpoint=limit.endpoint, principal=limit.principal, metric=limit.metric, period=limit.period, limit=limit.limit
+        endpoint=limit.endpoint,
+        principal=limit.principal,
+        metric=limit.metric,
+        period=limit.period,
+        limit=limit.limit,
+        every_endpoint=limit.endpoint == EVERY_ENDPOINT,
     )
 
 

@@ -18,8 +18,9 @@ import numpy as np
 from services.common.errors import InvalidArgument
 
 LOADING, READY, FAILED = "LOADING", "READY", "FAILED"
-# An agent (services/serving/agents.py) answers text like an LLM, from retrieval and an LLM endpoint.
-LLM, TENSOR, AGENT = "llm", "tensor", "agent"
+# An agent (services/serving/agents.py) answers text like an LLM, from retrieval and an LLM endpoint;
+# an embedding model (a sentence-transformers folder) answers vectors.
+LLM, TENSOR, AGENT, EMBEDDING = "llm", "tensor", "agent", "embedding"
 
 # `\Z`, not `$`: `$` also matches before a trailing newline.
 _ENDPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
@@ -41,6 +42,11 @@ MAX_STOP_LENGTH = 256
 MAX_MESSAGES = 1024
 MAX_ROLE_LENGTH = 32
 MAX_LOGPROBS = 20
+# A JSON schema for guided decoding, serialized (grammars are compiled from it: keep it bounded).
+MAX_SCHEMA_BYTES = 64 * 1024
+# Texts per embedding call, and characters per text (the model's own token limit is checked too).
+MAX_EMBEDDING_INPUTS = 2048
+MAX_EMBEDDING_CHARS = 32_768
 
 
 def check_endpoint_name(name: str) -> str:
@@ -217,6 +223,9 @@ class SamplingSpec:
     # each prompt token with `prompt_logprobs` alternatives (what log-likelihood evaluations need).
     logprobs: int | None = None
     prompt_logprobs: int | None = None
+    # Guided decoding: the answer is valid JSON (`json_object`), or valid under this JSON schema (serialized).
+    json_schema: str | None = None
+    json_object: bool = False
 
     def check(self) -> None:
         if self.temperature is not None and not (math.isfinite(self.temperature) and 0 <= self.temperature <= 100):
@@ -231,6 +240,10 @@ class SamplingSpec:
             value = getattr(self, name)
             if value is not None and not 0 <= value <= MAX_LOGPROBS:
                 raise InvalidArgument(f"{name} must be from 0 to {MAX_LOGPROBS}", field="sampling")
+        if self.json_schema is not None and len(self.json_schema.encode()) > MAX_SCHEMA_BYTES:
+            raise InvalidArgument(f"JSON schemas are at most {MAX_SCHEMA_BYTES} bytes", field="response_format")
+        if self.json_schema is not None and self.json_object:
+            raise InvalidArgument("give a JSON schema or json_object, not both", field="response_format")
         if len(self.stop) > MAX_STOP_STRINGS or any(len(s) > MAX_STOP_LENGTH for s in self.stop):
             raise InvalidArgument(
                 f"at most {MAX_STOP_STRINGS} stop strings of at most {MAX_STOP_LENGTH} characters", field="sampling"
@@ -288,6 +301,41 @@ class TensorCall:
         check_endpoint_name(self.endpoint)
         check_labels(self.labels)
         check_parameters(self.parameters)
+
+
+@dataclass
+class EmbedCall:
+    """Texts to embed; `dimensions`, when given, must be the model's own (no model here can shorten vectors)."""
+
+    endpoint: str
+    request_id: str
+    source: str
+    texts: Sequence[str]
+    dimensions: int | None = None
+    size_bytes: int = 0
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def check(self) -> None:
+        check_request_id(self.request_id)
+        check_endpoint_name(self.endpoint)
+        check_labels(self.labels)
+        if not self.texts or len(self.texts) > MAX_EMBEDDING_INPUTS:
+            raise InvalidArgument(f"give 1 to {MAX_EMBEDDING_INPUTS} texts to embed", field="input")
+        for text in self.texts:
+            if not isinstance(text, str) or not text or len(text) > MAX_EMBEDDING_CHARS:
+                raise InvalidArgument(
+                    f"each input is a non-empty string of at most {MAX_EMBEDDING_CHARS} characters", field="input"
+                )
+        if self.dimensions is not None and not 1 <= self.dimensions <= 65_536:
+            raise InvalidArgument("dimensions must be from 1 to 65536", field="dimensions")
+
+
+@dataclass(frozen=True)
+class EmbeddingResult:
+    vectors: np.ndarray  # (texts, dimension) float32
+    prompt_tokens: int
+    served_model: str
+    model_version: int
 
 
 @dataclass(frozen=True)

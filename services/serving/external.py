@@ -168,6 +168,13 @@ class ExternalRuntime:
                 body[name] = value
         if sampling.stop:
             body["stop"] = list(sampling.stop)
+        if sampling.json_schema is not None:  # guided decoding is the provider's, asked the OpenAI way
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "output", "schema": json.loads(sampling.json_schema), "strict": True},
+            }
+        elif sampling.json_object:
+            body["response_format"] = {"type": "json_object"}
         if sampling.ignore_eos:
             body["ignore_eos"] = True  # vLLM's extension; others refuse it, which is right
         started, ok = asyncio.get_running_loop().time(), False

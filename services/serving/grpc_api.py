@@ -15,6 +15,7 @@ from services.serving.converters import (
     endpoint_to_proto,
     generate_call,
     generate_response,
+    limits_scope,
     spec_from_proto,
     usage_limit_from_proto,
     usage_limit_to_proto,
@@ -76,7 +77,8 @@ class ServingServicer(serving_pb2_grpc.ServingServiceServicer):
         return usage_limit_to_proto(await self._meter().set_limit(limit, current_principal(), remove=request.remove))
 
     async def ListUsageLimits(self, request: pb.ListUsageLimitsRequest, context) -> pb.ListUsageLimitsResponse:
-        limits = await self._meter().list_limits(request.endpoint, current_principal())
+        endpoint = limits_scope(request.endpoint, request.every_endpoint)
+        limits = await self._meter().list_limits(endpoint, current_principal())
         return pb.ListUsageLimitsResponse(limits=[usage_limit_to_proto(limit) for limit in limits])
 
     async def GetUsage(self, request: pb.GetUsageRequest, context) -> pb.GetUsageResponse:

@@ -22,13 +22,23 @@ import numpy as np
 
 from services.common import telemetry
 from services.common.auth import Principal
-from services.common.errors import InvalidArgument, ResourceExhausted, TesseraError, Unavailable, status_of
+from services.common.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    ResourceExhausted,
+    TesseraError,
+    Unavailable,
+    status_of,
+)
 from services.serving.deployment import Deployment
 from services.serving.endpoints import EndpointControl
 from services.serving.entities import (
     AGENT,
+    EMBEDDING,
     LLM,
     TENSOR,
+    EmbedCall,
+    EmbeddingResult,
     GenerateCall,
     SamplingSpec,
     TensorCall,
@@ -179,6 +189,40 @@ class InferenceCore:
                 outputs = await model.runtime.infer(call.tensors)
             outcome.outputs = _tensors_for_log(outputs)
             return TensorResult(outputs, model.model_name, model.version)
+        except BaseException as exc:
+            outcome.failed(exc)
+            raise
+        finally:
+            outcome.settle(self.usage, reservation)
+            self._log.submit(outcome.record())
+
+    async def embed(self, call: EmbedCall, principal: Principal) -> EmbeddingResult:
+        """Embed texts on an endpoint serving an embedding model; usage counts the tokens the model read."""
+        self._log.check_capacity()  # refused, not accepted: no log is owed
+        outcome = _Outcome(call.request_id, call.endpoint, call.source, principal, call.labels)
+        reservation: Reservation | None = None
+        try:
+            call.check()
+            self.limits.check_size(call.size_bytes)
+            deployment = await self._endpoints.callable(call.endpoint, principal)
+            # Upper bound: a token per UTF-8 byte plus the special tokens around each text; nothing is generated.
+            bound = sum(len(t.encode()) for t in call.texts) + 2 * len(call.texts)
+            reservation = await self._reserve(deployment, principal, bound, 0)
+            outcome.accepted({"input": list(call.texts)})
+            async with self._model(deployment, wait=False) as model:
+                outcome.served(model.model_name, model.version)
+                runtime = model.runtime
+                if runtime.kind != EMBEDDING:
+                    raise FailedPrecondition(f"endpoint {call.endpoint!r} does not serve an embedding model")
+                if call.dimensions is not None and call.dimensions != runtime.dimension:
+                    raise InvalidArgument(
+                        f"dimensions: this model's vectors have {runtime.dimension} dimensions and cannot be shortened",
+                        field="dimensions",
+                    )
+                vectors, tokens = await runtime.embed(call.texts)
+            outcome.record_.prompt_tokens = tokens
+            outcome.outputs = {"embedding": vectors}
+            return EmbeddingResult(vectors, tokens, model.model_name, model.version)
         except BaseException as exc:
             outcome.failed(exc)
             raise

@@ -52,6 +52,19 @@ class EngineSettings:
     gpu_memory_utilization: float | None = None
     enable_prefix_caching: bool | None = None  # None: vLLM's default
     quantization: str | None = None  # "awq", "gptq", "fp8"...; None: as the checkpoint says
+    # LoRA adapters served on this engine (peft folders over its model): how many at once, their
+    # largest rank. 0: no adapters (vLLM then builds no LoRA layers).
+    max_loras: int = 0
+    max_lora_rank: int = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Adapter:
+    """A peft LoRA adapter folder over this engine's model; `adapter_id` is unique per adapter content."""
+
+    name: str
+    adapter_id: int
+    folder: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +77,8 @@ class Sampling:
     ignore_eos: bool = False  # generate exactly max_tokens (benchmarks)
     logprobs: int | None = None  # alternatives per generated token (0: the sampled token's only)
     prompt_logprobs: int | None = None  # alternatives per prompt token
+    json_schema: str | None = None  # guided decoding: the answer is valid under this JSON schema
+    json_object: bool = False  # guided decoding: the answer is a JSON object
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +153,9 @@ class VllmEngine:
         sampling: Sampling | None = None,
         *,
         stream: bool = True,
+        adapter: Adapter | None = None,
     ) -> AsyncIterator[GenerationChunk]:
-        """Generate for a text prompt or chat messages; the last chunk has finished=True.
+        """Generate for a text prompt or chat messages (through `adapter` when given); the last chunk has finished=True.
 
         Closing the iterator early (or cancelling its task) aborts the request in the engine.
         """
@@ -147,10 +163,11 @@ class VllmEngine:
         sampling = sampling or Sampling()
         token_ids = self.tokenize(prompt)
         params = self._sampling_params(sampling, stream)
+        lora = self._lora_request(adapter)
         completion_tokens = 0
         first = True
         try:
-            async for output in engine.generate(_token_input(token_ids), params, request_id):
+            async for output in engine.generate(_token_input(token_ids), params, request_id, lora_request=lora):
                 completion = output.outputs[0]
                 # Streamed outputs carry only the new tokens; a final-only output carries all.
                 completion_tokens = len(completion.token_ids) + (completion_tokens if stream else 0)
@@ -175,6 +192,15 @@ class VllmEngine:
             if translated is error:
                 raise
             raise translated from error
+
+    def _lora_request(self, adapter: Adapter | None):
+        if adapter is None:
+            return None
+        if not self.settings.max_loras:
+            raise InvalidRequest(f"the engine for {self.model_dir} serves no LoRA adapters (max_loras is 0)")
+        from vllm.lora.request import LoRARequest
+
+        return LoRARequest(adapter.name, adapter.adapter_id, adapter.folder)
 
     def _logprobs(self, token_ids: Sequence[int], per_position: Any) -> tuple:
         """vLLM's per-position {token id: Logprob} as (token, logprob, alternatives by likelihood)."""
@@ -213,6 +239,7 @@ class VllmEngine:
             await self._engine.abort(request_id)
 
     def _launch(self) -> None:
+        from vllm.config import StructuredOutputsConfig
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -223,6 +250,7 @@ class VllmEngine:
             else {"kv_cache_memory_bytes": s.kv_cache_bytes}
         )
         optional = {"enable_prefix_caching": s.enable_prefix_caching, "quantization": s.quantization}
+        lora = {"enable_lora": True, "max_loras": s.max_loras, "max_lora_rank": s.max_lora_rank} if s.max_loras else {}
         args = AsyncEngineArgs(
             model=str(self.model_dir),
             dtype=s.dtype,
@@ -231,16 +259,25 @@ class VllmEngine:
             enforce_eager=s.enforce_eager,
             seed=s.seed,
             tensor_parallel_size=s.tensor_parallel_size,
+            # Guided JSON is compact (xgrammar, vLLM's default backend): a model free to add whitespace may
+            # never close the object. Engine-wide in vLLM: its grammar backends ignore the per-request flag.
+            structured_outputs_config=StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),
             **memory,
+            **lora,
             **{k: v for k, v in optional.items() if v is not None},
         )
         self._engine = AsyncLLM.from_engine_args(args)
         _confine_engine_cores(self._engine)
 
     def _sampling_params(self, sampling: Sampling, stream: bool):
-        from vllm.sampling_params import RequestOutputKind, SamplingParams
+        from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
 
         try:
+            structured = None
+            if sampling.json_schema is not None or sampling.json_object:
+                structured = StructuredOutputsParams(
+                    json=sampling.json_schema, json_object=True if sampling.json_object else None
+                )
             return SamplingParams(
                 temperature=sampling.temperature,
                 top_p=sampling.top_p,
@@ -250,6 +287,7 @@ class VllmEngine:
                 ignore_eos=sampling.ignore_eos,
                 logprobs=sampling.logprobs,
                 prompt_logprobs=sampling.prompt_logprobs,
+                structured_outputs=structured,
                 output_kind=RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY,
             )
         except Exception as error:

@@ -42,6 +42,8 @@ class ServingSettings(CommonSettings):
     # How long an endpoint's usage limits are reused before they are read again (changes made
     # through this replica apply at once).
     serving_usage_limits_cache_s: float = 5.0
+    # Principals who may set usage limits spanning every endpoint (comma-separated).
+    serving_usage_admins: str = "admin"
 
     # -- Kafka --------------------------------------------------------------------
     serving_requests_topic: str = topics.SERVING_REQUESTS

@@ -1,6 +1,7 @@
 """Usage you can trust: prices, limits and budgets enforced at admission, settled by what calls used.
 
-Every admitted call reserves against its endpoint's limits before it runs — one
+Every admitted call reserves against its endpoint's limits, and those spanning
+every endpoint, before it runs — one
 request, and its prompt plus `max_tokens` in tokens (and their price) — in
 PostgreSQL counters shared by every replica; a limit the reservation would pass
 refuses the call (RESOURCE_EXHAUSTED, 429 with Retry-After on HTTP). When the
@@ -49,6 +50,8 @@ USAGE_REFUSED = Counter(
 METRICS = ("requests", "tokens", "cost_usd")
 PERIODS = ("minute", "day", "month")
 EVERY_CALLER, EACH_CALLER = "", "*"
+# The endpoint of a limit spanning every endpoint: the principal's calls on all of them count together.
+EVERY_ENDPOINT = ""
 # A chat template's markup around each message and the generation prompt, in tokens: part of the
 # reservation's upper bound on prompt tokens (byte-level tokenizers make at most one token per byte).
 TEMPLATE_TOKENS_PER_MESSAGE = 32
@@ -59,14 +62,15 @@ _MAX_PRINCIPAL = 128
 
 @dataclass(frozen=True)
 class UsageLimit:
-    endpoint: str
+    endpoint: str  # EVERY_ENDPOINT: across all endpoints together
     principal: str  # "" every caller together, "*" each caller, else that caller
     metric: str
     period: str
     limit: float
 
     def check(self) -> UsageLimit:
-        check_endpoint_name(self.endpoint)
+        if self.endpoint != EVERY_ENDPOINT:
+            check_endpoint_name(self.endpoint)
         if len(self.principal) > _MAX_PRINCIPAL or not self.principal.isprintable():
             raise InvalidArgument(f"principals are at most {_MAX_PRINCIPAL} printable characters", field="principal")
         if self.metric not in METRICS:
@@ -183,7 +187,9 @@ class UsageMeter:
         default_max_tokens: int,
         limits_cache_s: float = 5.0,
         settle_batch: int = 256,
+        admins: frozenset[str] = frozenset(),
     ) -> None:
+        self._admins = admins
         self._store = store
         self.prices = prices
         self._privileges = privileges
@@ -215,9 +221,11 @@ class UsageMeter:
     ) -> Reservation:
         """Reserve one request and its most tokens/cost against every limit, or raise RESOURCE_EXHAUSTED."""
         reservation = Reservation(endpoint, principal.name)
+        # The endpoint's own limits and those spanning every endpoint, in one reservation (all or none).
         limits = [
             lim
-            for lim in await self._cached_limits(endpoint)
+            for scope in (endpoint, EVERY_ENDPOINT)
+            for lim in await self._cached_limits(scope)
             if lim.principal in (EVERY_CALLER, EACH_CALLER, principal.name)
         ]
         if not limits:
@@ -227,14 +235,16 @@ class UsageMeter:
         if any(lim.metric == "cost_usd" for lim in limits):
             highest = self.prices.highest(models)
             if highest is None:
-                raise FailedPrecondition(f"endpoint {endpoint!r} has a cost budget but serves a model without a price")
+                raise FailedPrecondition(
+                    f"a cost budget applies to this call but endpoint {endpoint!r} serves a model without a price"
+                )
             amounts["cost_usd"] = (prompt_bound * highest[0] + (tokens - prompt_bound) * highest[1]) / 1e6
         now = datetime.now(UTC)
         tightest: dict[tuple, Charge] = {}
         for lim in limits:
             scope = EVERY_CALLER if lim.principal == EVERY_CALLER else principal.name
             charge = Charge(
-                endpoint, scope, lim.metric, lim.period, _window(lim.period, now), amounts[lim.metric], lim.limit
+                lim.endpoint, scope, lim.metric, lim.period, _window(lim.period, now), amounts[lim.metric], lim.limit
             )
             if charge.amount > charge.limit:
                 raise _exhausted(charge, now, "this request alone is over")
@@ -300,7 +310,14 @@ class UsageMeter:
 
     async def set_limit(self, limit: UsageLimit, principal: Principal, *, remove: bool = False) -> UsageLimit:
         limit.check()
-        await self._privileges.require(principal, "ENDPOINT", limit.endpoint, "MANAGE")
+        if limit.endpoint == EVERY_ENDPOINT:
+            if principal.name not in self._admins:
+                raise PermissionDenied(
+                    f"permission denied: {principal.name} may not set limits across every endpoint"
+                    " (TESSERA_SERVING_USAGE_ADMINS)"
+                )
+        else:
+            await self._privileges.require(principal, "ENDPOINT", limit.endpoint, "MANAGE")
         if remove:
             await self._store.remove_limit(limit)
         else:
@@ -309,6 +326,13 @@ class UsageMeter:
         return limit
 
     async def list_limits(self, endpoint: str, principal: Principal) -> list[UsageLimit]:
+        """An endpoint's limits (MANAGE on it); those spanning every endpoint: all for usage administrators,
+        the ones that apply to the caller for anyone else."""
+        if endpoint == EVERY_ENDPOINT:
+            limits = await self._store.limits(EVERY_ENDPOINT)
+            if principal.name in self._admins:
+                return limits
+            return [lim for lim in limits if lim.principal in (EVERY_CALLER, EACH_CALLER, principal.name)]
         check_endpoint_name(endpoint)
         await self._privileges.require(principal, "ENDPOINT", endpoint, "MANAGE")
         return await self._store.limits(endpoint)
@@ -356,10 +380,10 @@ def _window_end(period: str, start: datetime) -> datetime:
 
 
 def _exhausted(charge: Charge, now: datetime, what: str) -> ResourceExhausted:
-    who = "the endpoint's callers together" if charge.principal == EVERY_CALLER else charge.principal
+    who = "the callers together" if charge.principal == EVERY_CALLER else charge.principal
+    where = "across every endpoint" if charge.endpoint == EVERY_ENDPOINT else f"on endpoint {charge.endpoint!r}"
     error = ResourceExhausted(
-        f"{what} the {charge.metric} limit of {charge.limit:g} per {charge.period} on endpoint"
-        f" {charge.endpoint!r} for {who}"
+        f"{what} the {charge.metric} limit of {charge.limit:g} per {charge.period} {where} for {who}"
     )
     # When the window ends: a client told to retry sooner would only be refused again.
     error.retry_after_s = max(1, math.ceil((_window_end(charge.period, charge.window_start) - now).total_seconds()))

@@ -19,7 +19,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tessera.evaluation.v1 import evaluation_pb2, evaluation_pb2_grpc
-from tessera.events.v1.evaluation_pb2 import EvalRequest
 
 from services.common import channels, config
 from services.common.auth import JwtVerifier, TokenAuthenticator, bearer, current_principal
@@ -173,9 +172,7 @@ def certificate(tmp_path_factory):
 
 class _Echo(evaluation_pb2_grpc.EvaluationServiceServicer):
     async def GetEvalRun(self, request, context):
-        return evaluation_pb2.EvalRun(
-            request=EvalRequest(eval_run_id=request.eval_run_id, requested_by=current_principal().name)
-        )
+        return evaluation_pb2.EvalRun(eval_run_id=request.eval_run_id, created_by=current_principal().name)
 
 
 async def test_grpc_over_tls_with_a_jwt(certificate, jwks_file, keys, monkeypatch):
@@ -200,7 +197,7 @@ async def test_grpc_over_tls_with_a_jwt(certificate, jwks_file, keys, monkeypatc
             stub = evaluation_pb2_grpc.EvaluationServiceStub(secure)
             token = _token(keys["ec"], "ec-1", "ES256", iss="any", aud="any", sub="erin")
             reply = await stub.GetEvalRun(evaluation_pb2.GetEvalRunRequest(eval_run_id="r1"), metadata=bearer(token))
-            assert reply.request.requested_by == "erin"
+            assert reply.created_by == "erin"
         # A plaintext client gets no answer from a TLS server.
         monkeypatch.delenv("TESSERA_TLS_CA_FILE")
         async with channels.channel(f"127.0.0.1:{port}") as plain:

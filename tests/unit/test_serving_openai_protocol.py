@@ -46,7 +46,10 @@ def test_sdk_defaults_are_accepted_and_mapped() -> None:
         {"beam_width": 2},
         {"presence_penalty": 0.1},
         {"tools": [{"type": "function"}]},
-        {"response_format": {"type": "json_object"}},
+        {"response_format": {"type": "json_object", "strict": True}},
+        {"response_format": {"type": "json_schema", "json_schema": {"name": "big", "schema": {"d": "x" * 65536}}}},
+        {"tools": [{"type": "function", "function": {"name": "f", "description": "d" * 1025}}], "tool_choice": "none"},
+        {"tools": [{"type": "function", "function": {"name": "f"}}] * 2, "tool_choice": "none"},
         {"n": 0},
         {"n": 17},
         {"n": True},
@@ -70,6 +73,26 @@ def test_sdk_defaults_are_accepted_and_mapped() -> None:
 def test_what_cannot_be_honoured_or_is_out_of_bounds_is_invalid_argument(extra: dict) -> None:
     with pytest.raises(InvalidArgument):
         parse_chat({**CHAT, **extra}, max_tokens_limit=100)
+
+
+def test_json_output_and_tool_calls_become_guided_decoding() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    tools = [{"type": "function", "function": {"name": n, "parameters": schema}} for n in ("f", "g")]
+
+    as_schema = parse_chat(
+        {**CHAT, "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}}}, 100
+    )
+    as_object = parse_chat({**CHAT, "response_format": {"type": "json_object"}}, 100)
+    named = parse_chat({**CHAT, "tools": tools, "tool_choice": {"type": "function", "function": {"name": "g"}}}, 100)
+    required = parse_chat({**CHAT, "tools": tools, "tool_choice": "required"}, 100)
+    none = parse_chat({**CHAT, "tools": tools, "tool_choice": "none"}, 100)
+
+    assert json.loads(as_schema.sampling.json_schema) == schema and as_schema.tool_call is None
+    assert as_object.sampling.json_object and as_object.sampling.json_schema is None
+    assert json.loads(named.sampling.json_schema) == schema and named.tool_call.name == "g"
+    variants = json.loads(required.sampling.json_schema)["anyOf"]
+    assert [v["properties"]["name"]["const"] for v in variants] == ["f", "g"] and required.tool_call.name is None
+    assert none.sampling.json_schema is None and none.tool_call is None
 
 
 def test_completions_take_prompt_lists_echo_and_logprobs() -> None:
@@ -140,8 +163,23 @@ def test_a_refusal_says_when_to_retry_the_window_end() -> None:
         UsageLimit("e", "", "tokens", "day", -1),
         UsageLimit("e", "", "tokens", "day", float("inf")),
         UsageLimit("e", "x" * 129, "tokens", "day", 1),
+        UsageLimit("", "bob", "tokens", "fortnight", 1),  # across every endpoint: bounded the same way
     ],
 )
 def test_usage_limits_are_bounded(limit: UsageLimit) -> None:
     with pytest.raises(InvalidArgument):
         limit.check()
+
+
+def test_a_limit_across_every_endpoint_is_named_by_a_flag_not_by_an_empty_endpoint() -> None:
+    from tessera.serving.v1 import serving_pb2 as pb
+
+    from services.serving.converters import usage_limit_from_proto, usage_limit_to_proto
+
+    spanning = pb.UsageLimit(principal="bob", metric="tokens", period="day", limit=5, every_endpoint=True)
+    limit = usage_limit_from_proto(spanning)
+
+    assert limit.endpoint == "" and limit.check() is limit and usage_limit_to_proto(limit) == spanning
+    for ambiguous in (pb.UsageLimit(metric="tokens", period="day"), pb.UsageLimit(endpoint="e", every_endpoint=True)):
+        with pytest.raises(InvalidArgument):
+            usage_limit_from_proto(ambiguous)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
+import json
 from typing import Any
 
 from aiohttp import web
 
 from services.serving.entities import TextChunk, TextResult
 from services.serving.inference import InferenceCore
-from services.serving.openai_api.generation import HttpCall, calls_of, first_chunk, generate_all, stream_events
-from services.serving.openai_api.protocol import GenerationRequest, chat_logprobs, usage
+from services.serving.openai_api.generation import HttpCall, calls_of, generate_all, open_stream, stream_events
+from services.serving.openai_api.protocol import GenerationRequest, ToolCallPlan, chat_logprobs, usage
 
 
 async def chat_completions(inference: InferenceCore, parsed: GenerationRequest, http: HttpCall) -> web.StreamResponse:
@@ -26,11 +26,10 @@ async def chat_completions(inference: InferenceCore, parsed: GenerationRequest, 
         "choices": [
             {
                 "index": i,
-                "message": {"role": "assistant", "content": r.text},
+                **_answer(r.text, r.finish_reason or None, parsed.tool_call, f"call_{http.request_id}_{i}"),
                 "logprobs": None
                 if parsed.sampling.logprobs is None
                 else chat_logprobs(r.logprobs, parsed.sampling.logprobs),
-                "finish_reason": r.finish_reason or None,
             }
             for i, r in enumerate(results)
         ],
@@ -45,13 +44,7 @@ async def chat_completions(inference: InferenceCore, parsed: GenerationRequest, 
 
 
 async def _stream(inference: InferenceCore, parsed: GenerationRequest, http: HttpCall, call) -> web.StreamResponse:
-    chunks = inference.generate(call, http.principal)
-    try:
-        first = await first_chunk(chunks)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            await chunks.aclose()
-        raise
+    chunks, first = await open_stream(inference, call, http.principal)
     head = {"id": http.request_id, "object": "chat.completion.chunk", "created": http.created, "model": parsed.model}
     if parsed.include_usage:
         head["usage"] = None
@@ -80,3 +73,21 @@ async def _stream(inference: InferenceCore, parsed: GenerationRequest, http: Htt
 def agent_sources(answer: TextChunk | TextResult) -> dict[str, Any]:
     """An agent's citations and retrieved passages, in an extra field the openai SDK keeps as it is."""
     return {"citations": list(answer.citations), "retrieved_context": [p.to_json() for p in answer.passages]}
+
+
+def _answer(text: str, finish_reason: str | None, plan: ToolCallPlan | None, call_id: str) -> dict[str, Any]:
+    """The message and finish reason: text, or the tool call guided decoding produced.
+
+    An answer cut short (`length`) may not be complete JSON: it is sent as text, as generated.
+    """
+    if plan is None or finish_reason != "stop":
+        return {"message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}
+    name, arguments = plan.name, text
+    if name is None:  # `required`: {"name": ..., "parameters": {...}}
+        try:
+            chosen = json.loads(text)
+            name, arguments = chosen["name"], json.dumps(chosen["parameters"], separators=(",", ":"))
+        except (ValueError, KeyError, TypeError):  # the grammar allows nothing else; never a 500 if it did
+            return {"message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}
+    call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+    return {"message": {"role": "assistant", "content": None, "tool_calls": [call]}, "finish_reason": "tool_calls"}

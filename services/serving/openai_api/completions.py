@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-
 from aiohttp import web
 
 from services.serving.entities import TextChunk, TextResult
 from services.serving.inference import InferenceCore
-from services.serving.openai_api.generation import HttpCall, calls_of, first_chunk, generate_all, stream_events
+from services.serving.openai_api.generation import HttpCall, calls_of, generate_all, open_stream, stream_events
 from services.serving.openai_api.protocol import GenerationRequest, completion_logprobs, usage
 
 
@@ -29,13 +27,7 @@ async def completions(inference: InferenceCore, parsed: GenerationRequest, http:
 
 
 async def _stream(inference: InferenceCore, parsed: GenerationRequest, http: HttpCall, call) -> web.StreamResponse:
-    chunks = inference.generate(call, http.principal)
-    try:
-        first = await first_chunk(chunks)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            await chunks.aclose()
-        raise
+    chunks, first = await open_stream(inference, call, http.principal)
     head = {"id": http.request_id, "object": "text_completion", "created": http.created, "model": parsed.model}
     if parsed.include_usage:
         head["usage"] = None

@@ -61,12 +61,23 @@ async def generate_all(inference: InferenceCore, calls: list[GenerateCall], prin
     return [task.result() for task in tasks]
 
 
-async def first_chunk(chunks: AsyncIterator[TextChunk]) -> TextChunk | None:
-    """The first chunk: admission, EXECUTE and bounds fail here, before any header is sent."""
+async def open_stream(
+    inference: InferenceCore, call: GenerateCall, principal: Principal
+) -> tuple[AsyncIterator[TextChunk], TextChunk | None]:
+    """Start a streamed generation and wait for its first chunk, before any header is sent.
+
+    Admission, EXECUTE and bounds fail here and become a plain HTTP error; a failure closes the
+    generation, so nothing keeps running in the engine for a caller who got an error.
+    """
+    chunks = inference.generate(call, principal)
     try:
-        return await anext(chunks)
+        return chunks, await anext(chunks)
     except StopAsyncIteration:
-        return None
+        return chunks, None
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await chunks.aclose()
+        raise
 
 
 async def stream_events(

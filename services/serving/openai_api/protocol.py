@@ -1,13 +1,17 @@
 """OpenAI request bodies -> the core's calls, bounded and checked before any work.
 
 A field the engine cannot honour is refused with 400, never silently ignored:
-a client that asks for tools, logprobs or penalties must learn it did not get
-them. Fields at their default value (what SDKs send unasked) are accepted.
+a client that asks for `tool_choice: auto`, logprobs on a stream or penalties
+must learn it did not get them. Fields at their default value (what SDKs send
+unasked) are accepted. JSON output and tool calls become guided decoding.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +29,10 @@ from services.serving.entities import (
 # Choices per request (`n`) and prompts per completions request: each is one generation in the engine.
 MAX_CHOICES = 16
 MAX_PROMPTS = 64
+# Tools per request (OpenAI's own limit), and the length of a tool's description.
+MAX_TOOLS = 128
+MAX_TOOL_DESCRIPTION = 1024
+_FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 
 _COMMON = {
     "model",
@@ -74,23 +82,24 @@ class GenerationRequest:
     include_usage: bool = False
     labels: dict[str, str] = field(default_factory=dict)
     echo: bool = False  # completions: the prompt (and its log probabilities) before the answer
+    tool_call: ToolCallPlan | None = None  # chat: the answer is a call of one of the request's tools
+
+
+@dataclass(frozen=True)
+class ToolCallPlan:
+    """A tool call produced by guided decoding: of the named function, or (`name` None) of any tool,
+    in which case the answer is `{"name": ..., "parameters": {...}}`."""
+
+    name: str | None
 
 
 def parse_chat(body: Any, max_tokens_limit: int) -> GenerationRequest:
     body = _object(body)
     _known(body, _CHAT)
-    refuse_unless_default(body, "tools", (None, []))
-    refuse_unless_default(body, "tool_choice", (None, "none"))
     refuse_unless_default(body, "functions", (None, []))
     refuse_unless_default(body, "function_call", (None, "none"))
     refuse_unless_default(body, "modalities", (None, ["text"]))
     refuse_unless_default(body, "store", (None, False))
-    response_format = body.get("response_format")
-    if response_format not in (None, {"type": "text"}):
-        raise InvalidArgument(
-            "response_format: this engine has no guided decoding; only {'type': 'text'} is served",
-            field="response_format",
-        )
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidArgument("messages must be a non-empty list", field="messages")
@@ -110,7 +119,122 @@ def parse_chat(body: Any, max_tokens_limit: int) -> GenerationRequest:
         raise InvalidArgument("top_logprobs needs logprobs=true", field="top_logprobs")
     request = _common(body, max_tokens, max_tokens_limit, logprobs=top if wants else None)
     request.messages = [message_of(m) for m in messages]
+    schema, json_object = _response_format(body.get("response_format"))
+    plan, tool_schema = _tool_choice(body)
+    if tool_schema is not None:
+        if schema is not None or json_object:
+            raise InvalidArgument("give tools or a JSON response_format, not both", field="response_format")
+        if request.stream:
+            raise InvalidArgument("tool calls are served on unary calls only", field="stream")
+        schema = tool_schema
+    request.tool_call = plan
+    request.sampling = dataclasses.replace(
+        request.sampling,
+        json_schema=None if schema is None else json.dumps(schema, separators=(",", ":")),
+        json_object=json_object,
+    )
+    request.sampling.check()
     return request
+
+
+def _response_format(value: Any) -> tuple[dict | None, bool]:
+    """(JSON schema, json_object) for guided decoding; text is neither."""
+    if value is None or value == {"type": "text"}:
+        return None, False
+    if value == {"type": "json_object"}:
+        return None, True
+    if not isinstance(value, dict) or value.get("type") != "json_schema" or set(value) != {"type", "json_schema"}:
+        raise InvalidArgument(
+            "response_format is {'type': 'text'}, {'type': 'json_object'} or {'type': 'json_schema', 'json_schema': {...}}",
+            field="response_format",
+        )
+    spec = value["json_schema"]
+    if not isinstance(spec, dict) or set(spec) - {"name", "schema", "strict", "description"}:
+        raise InvalidArgument("json_schema takes name, schema, strict and description", field="response_format")
+    name = spec.get("name")
+    if not isinstance(name, str) or not _FUNCTION_NAME.match(name):
+        raise InvalidArgument("json_schema.name is 1-64 letters, digits, '_', '-'", field="response_format")
+    if spec.get("strict") not in (None, True, False):
+        raise InvalidArgument("json_schema.strict must be a boolean", field="response_format")
+    schema = spec.get("schema", {})
+    if not isinstance(schema, dict):
+        raise InvalidArgument("json_schema.schema must be a JSON schema object", field="response_format")
+    return schema, False
+
+
+def _tool_choice(body: Mapping[str, Any]) -> tuple[ToolCallPlan | None, dict | None]:
+    """The tool call guided decoding must produce, and its schema; (None, None) when no tool is called.
+
+    Calls are made by guided decoding against the function's parameters schema, so `required` and a
+    named function are served; `auto` would need the model's own tool-call format and a parser for it.
+    """
+    tools = body.get("tools")
+    choice = body.get("tool_choice")
+    refuse_unless_default(body, "parallel_tool_calls", (None, True, False))
+    if tools is None or tools == []:
+        if choice not in (None, "none"):
+            raise InvalidArgument("tool_choice needs tools", field="tool_choice")
+        return None, None
+    if not isinstance(tools, list) or len(tools) > MAX_TOOLS:
+        raise InvalidArgument(f"tools is a list of at most {MAX_TOOLS} functions", field="tools")
+    functions = {}
+    for tool in tools:
+        name, parameters = _function(tool)
+        if name in functions:
+            raise InvalidArgument(f"tool {name!r} is given twice", field="tools")
+        functions[name] = parameters
+    if choice == "none":
+        return None, None
+    if choice is None or choice == "auto":
+        raise InvalidArgument(
+            "tool_choice 'auto' is not served (it needs the model's own tool-call format): give 'required',"
+            " a named function or 'none'",
+            field="tool_choice",
+        )
+    if choice == "required":
+        variants = [
+            {
+                "type": "object",
+                "properties": {"name": {"const": name}, "parameters": parameters},
+                "required": ["name", "parameters"],
+                "additionalProperties": False,
+            }
+            for name, parameters in functions.items()
+        ]
+        return ToolCallPlan(None), variants[0] if len(variants) == 1 else {"anyOf": variants}
+    if (
+        isinstance(choice, dict)
+        and choice.get("type") == "function"
+        and isinstance(choice.get("function"), dict)
+        and set(choice) == {"type", "function"}
+    ):
+        name = choice["function"].get("name")
+        if name not in functions:
+            raise InvalidArgument(f"tool_choice names {name!r}, which is not among the tools", field="tool_choice")
+        return ToolCallPlan(name), functions[name]
+    raise InvalidArgument(
+        "tool_choice is 'none', 'required' or {'type': 'function', 'function': {'name': ...}}", field="tool_choice"
+    )
+
+
+def _function(tool: Any) -> tuple[str, dict]:
+    if not isinstance(tool, dict) or tool.get("type") != "function" or set(tool) != {"type", "function"}:
+        raise InvalidArgument("each tool is {'type': 'function', 'function': {...}}", field="tools")
+    function = tool["function"]
+    if not isinstance(function, dict) or set(function) - {"name", "description", "parameters", "strict"}:
+        raise InvalidArgument("a function takes name, description, parameters and strict", field="tools")
+    name = function.get("name")
+    if not isinstance(name, str) or not _FUNCTION_NAME.match(name):
+        raise InvalidArgument("function names are 1-64 letters, digits, '_', '-'", field="tools")
+    description = function.get("description", "")
+    if not isinstance(description, str) or len(description) > MAX_TOOL_DESCRIPTION:
+        raise InvalidArgument(
+            f"function descriptions are strings of at most {MAX_TOOL_DESCRIPTION} characters", field="tools"
+        )
+    parameters = function.get("parameters", {"type": "object", "properties": {}})
+    if not isinstance(parameters, dict):
+        raise InvalidArgument("function parameters are a JSON schema object", field="tools")
+    return name, parameters
 
 
 def parse_completions(body: Any, max_tokens_limit: int) -> GenerationRequest:

@@ -29,6 +29,7 @@ from services.serving.entities import is_valid_request_id
 from services.serving.inference import InferenceCore
 from services.serving.openai_api.chat import chat_completions
 from services.serving.openai_api.completions import completions
+from services.serving.openai_api.embeddings import embeddings
 from services.serving.openai_api.errors import http_error, json_error
 from services.serving.openai_api.generation import HttpCall
 from services.serving.openai_api.protocol import GenerationRequest, parse_chat, parse_completions
@@ -66,6 +67,7 @@ class OpenAIRouter:
         )
         app.router.add_post("/v1/completions", self._route("cmpl", self._generation(parse_completions, completions)))
         app.router.add_post("/v1/responses", self._route("resp", self._responses))
+        app.router.add_post("/v1/embeddings", self._route("embd", self._embeddings))
         app.router.add_get("/health", self.health)
         return app
 
@@ -147,6 +149,9 @@ class OpenAIRouter:
             return await handler(self._inference, parse(body, self._inference.limits.max_tokens), http)
 
         return run
+
+    async def _embeddings(self, body: object, http: HttpCall) -> web.StreamResponse:
+        return await embeddings(self._inference, body, http)
 
     async def _responses(self, body: object, http: HttpCall) -> web.StreamResponse:
         if self._conversations is None:

@@ -11,13 +11,15 @@ from typing import Protocol
 import numpy as np
 
 from services.common.errors import FailedPrecondition
-from services.serving.entities import AGENT, LLM, TENSOR, SamplingSpec, TensorSpec, TextChunk
+from services.serving.entities import AGENT, EMBEDDING, LLM, TENSOR, SamplingSpec, TensorSpec, TextChunk
 
 # A TorchScript model's file, and its optional description of named inputs/outputs.
 TORCHSCRIPT_FILES = ("model.pt", "model.torchscript")
 # An agent's spec (services/serving/agents.py).
 AGENT_FILE = "agent.json"
 SIGNATURE_FILE = "signature.json"
+# What marks a sentence-transformers folder (checked before config.json, which it also has).
+SENTENCE_TRANSFORMERS_FILES = ("modules.json", "config_sentence_transformers.json")
 
 
 @dataclass
@@ -69,9 +71,12 @@ RuntimeFactory = Callable[[Path], ModelRuntime]
 
 
 def detect_runtime(folder: Path) -> str:
-    """AGENT for an agent spec, LLM for a Hugging Face folder (config.json), TENSOR for a TorchScript file."""
+    """AGENT for an agent spec, EMBEDDING for a sentence-transformers folder, LLM for a Hugging Face
+    folder (config.json), TENSOR for a TorchScript file."""
     if (folder / AGENT_FILE).is_file():
         return AGENT
+    if any((folder / name).is_file() for name in SENTENCE_TRANSFORMERS_FILES):
+        return EMBEDDING
     if (folder / "config.json").is_file():
         return LLM
     if any((folder / name).is_file() for name in TORCHSCRIPT_FILES):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from services.common.errors import FailedPrecondition
 from services.serving.agents import AgentServices
-from services.serving.entities import AGENT, LLM
+from services.serving.entities import AGENT, EMBEDDING, LLM
 from services.serving.llm_engine import EngineSettings
 from services.serving.runtimes.base import ModelRuntime, detect_runtime
 from services.serving.settings import ServingSettings
@@ -31,6 +31,10 @@ def runtime_factory(settings: ServingSettings, agents: AgentServices | None = No
             if agents is None:
                 raise FailedPrecondition("this serving process runs no agents")
             return AgentRuntime(folder, agents)
+        if kind == EMBEDDING:
+            from services.serving.runtimes.embedding import EmbeddingRuntime
+
+            return EmbeddingRuntime(folder)
         if kind == LLM:
             from services.serving.runtimes.llm import LlmRuntime
 

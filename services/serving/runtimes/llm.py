@@ -58,6 +58,8 @@ class LlmRuntime:
             ignore_eos=sampling.ignore_eos,
             logprobs=sampling.logprobs,
             prompt_logprobs=sampling.prompt_logprobs,
+            json_schema=sampling.json_schema,
+            json_object=sampling.json_object,
         )
         started, ok = time.perf_counter_ns(), False
         try:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import uuid
 
 import grpc
 import httpx
+import jsonschema
 import openai
 import pytest
 import pytest_asyncio
@@ -45,6 +47,8 @@ async def provider():
         "--host", "127.0.0.1", "--port", str(PROVIDER_PORT), "--api-key", PROVIDER_KEY,
         "--max-model-len", "1024", "--max-num-seqs", "16", "--enforce-eager",
         "--kv-cache-memory-bytes", str(128 * 2**20),
+        # Compact guided JSON, as Tessera's own engines make it (random weights never close free whitespace).
+        "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}',
     ]  # fmt: skip
     process = await asyncio.create_subprocess_exec(
         *command, env={**os.environ, **OFFLINE_ENV}, stdout=asyncio.subprocess.DEVNULL
@@ -192,3 +196,35 @@ async def test_only_the_providers_principals_may_serve_it(mesh: Mesh) -> None:
 
     assert refused.code() == grpc.StatusCode.PERMISSION_DENIED
     assert unknown.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_tool_call_through_an_external_model_is_the_providers_guided_answer(
+    mesh: Mesh, provider: openai.AsyncOpenAI
+) -> None:
+    """Tessera turns the named function into the provider's response_format; the arguments are its answer."""
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "enum": ["Paris", "Rome"]}, "sunny": {"type": "boolean"}},
+        "required": ["city", "sunny"],
+        "additionalProperties": False,
+    }
+    name = await endpoint(mesh, (VLLM, 100))
+
+    through = await tessera(mesh).chat.completions.create(
+        model=name,
+        messages=MESSAGES,
+        tools=[{"type": "function", "function": {"name": "weather", "parameters": schema}}],
+        tool_choice={"type": "function", "function": {"name": "weather"}},
+        **{**GREEDY, "max_tokens": 64},
+    )
+    direct = await provider.chat.completions.create(
+        model="tiny",
+        messages=MESSAGES,
+        response_format={"type": "json_schema", "json_schema": {"name": "output", "schema": schema, "strict": True}},
+        **{**GREEDY, "max_tokens": 64},
+    )
+
+    (call,) = through.choices[0].message.tool_calls
+    assert call.function.name == "weather" and through.choices[0].finish_reason == "tool_calls"
+    assert call.function.arguments == direct.choices[0].message.content
+    jsonschema.validate(json.loads(call.function.arguments), schema)

@@ -163,9 +163,9 @@ async def test_an_endpoint_the_caller_may_see_but_not_execute_is_403_and_a_hidde
 @pytest.mark.parametrize(
     "extra",
     [
-        {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
+        {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},  # tool_choice auto
         {"top_logprobs": 2},
-        {"response_format": {"type": "json_object"}},
+        {"response_format": {"type": "json_schema"}},  # no schema
         {"presence_penalty": 0.5},
         {"max_tokens": MAX_TOKENS + 1},
         {"n": 17},

@@ -9,10 +9,11 @@ import grpc
 import openai
 import pytest
 from prometheus_client import REGISTRY
+from tessera.registry.v1 import registry_pb2 as rpb
 from tessera.serving.v1 import serving_pb2 as pb
 
 from services.common.auth import bearer
-from tests.integration.serving.conftest import ALICE, BOB, LLM_PRICES, Mesh
+from tests.integration.serving.conftest import ADMIN, ALICE, BOB, LLM_PRICES, Mesh
 from tests.integration.serving.support import error_of, replica, tabular_request
 
 pytestmark = pytest.mark.integration
@@ -168,3 +169,65 @@ async def test_usage_is_yours_or_needs_select_on_the_endpoint(mesh: Mesh) -> Non
     rows = [r for r in mine.rows if r.endpoint == mesh.llm_endpoint and r.served_model == mesh.llm_model]
     assert rows and rows[0].principal == "alice" and rows[0].cost_usd > 0 and rows[0].unpriced_requests == 0
     assert others.code() == anyones.code() == limits.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_a_principals_budget_across_every_endpoint_holds_for_calls_on_two_endpoints(mesh: Mesh) -> None:
+    """bob's tokens per day across every endpoint: 32 concurrent calls split over two endpoints never pass it."""
+    names = [await new_endpoint(mesh, "span-a"), await new_endpoint(mesh, "span-b")]
+    for name in names:
+        await mesh.registry.grant(rpb.SECURABLE_TYPE_ENDPOINT, name, "bob", [rpb.PRIVILEGE_EXECUTE])
+    budget = 400
+    spanning = pb.UsageLimit(principal="bob", metric="tokens", period="day", limit=budget, every_endpoint=True)
+    await mesh.serving_stub().SetUsageLimit(pb.SetUsageLimitRequest(limit=spanning), metadata=bearer(ADMIN))
+    try:
+        bob = sdk(mesh.serving.http_port, BOB)
+
+        async def call(i: int):
+            try:
+                return await bob.completions.create(
+                    model=names[i % 2], prompt=PROMPT, max_tokens=16, temperature=1.0, seed=i
+                )
+            except openai.RateLimitError as refused:
+                return refused
+
+        # One call on each endpoint first (both draw on the budget), then 32 at once on both.
+        outcomes = [await call(0), await call(1)]
+        outcomes += await asyncio.gather(*(call(i) for i in range(2, 34)))
+        await mesh.serving.usage.drained()
+        # alice is not under bob's limit, on the same endpoints.
+        alice = await sdk(mesh.serving.http_port).completions.create(model=names[0], prompt=PROMPT, max_tokens=2)
+    finally:
+        await mesh.serving_stub().SetUsageLimit(
+            pb.SetUsageLimitRequest(limit=spanning, remove=True), metadata=bearer(ADMIN)
+        )
+
+    served = [o for o in outcomes if not isinstance(o, openai.RateLimitError)]
+    refused = [o for o in outcomes if isinstance(o, openai.RateLimitError)]
+    assert served and refused and alice.usage.total_tokens > 0
+    assert {o.model for o in outcomes[:2]} == set(names)  # both endpoints drew on the one budget
+    assert sum(o.usage.total_tokens for o in served) <= budget
+    assert "across every endpoint for bob" in refused[0].message
+    rows = await mesh.serving_stub().GetUsage(pb.GetUsageRequest(principal="bob"), metadata=bearer(BOB))
+    assert sum(r.prompt_tokens + r.completion_tokens for r in rows.rows if r.endpoint in names) <= budget
+
+
+async def test_limits_across_every_endpoint_need_a_usage_administrator(mesh: Mesh) -> None:
+    stub = mesh.serving_stub()
+    spanning = pb.UsageLimit(principal="*", metric="requests", period="minute", limit=1000, every_endpoint=True)
+
+    denied = await error_of(stub.SetUsageLimit(pb.SetUsageLimitRequest(limit=spanning), metadata=bearer(ALICE)))
+    both = pb.UsageLimit(endpoint=mesh.llm_endpoint, metric="requests", period="minute", limit=1, every_endpoint=True)
+    ambiguous = await error_of(stub.SetUsageLimit(pb.SetUsageLimitRequest(limit=both), metadata=bearer(ADMIN)))
+    neither = await error_of(stub.ListUsageLimits(pb.ListUsageLimitsRequest(), metadata=bearer(ADMIN)))
+    await stub.SetUsageLimit(pb.SetUsageLimitRequest(limit=spanning), metadata=bearer(ADMIN))
+    try:
+        seen_by_admin = await stub.ListUsageLimits(
+            pb.ListUsageLimitsRequest(every_endpoint=True), metadata=bearer(ADMIN)
+        )
+        seen_by_bob = await stub.ListUsageLimits(pb.ListUsageLimitsRequest(every_endpoint=True), metadata=bearer(BOB))
+    finally:
+        await stub.SetUsageLimit(pb.SetUsageLimitRequest(limit=spanning, remove=True), metadata=bearer(ADMIN))
+
+    assert denied.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert ambiguous.code() == neither.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert spanning in seen_by_admin.limits and spanning in seen_by_bob.limits  # "*" applies to bob too

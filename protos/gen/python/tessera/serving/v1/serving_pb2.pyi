@@ -172,18 +172,20 @@ class GenerateChunk(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., text_delta: _Optional[str] = ..., finish_reason: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., served_model: _Optional[str] = ..., model_version: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[_serving_pb2.Citation, _Mapping]]] = ...) -> None: ...
 
 class UsageLimit(_message.Message):
-    __slots__ = ("endpoint", "principal", "metric", "period", "limit")
+    __slots__ = ("endpoint", "principal", "metric", "period", "limit", "every_endpoint")
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
     PERIOD_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    EVERY_ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     endpoint: str
     principal: str
     metric: str
     period: str
     limit: float
-    def __init__(self, endpoint: _Optional[str] = ..., principal: _Optional[str] = ..., metric: _Optional[str] = ..., period: _Optional[str] = ..., limit: _Optional[float] = ...) -> None: ...
+    every_endpoint: bool
+    def __init__(self, endpoint: _Optional[str] = ..., principal: _Optional[str] = ..., metric: _Optional[str] = ..., period: _Optional[str] = ..., limit: _Optional[float] = ..., every_endpoint: _Optional[bool] = ...) -> None: ...
 
 class SetUsageLimitRequest(_message.Message):
     __slots__ = ("limit", "remove")
@@ -194,10 +196,12 @@ class SetUsageLimitRequest(_message.Message):
     def __init__(self, limit: _Optional[_Union[UsageLimit, _Mapping]] = ..., remove: _Optional[bool] = ...) -> None: ...
 
 class ListUsageLimitsRequest(_message.Message):
-    __slots__ = ("endpoint",)
+    __slots__ = ("endpoint", "every_endpoint")
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    EVERY_ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     endpoint: str
-    def __init__(self, endpoint: _Optional[str] = ...) -> None: ...
+    every_endpoint: bool
+    def __init__(self, endpoint: _Optional[str] = ..., every_endpoint: _Optional[bool] = ...) -> None: ...
 
 class ListUsageLimitsResponse(_message.Message):
     __slots__ = ("limits",)
