@@ -1,0 +1,124 @@
+"""The anchor: `mlflow.genai.evaluate` with the same target, metrics and judge as the Tessera run.
+
+`predict_fn` asks the target endpoint through serving's OpenAI API with the openai SDK, with the
+sampling the Tessera run sends (temperature 0, the same max_tokens and seed). The scorers compute the
+same metrics: exact match and token F1 from services/evaluation/metrics.py, and the correctness
+judge with the evaluation service's prompt template (services/evaluation/judges.py) through the same
+judge endpoint, parsed the same way; a reply without a verdict is an error assessment (unmeasured),
+not a 0. MLflow logs the run, its traces and assessments to a local SQLite tracking store.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+
+from services.evaluation import metrics as m
+from services.evaluation.judges import JUDGE_TEMPLATES
+
+# What the evaluation service's judge calls use: greedy, this many tokens, the run's seed.
+JUDGE_MAX_TOKENS = 256
+METRICS = ("exact_match", "token_f1", "correctness")
+
+
+@dataclass(frozen=True)
+class RowScores:
+    answer: str
+    scores: dict[str, float | None]  # None: unmeasured
+
+
+@dataclass(frozen=True)
+class AnchorRun:
+    wall_s: float
+    rows: dict[str, RowScores]  # by question
+
+
+class MlflowAnchor:
+    def __init__(
+        self,
+        openai_url: str,
+        api_key: str,
+        target: str,
+        judge: str,
+        *,
+        max_tokens: int,
+        seed: int,
+        tracking_dir: str,
+        workers: int | None = None,
+    ) -> None:
+        if workers:
+            os.environ["MLFLOW_GENAI_EVAL_MAX_WORKERS"] = str(workers)
+        import mlflow
+        import openai
+
+        self.mlflow = mlflow
+        # The SDK's own retries stay off: a failed call should show, not be hidden in the timing.
+        self.client = openai.OpenAI(base_url=f"{openai_url}/v1", api_key=api_key, max_retries=0, timeout=300)
+        self.target, self.judge = target, judge
+        self.max_tokens, self.seed = max_tokens, seed
+        mlflow.set_tracking_uri(f"sqlite:///{tracking_dir}/mlflow.db")
+        mlflow.set_experiment("eval-bench")
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        self.scorers = self._scorers()
+
+    def _chat(self, model: str, content: str, max_tokens: int) -> str:
+        reply = self.client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": content}],
+            temperature=0.0,
+            max_tokens=max_tokens,
+            seed=self.seed,
+        )
+        return reply.choices[0].message.content or ""
+
+    def predict(self, question: str) -> str:
+        return self._chat(self.target, question, self.max_tokens)
+
+    def _scorers(self) -> list:
+        from mlflow.entities import Feedback
+        from mlflow.genai.scorers import scorer
+
+        template = JUDGE_TEMPLATES["correctness"]
+
+        @scorer(name="exact_match")
+        def exact_match(outputs: str, expectations: dict) -> float:
+            return 1.0 if m.exact_match(outputs, [expectations["expected_response"]]) else 0.0
+
+        @scorer(name="token_f1")
+        def token_f1(outputs: str, expectations: dict) -> float:
+            return m.token_f1(outputs, [expectations["expected_response"]])
+
+        @scorer(name="correctness")
+        def correctness(inputs: dict, outputs: str, expectations: dict) -> Feedback:
+            prompt = template.render(
+                question=inputs["question"], reference=expectations["expected_response"], answer=outputs
+            )
+            reply = self._chat(self.judge, prompt, JUDGE_MAX_TOKENS)
+            verdict = template.parse(reply)
+            if verdict is None:
+                return Feedback(value=None, error="the judge's reply has no single 'VERDICT: PASS|FAIL' line")
+            return Feedback(value=float(verdict), rationale=reply[:2000])
+
+        return [exact_match, token_f1, correctness]
+
+    def evaluate(self, rows: list[dict]) -> AnchorRun:
+        data = [
+            {"inputs": {"question": r["request"]}, "expectations": {"expected_response": r["expected_response"]}}
+            for r in rows
+        ]
+        started = time.perf_counter()
+        result = self.mlflow.genai.evaluate(data=data, predict_fn=self.predict, scorers=self.scorers)
+        wall = time.perf_counter() - started
+        scored: dict[str, RowScores] = {}
+        for record in result.result_df.to_dict("records"):
+            scores = {}
+            for metric in METRICS:
+                value = record.get(f"{metric}/value")
+                scores[metric] = (
+                    None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+                )
+            scored[record["request"]["question"]] = RowScores(str(record["response"]), scores)
+        return AnchorRun(wall, scored)
