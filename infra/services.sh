@@ -19,11 +19,12 @@ data_dir="${TESSERA_DATA_DIR:-$root/.data}"
 python="${TESSERA_PYTHON:-$root/.venv/bin/python}"
 run_dir="$data_dir/run"
 log_dir="$data_dir/logs"
-# Start order matters: serving, retrieval and training check grants with the registry.
+# Start order matters: serving, retrieval and training check grants with the registry; evaluation
+# calls serving, training and monitoring.
 # `training.worker` is a process without a gRPC port: training's job runner (python -m services.training.worker).
-order=(registry monitoring retrieval serving training training.worker)
-declare -A grpc_ports=([registry]=50051 [training]=50052 [serving]=50053 [retrieval]=50054 [monitoring]=50056)
-declare -A metrics_ports=([registry]=9101 [training]=9102 [serving]=9103 [retrieval]=9104 [monitoring]=9106)
+order=(registry monitoring retrieval serving training training.worker evaluation)
+declare -A grpc_ports=([registry]=50051 [training]=50052 [serving]=50053 [retrieval]=50054 [evaluation]=50055 [monitoring]=50056)
+declare -A metrics_ports=([registry]=9101 [training]=9102 [serving]=9103 [retrieval]=9104 [evaluation]=9105 [monitoring]=9106)
 replicas="${REPLICAS:-1}"
 [[ "$replicas" =~ ^[1-9][0-9]?$ ]] || { echo "REPLICAS must be 1..99, got '$replicas'" >&2; exit 2; }
 

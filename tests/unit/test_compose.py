@@ -15,7 +15,7 @@ from infra.prometheus import targets as prometheus_targets
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 GPU_OVERRIDE = ROOT / "infra" / "docker" / "docker-compose.gpu.yml"
-TESSERA_SERVICES = ("registry", "serving", "retrieval", "monitoring", "training")
+TESSERA_SERVICES = ("registry", "serving", "retrieval", "monitoring", "training", "evaluation")
 # Long-running Tessera processes without a gRPC port: probed by the alive file they touch from their loop.
 PORTLESS_WORKERS = {"training-worker": "services.training.worker"}
 

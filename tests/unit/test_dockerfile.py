@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "infra" / "docker" / "Dockerfile"
 TORCH_MODULES = {"torch", "vllm", "sentence_transformers", "transformers"}
-SERVICES = ("registry", "serving", "retrieval", "monitoring", "training")
+SERVICES = ("registry", "serving", "retrieval", "monitoring", "training", "evaluation")
 
 pytestmark = pytest.mark.unit
 
