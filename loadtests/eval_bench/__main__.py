@@ -143,6 +143,8 @@ async def mlflow_only(anchor: MlflowAnchor, rows: list[dict], rounds: int) -> No
         log(f"  means {means(result.rows)}")
         sample = next(iter(result.rows.items()))
         log(f"  e.g. {sample[0]!r} -> {sample[1]}")
+        for question, reason in list(anchor.unmeasured_reasons.items())[:1]:
+            log(f"  correctness unmeasured on {question!r}: {reason}")
 
 
 async def main() -> None:

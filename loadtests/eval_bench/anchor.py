@@ -11,8 +11,8 @@ not a 0. MLflow logs the run, its traces and assessments to a local SQLite track
 from __future__ import annotations
 
 import logging
-import math
 import os
+import threading
 import time
 from dataclasses import dataclass
 
@@ -63,6 +63,15 @@ class MlflowAnchor:
         mlflow.set_experiment("eval-bench")
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         self.scorers = self._scorers()
+        # What each row got, recorded as the scorers compute it (MLflow runs them on its worker threads).
+        self._lock = threading.Lock()
+        self._answers: dict[str, str] = {}
+        self._scores: dict[str, dict[str, float | None]] = {}
+        self.unmeasured_reasons: dict[str, str] = {}
+
+    def _record(self, question: str, metric: str, value: float | None) -> None:
+        with self._lock:
+            self._scores.setdefault(question, {})[metric] = value
 
     def _chat(self, model: str, content: str, max_tokens: int) -> str:
         reply = self.client.chat.completions.create(
@@ -75,7 +84,10 @@ class MlflowAnchor:
         return reply.choices[0].message.content or ""
 
     def predict(self, question: str) -> str:
-        return self._chat(self.target, question, self.max_tokens)
+        answer = self._chat(self.target, question, self.max_tokens)
+        with self._lock:
+            self._answers[question] = answer
+        return answer
 
     def _scorers(self) -> list:
         from mlflow.entities import Feedback
@@ -84,23 +96,36 @@ class MlflowAnchor:
         template = JUDGE_TEMPLATES["correctness"]
 
         @scorer(name="exact_match")
-        def exact_match(outputs: str, expectations: dict) -> float:
-            return 1.0 if m.exact_match(outputs, [expectations["expected_response"]]) else 0.0
+        def exact_match(inputs: dict, outputs: str, expectations: dict) -> float:
+            value = 1.0 if m.exact_match(outputs, [expectations["expected_response"]]) else 0.0
+            self._record(inputs["question"], "exact_match", value)
+            return value
 
         @scorer(name="token_f1")
-        def token_f1(outputs: str, expectations: dict) -> float:
-            return m.token_f1(outputs, [expectations["expected_response"]])
+        def token_f1(inputs: dict, outputs: str, expectations: dict) -> float:
+            value = m.token_f1(outputs, [expectations["expected_response"]])
+            self._record(inputs["question"], "token_f1", value)
+            return value
 
         @scorer(name="correctness")
         def correctness(inputs: dict, outputs: str, expectations: dict) -> Feedback:
             prompt = template.render(
                 question=inputs["question"], reference=expectations["expected_response"], answer=outputs
             )
-            reply = self._chat(self.judge, prompt, JUDGE_MAX_TOKENS)
-            verdict = template.parse(reply)
-            if verdict is None:
-                return Feedback(value=None, error="the judge's reply has no single 'VERDICT: PASS|FAIL' line")
-            return Feedback(value=float(verdict), rationale=reply[:2000])
+            try:
+                reply = self._chat(self.judge, prompt, JUDGE_MAX_TOKENS)
+            except Exception as exc:  # noqa: BLE001 - a failed judge call is unmeasured, with its reason
+                reason = f"the judge endpoint failed: {exc}"[:1000]
+            else:
+                verdict = template.parse(reply)
+                if verdict is not None:
+                    self._record(inputs["question"], "correctness", float(verdict))
+                    return Feedback(value=float(verdict), rationale=reply[:2000])
+                reason = "the judge's reply has no single 'VERDICT: PASS|FAIL' line"
+            self._record(inputs["question"], "correctness", None)
+            with self._lock:
+                self.unmeasured_reasons[inputs["question"]] = reason
+            return Feedback(value=None, error=reason)
 
         return [exact_match, token_f1, correctness]
 
@@ -109,16 +134,18 @@ class MlflowAnchor:
             {"inputs": {"question": r["request"]}, "expectations": {"expected_response": r["expected_response"]}}
             for r in rows
         ]
+        with self._lock:
+            self._answers.clear()
+            self._scores.clear()
+            self.unmeasured_reasons.clear()
         started = time.perf_counter()
         result = self.mlflow.genai.evaluate(data=data, predict_fn=self.predict, scorers=self.scorers)
         wall = time.perf_counter() - started
-        scored: dict[str, RowScores] = {}
-        for record in result.result_df.to_dict("records"):
-            scores = {}
-            for metric in METRICS:
-                value = record.get(f"{metric}/value")
-                scores[metric] = (
-                    None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
-                )
-            scored[record["request"]["question"]] = RowScores(str(record["response"]), scores)
+        if len(result.result_df) != len(rows):
+            raise RuntimeError(f"MLflow returned {len(result.result_df)} rows for {len(rows)}")
+        with self._lock:
+            scored = {
+                question: RowScores(answer, {x: self._scores.get(question, {}).get(x) for x in METRICS})
+                for question, answer in self._answers.items()
+            }
         return AnchorRun(wall, scored)
