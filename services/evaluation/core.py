@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 from google.protobuf.json_format import MessageToDict
+from prometheus_client import Counter
 from tessera.registry.v1 import registry_pb2 as rpb
 from tessera.training.v1 import training_pb2 as tpb
 
@@ -91,6 +92,13 @@ from services.evaluation.settings import EvaluationSettings
 from services.evaluation.store import EvaluationStore
 
 _log = logging.getLogger(__name__)
+
+RUNS = Counter("tessera_eval_runs_total", "Eval runs finished, by final state", ["state"])
+ROWS = Counter("tessera_eval_rows_total", "Rows x repeats scored, by status (OK or the failed row's code)", ["status"])
+JUDGE_CALLS = Counter(
+    "tessera_eval_judge_calls_total", "Judge calls by outcome: measured, unparseable, failed", ["outcome"]
+)
+ONLINE_WINDOWS = Counter("tessera_eval_online_windows_total", "Online evaluation windows scored", ["endpoint"])
 
 SERVICE_VERSION = "1"
 CONFIDENCE = 0.95
@@ -647,6 +655,7 @@ class EvaluationCore:
                 await self.store.put_results([(number, result)])
                 await self.publish(result)
                 done["completed"] += 1
+                ROWS.labels(result.status).inc()
                 if result.status != "OK":
                     done["failed"] += 1
 
@@ -667,6 +676,7 @@ class EvaluationCore:
             self._tasks.pop(run_id, None)
 
     async def _close_run(self, run_id: str, state: str, done: dict, message: str) -> None:
+        RUNS.labels(state).inc()
         with contextlib.suppress(Exception):
             await self.store.update_run(
                 run_id,
@@ -783,11 +793,13 @@ class EvaluationCore:
                 self.settings.evaluation_call_timeout_s,
             )
         except TesseraError as exc:
+            JUDGE_CALLS.labels("failed").inc()
             reason = f"the judge endpoint failed: {exc.code_name}: {exc.message}"[:1000]
             return MetricValue(metric, None, unmeasured_reason=reason), ""
         text = reply.text[:MAX_VERDICT_CHARS]
         verdict = template.parse(text)
         model = f"{reply.served_model}/{reply.model_version}" if reply.served_model else ""
+        JUDGE_CALLS.labels("unparseable" if verdict is None else "measured").inc()
         if verdict is None:
             wanted = "VERDICT: PASS|FAIL" if template.verdict_format == PASS_FAIL else "SCORE: 1-5"
             return MetricValue(
@@ -886,6 +898,7 @@ class EvaluationCore:
                 target_endpoint=spec.target_endpoint,
             )
         )
+        RUNS.labels(state).inc()
         _log.info("eval run %s: %s, %d rows (%d failed)", spec.eval_run_id, state, len(results), failed)
 
     def _calibrate_from_column(
@@ -1308,7 +1321,9 @@ class EvaluationCore:
 
     async def run_due_windows(self) -> int:
         """Score every due window once (one replica claims each); the number of windows scored."""
-        claimed = await self.store.claim_due_online(max(60.0, self.settings.evaluation_call_timeout_s * 2))
+        claimed = await self.store.claim_due_online(
+            max(60.0, self.settings.evaluation_call_timeout_s * 2), self.settings.evaluation_online_lag_s
+        )
         for o in claimed:
             try:
                 await self.score_window(o)
@@ -1318,7 +1333,7 @@ class EvaluationCore:
 
     async def score_window(self, o: OnlineEvaluation) -> list[Summary]:
         start = o.last_window_end or o.created_at
-        end = datetime.now(UTC)
+        end = datetime.now(UTC) - timedelta(seconds=self.settings.evaluation_online_lag_s)
         # The creator's rights are checked at every window: a schedule does not outlive its creator's grants.
         creator = Principal(o.created_by)
         rights = await self.privileges.allowed(creator, "ENDPOINT", o.endpoint, "SELECT")
@@ -1409,6 +1424,7 @@ class EvaluationCore:
             )
         )
         await self.store.finish_window(o.online_evaluation_id, end, summaries)
+        ONLINE_WINDOWS.labels(o.endpoint).inc()
         _log.info(
             "online evaluation %s: window %s..%s, %d of the endpoint's requests scored",
             o.online_evaluation_id,

@@ -105,7 +105,7 @@ class RowResult:
 
     eval_run_id: str
     example_id: str
-    repeat: int
+    repeat: int = 0
     metrics: tuple[MetricValue, ...] = ()
     response: str = ""
     retrieved_ids: tuple[str, ...] = ()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.common import topics
 from services.common.config import CommonSettings
 
 
@@ -17,9 +18,9 @@ class EvaluationSettings(CommonSettings):
     training_address: str = "127.0.0.1:50052"
     serving_address: str = "127.0.0.1:50053"
     monitoring_address: str = "127.0.0.1:50056"
-    registry_events_topic: str = "tessera.registry.events"
-    evaluation_requests_topic: str = "tessera.eval.requests"
-    evaluation_results_topic: str = "tessera.eval.results"
+    registry_events_topic: str = topics.REGISTRY_EVENTS
+    evaluation_requests_topic: str = topics.EVAL_REQUESTS
+    evaluation_results_topic: str = topics.EVAL_RESULTS
     evaluation_consumer_group: str = "tessera-evaluation"
     # The principal that owns eval runs' MLflow runs in the registry (creates experiments and runs,
     # logs metrics and artifacts, hands new experiments to the run's creator). Dev default: admin.
@@ -51,6 +52,8 @@ class EvaluationSettings(CommonSettings):
     evaluation_log_every_s: float = 5.0
     # Online evaluation: how often the scheduler looks for due windows, and bounds on schedules.
     evaluation_online_poll_s: float = 5.0
+    # A window ends this long before now, so payload logs still on their way to monitoring are counted.
+    evaluation_online_lag_s: float = 60.0
     evaluation_online_min_interval_s: int = 10
     evaluation_online_max_interval_s: int = 86_400
     evaluation_online_max_rows: int = 1_000

@@ -186,15 +186,15 @@ class EvaluationStore:
     async def request_cancel(self, eval_run_id: str) -> None:
         await self._one("UPDATE runs SET cancel_requested = true WHERE eval_run_id = %s", (eval_run_id,))
 
-    async def fail_interrupted(self, instance: str = "") -> list[str]:
-        """Runs left QUEUED/RUNNING by a dead process (its lease lapsed, or `instance` restarted) -> FAILED."""
+    async def fail_interrupted(self) -> list[str]:
+        """Runs left QUEUED/RUNNING by a dead process (their lease lapsed) -> FAILED, finished rows kept."""
         rows = await self._all(
             "UPDATE runs SET state = %s, finished_at = now(),"
             " error_message = 'interrupted: the process running it stopped; its finished rows are kept',"
             " completed = (SELECT count(*) FROM results r WHERE r.eval_run_id = runs.eval_run_id)"
-            " WHERE state IN ('QUEUED', 'RUNNING') AND (lease_expires_at < now() OR instance = %s)"
+            " WHERE state IN ('QUEUED', 'RUNNING') AND lease_expires_at < now()"
             " RETURNING eval_run_id",
-            (FAILED, instance or "\x00"),
+            (FAILED,),
         )
         return [r["eval_run_id"] for r in rows]
 
@@ -304,15 +304,15 @@ class EvaluationStore:
     async def delete_online(self, online_evaluation_id: str) -> None:
         await self._one("DELETE FROM online_evaluations WHERE online_evaluation_id = %s", (online_evaluation_id,))
 
-    async def claim_due_online(self, claim_s: float) -> list[OnlineEvaluation]:
-        """Schedules whose next window has ended, claimed for `claim_s` so one replica scores each window."""
+    async def claim_due_online(self, claim_s: float, lag_s: float) -> list[OnlineEvaluation]:
+        """Schedules whose next window ended `lag_s` ago, claimed for `claim_s` so one replica scores each window."""
         rows = await self._all(
             "UPDATE online_evaluations SET claimed_until = now() + %s * interval '1 second'"
             " WHERE online_evaluation_id IN (SELECT online_evaluation_id FROM online_evaluations"
-            "  WHERE last_window_end + ((body->>'interval_seconds')::int * interval '1 second') <= now()"
+            "  WHERE last_window_end + ((body->>'interval_seconds')::int + %s) * interval '1 second' <= now()"
             "  AND (claimed_until IS NULL OR claimed_until < now()) FOR UPDATE SKIP LOCKED)"
             " RETURNING *",
-            (claim_s,),
+            (claim_s, lag_s),
         )
         return [_online(r) for r in rows]
 

@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
+import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
@@ -20,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from aiohttp import web
 from tessera.evaluation.v1 import evaluation_pb2 as pb
 from tessera.evaluation.v1 import evaluation_pb2_grpc
 from tessera.events.v1 import evaluation_pb2 as events_pb
@@ -37,6 +43,7 @@ from services.evaluation.app import EvaluationApp
 from services.evaluation.settings import EvaluationSettings
 from services.fixtures.registry_client import RegistryClient
 
+REPO = Path(__file__).resolve().parents[3]
 ADMIN, ALICE, BOB, CAROL, SERVICE = "admin-token", "alice-token", "bob-token", "carol-token", "service-token"
 TOKENS = f"{ADMIN}=admin,{ALICE}=alice,{BOB}=bob,{CAROL}=carol,{SERVICE}=tessera-services"
 # USD per million prompt and completion tokens of the tiny Llama (serving and evaluation read the same table).
@@ -93,7 +100,7 @@ async def running_evaluation(
         evaluation_log_every_s=2.0,
         evaluation_heartbeat_s=1.0,
         evaluation_online_poll_s=1.0,
-        **overrides,
+        **{"evaluation_online_lag_s": 15.0, **overrides},
     )
     app = EvaluationApp(settings, serve_metrics=False)
     await app.start()
@@ -104,12 +111,66 @@ async def running_evaluation(
 
 
 @dataclass
+class ServiceProcess:
+    """`python -m <module>` as its own process (its own PID, so a test can SIGKILL it)."""
+
+    module: str
+    env: dict[str, str]
+    log: Path
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> subprocess.Popen:
+        out = self.log.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", self.module], cwd=REPO, env=self.env, stdout=out, stderr=out
+        )
+        return self.proc
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(30)
+
+
+def scripted_verdict(prompt: str) -> str:
+    """What the scripted judge says to a prompt: PASS, FAIL or a reply without a verdict, by the prompt's hash."""
+    kind = hashlib.sha256(prompt.encode()).digest()[0] % 5
+    return ["VERDICT: PASS", "VERDICT: FAIL", "VERDICT: PASS", "VERDICT: FAIL", "I would rather not say."][kind]
+
+
+async def scripted_judge(port: int) -> web.AppRunner:
+    """An OpenAI-compatible provider whose verdicts are known in advance (streamed, as serving asks):
+    the judge calibration arithmetic is checked against it, since the tiny Llama gives almost no verdicts."""
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        text = scripted_verdict(body["messages"][-1]["content"])
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        chunk = {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+        await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        done = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        await response.write(f"data: {json.dumps(done)}\n\n".encode())
+        usage = {"choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": 3}}
+        await response.write(f"data: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode())
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner
+
+
+@dataclass
 class Stack:
     catalog: str
     schema: str
     llm_model: str
     llm_endpoint: str
     dead_endpoint: str
+    scripted_endpoint: str
     registry_address: str
     registry_http_url: str
     serving_address: str
@@ -118,6 +179,8 @@ class Stack:
     kafka_bootstrap: str
     pg_dsn: str
     registry_topic: str
+    training_env: dict[str, str]
+    work: Path
     evaluation: EvaluationApp
     admin: RegistryClient
     channel: grpc.aio.Channel
@@ -175,7 +238,7 @@ class Stack:
             concurrency=4,
         )
         values.update(kw)
-        spec = events_pb.EvalRunSpec(**{k: v for k, v in values.items() if k != "sampling"})
+        spec = events_pb.EvalRunSpec(**{k: v for k, v in values.items() if k not in ("max_tokens", "temperature")})
         spec.sampling.max_tokens = kw.get("max_tokens", 12)
         spec.sampling.temperature = kw.get("temperature", 0.0)
         return spec
@@ -258,8 +321,12 @@ async def start_stack(kafka_bootstrap: str, pg_dsn: str, work: Path) -> AsyncIte
     await admin.grant(rpb.SECURABLE_TYPE_REGISTERED_MODEL, llm_model, "alice", [rpb.PRIVILEGE_EXECUTE])
 
     # A provider nobody listens on: an endpoint in front of it is a dead judge.
-    dead_port = free_port()
-    providers = {"dead": {"base_url": f"http://127.0.0.1:{dead_port}/v1", "principals": ["alice"], "max_retries": 0}}
+    dead_port, scripted_port = free_port(), free_port()
+    providers = {
+        "dead": {"base_url": f"http://127.0.0.1:{dead_port}/v1", "principals": ["alice"], "max_retries": 0},
+        "scripted": {"base_url": f"http://127.0.0.1:{scripted_port}/v1", "principals": ["alice"]},
+    }
+    judge = await scripted_judge(scripted_port)
     prices = json.dumps({llm_model: LLM_PRICES})
     serving = ServingApp(
         load(
@@ -306,24 +373,25 @@ async def start_stack(kafka_bootstrap: str, pg_dsn: str, work: Path) -> AsyncIte
     )
     await monitoring.start()
     monitoring_address = f"127.0.0.1:{monitoring.port}"
+    # Also the environment of training worker processes a test starts (python -m services.training.worker).
+    training_env = {
+        "TESSERA_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "TESSERA_PG_DSN": pg_dsn,
+        "TESSERA_AUTH_TOKENS": TOKENS,
+        "TESSERA_SERVICE_TOKEN": SERVICE,
+        "TESSERA_TRAINING_RUN_AS_TOKEN": ADMIN,
+        "TESSERA_REGISTRY_ADDRESS": registry_address,
+        "TESSERA_MONITORING_ADDRESS": monitoring_address,
+        "TESSERA_TRAINING_SCHEMA": f"training_ev{u}",
+        "TESSERA_TRAINING_ROOT": str(work / "training"),
+        "TESSERA_TRAINING_JOBS_TOPIC": topics["jobs"],
+        "TESSERA_TRAINING_EVENTS_TOPIC": topics["events"],
+        "TESSERA_TRAINING_CONSUMER_GROUP": f"evalstack-training-{u}",
+        "TESSERA_TRAINING_POLL_S": "1",
+        "TESSERA_TRAINING_THREADS": "1",
+    }
     training = TrainingApp(
-        load(
-            TrainingSettings,
-            environ={},
-            grpc_port=0,
-            kafka_bootstrap=kafka_bootstrap,
-            pg_dsn=pg_dsn,
-            auth_tokens=TOKENS,
-            service_token=SERVICE,
-            training_run_as_token=ADMIN,
-            registry_address=registry_address,
-            monitoring_address=monitoring_address,
-            training_schema=f"training_ev{u}",
-            training_root=work / "training",
-            training_jobs_topic=topics["jobs"],
-            training_events_topic=topics["events"],
-            training_consumer_group=f"evalstack-training-{u}",
-        ),
+        load(TrainingSettings, environ=training_env, grpc_port=0),
         serve_metrics=False,
         registry_events_topic=topics["registry"],
     )
@@ -331,7 +399,7 @@ async def start_stack(kafka_bootstrap: str, pg_dsn: str, work: Path) -> AsyncIte
     training_address = f"127.0.0.1:{training.port}"
     serving_channel = grpc.aio.insecure_channel(serving_address)
     serving_stub = serving_pb2_grpc.ServingServiceStub(serving_channel)
-    llm_endpoint, dead_endpoint = f"llm-{u}", f"dead-{u}"
+    llm_endpoint, dead_endpoint, scripted_endpoint = f"llm-{u}", f"dead-{u}", f"judge-{u}"
     await serving_stub.CreateEndpoint(
         spb.CreateEndpointRequest(
             name=llm_endpoint, served_models=[spb.ServedModel(model_name=llm_model, version=1)], wait=True
@@ -341,6 +409,14 @@ async def start_stack(kafka_bootstrap: str, pg_dsn: str, work: Path) -> AsyncIte
     await serving_stub.CreateEndpoint(
         spb.CreateEndpointRequest(
             name=dead_endpoint, served_models=[spb.ServedModel(model_name="external.dead.tiny", version=1)], wait=True
+        ),
+        metadata=bearer(ALICE),
+    )
+    await serving_stub.CreateEndpoint(
+        spb.CreateEndpointRequest(
+            name=scripted_endpoint,
+            served_models=[spb.ServedModel(model_name="external.scripted.judge", version=1)],
+            wait=True,
         ),
         metadata=bearer(ALICE),
     )
@@ -366,6 +442,7 @@ async def start_stack(kafka_bootstrap: str, pg_dsn: str, work: Path) -> AsyncIte
                 llm_model=llm_model,
                 llm_endpoint=llm_endpoint,
                 dead_endpoint=dead_endpoint,
+                scripted_endpoint=scripted_endpoint,
                 registry_address=registry_address,
                 registry_http_url=f"http://127.0.0.1:{registry.http_port}",
                 serving_address=serving_address,
@@ -374,6 +451,8 @@ async def start_stack(kafka_bootstrap: str, pg_dsn: str, work: Path) -> AsyncIte
                 kafka_bootstrap=kafka_bootstrap,
                 pg_dsn=pg_dsn,
                 registry_topic=topics["registry"],
+                training_env=training_env,
+                work=work,
                 evaluation=evaluation,
                 admin=admin,
                 channel=channel,
@@ -390,6 +469,7 @@ async def start_stack(kafka_bootstrap: str, pg_dsn: str, work: Path) -> AsyncIte
     await serving.stop()
     await admin.channel.close()
     await registry.stop()
+    await judge.cleanup()
     shutil.rmtree(work, ignore_errors=True)
 
 
