@@ -97,7 +97,8 @@ async def tessera_rows(stub, run_id: str, questions: dict[str, str]) -> dict[str
             if not result.example_id:
                 continue  # a summary record
             scores = {v.metric: (v.value if v.HasField("value") else None) for v in result.metrics}
-            rows[questions[result.example_id]] = RowScores(result.response, scores)
+            judge = next((v.judge_reply for v in result.metrics if v.metric == "correctness"), "")
+            rows[questions[result.example_id]] = RowScores(result.response, scores, judge)
         token = reply.page.next_page_token
         if not token:
             return rows
@@ -109,6 +110,8 @@ def agreement(tessera: dict[str, RowScores], mlflow: dict[str, RowScores]) -> di
     both = [q for q in questions if q in tessera and q in mlflow]
     out = {"rows": len(questions), "rows_on_both_sides": len(both)}
     out["answers_equal"] = sum(tessera[q].answer == mlflow[q].answer for q in both)
+    # The judge saw the same prompt with the same sampling when it replied the same text.
+    out["judge_replies_equal"] = sum(tessera[q].judge_reply == mlflow[q].judge_reply for q in both)
     for metric in METRICS:
         equal = 0
         for q in both:
@@ -116,9 +119,7 @@ def agreement(tessera: dict[str, RowScores], mlflow: dict[str, RowScores]) -> di
             equal += (a is None and b is None) or (a is not None and b is not None and abs(a - b) <= TOLERANCE)
         out[f"{metric}_equal"] = equal
     out["first_differences"] = [
-        {"question": q, "tessera": vars(tessera[q]), "mlflow": vars(mlflow[q])}
-        for q in both
-        if tessera[q].answer != mlflow[q].answer or tessera[q].scores != mlflow[q].scores
+        {"question": q, "tessera": vars(tessera[q]), "mlflow": vars(mlflow[q])} for q in both if tessera[q] != mlflow[q]
     ][:3]
     return out
 
@@ -245,9 +246,15 @@ async def main() -> None:
     print()
     print(
         table(
-            ["round", "rows on both", "answers equal", *(f"{m} equal" for m in METRICS)],
+            ["round", "rows on both", "answers equal", "judge replies equal", *(f"{m} equal" for m in METRICS)],
             [
-                [i + 1, c["rows_on_both_sides"], c["answers_equal"], *(c[f"{m}_equal"] for m in METRICS)]
+                [
+                    i + 1,
+                    c["rows_on_both_sides"],
+                    c["answers_equal"],
+                    c["judge_replies_equal"],
+                    *(c[f"{m}_equal"] for m in METRICS),
+                ]
                 for i, c in enumerate(checks)
             ],
         )
@@ -255,6 +262,7 @@ async def main() -> None:
     agree = all(
         c["rows_on_both_sides"] == len(rows)
         and c["answers_equal"] == len(rows)
+        and c["judge_replies_equal"] == len(rows)
         and all(c[f"{m}_equal"] == len(rows) for m in METRICS)
         for c in checks
     )

@@ -28,6 +28,7 @@ METRICS = ("exact_match", "token_f1", "correctness")
 class RowScores:
     answer: str
     scores: dict[str, float | None]  # None: unmeasured
+    judge_reply: str = ""  # the correctness judge's reply (first 2000 characters, as the service keeps it)
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class MlflowAnchor:
         self._answers: dict[str, str] = {}
         self._scores: dict[str, dict[str, float | None]] = {}
         self.unmeasured_reasons: dict[str, str] = {}
+        self._judge_replies: dict[str, str] = {}
 
     def _record(self, question: str, metric: str, value: float | None) -> None:
         with self._lock:
@@ -117,6 +119,8 @@ class MlflowAnchor:
             except Exception as exc:  # noqa: BLE001 - a failed judge call is unmeasured, with its reason
                 reason = f"the judge endpoint failed: {exc}"[:1000]
             else:
+                with self._lock:
+                    self._judge_replies[inputs["question"]] = reply[:2000]
                 verdict = template.parse(reply)
                 if verdict is not None:
                     self._record(inputs["question"], "correctness", float(verdict))
@@ -138,6 +142,7 @@ class MlflowAnchor:
             self._answers.clear()
             self._scores.clear()
             self.unmeasured_reasons.clear()
+            self._judge_replies.clear()
         started = time.perf_counter()
         result = self.mlflow.genai.evaluate(data=data, predict_fn=self.predict, scorers=self.scorers)
         wall = time.perf_counter() - started
@@ -145,7 +150,11 @@ class MlflowAnchor:
             raise RuntimeError(f"MLflow returned {len(result.result_df)} rows for {len(rows)}")
         with self._lock:
             scored = {
-                question: RowScores(answer, {x: self._scores.get(question, {}).get(x) for x in METRICS})
+                question: RowScores(
+                    answer,
+                    {x: self._scores.get(question, {}).get(x) for x in METRICS},
+                    self._judge_replies.get(question, ""),
+                )
                 for question, answer in self._answers.items()
             }
         return AnchorRun(wall, scored)
