@@ -166,6 +166,7 @@ async def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="eval-bench-"))
     log(f"model {model_dir}; logs and MLflow store in {work}")
     walls: dict[str, list[float]] = {"tessera": [], "mlflow": []}
+    mlflow_table_rows: list[int] = []
     last: dict[str, dict[str, RowScores]] = {}
     checks: list[dict] = []
     questions = {str(i): r["request"] for i, r in enumerate(rows)}  # the service's row ids
@@ -211,7 +212,11 @@ async def main() -> None:
                 result: AnchorRun = await asyncio.to_thread(anchor.evaluate, rows)
                 walls["mlflow"].append(result.wall_s)
                 last["mlflow"] = result.rows
-                log(f"  mlflow: {len(rows)} rows in {result.wall_s:.1f}s = {len(rows) / result.wall_s:.2f} rows/s")
+                mlflow_table_rows.append(result.reported_rows)
+                log(
+                    f"  mlflow: {len(rows)} rows in {result.wall_s:.1f}s = {len(rows) / result.wall_s:.2f} rows/s"
+                    f" ({len(result.rows)} scored, {result.reported_rows} in its result table)"
+                )
 
             for round_ in range(args.rounds):
                 order = (run_tessera, run_mlflow) if round_ % 2 == 0 else (run_mlflow, run_tessera)
@@ -285,6 +290,7 @@ async def main() -> None:
             "ratio": ratio,
             "agreement": checks,
             "scores_agree": agree,
+            "mlflow_result_table_rows": mlflow_table_rows,
         },
     )
     log(f"results in {path}")

@@ -35,6 +35,9 @@ class RowScores:
 class AnchorRun:
     wall_s: float
     rows: dict[str, RowScores]  # by question
+    # Rows in MLflow's own result table: under load it has come back with fewer rows than were scored
+    # (traces not yet written to the store when it is read), so the bench counts rows as scored.
+    reported_rows: int = 0
 
 
 class MlflowAnchor:
@@ -146,8 +149,6 @@ class MlflowAnchor:
         started = time.perf_counter()
         result = self.mlflow.genai.evaluate(data=data, predict_fn=self.predict, scorers=self.scorers)
         wall = time.perf_counter() - started
-        if len(result.result_df) != len(rows):
-            raise RuntimeError(f"MLflow returned {len(result.result_df)} rows for {len(rows)}")
         with self._lock:
             scored = {
                 question: RowScores(
@@ -157,4 +158,4 @@ class MlflowAnchor:
                 )
                 for question, answer in self._answers.items()
             }
-        return AnchorRun(wall, scored)
+        return AnchorRun(wall, scored, len(result.result_df))
