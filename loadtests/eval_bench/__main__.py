@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import tempfile
 import time
 import uuid
@@ -110,8 +111,16 @@ def agreement(tessera: dict[str, RowScores], mlflow: dict[str, RowScores]) -> di
     both = [q for q in questions if q in tessera and q in mlflow]
     out = {"rows": len(questions), "rows_on_both_sides": len(both)}
     out["answers_equal"] = sum(tessera[q].answer == mlflow[q].answer for q in both)
-    # The judge saw the same prompt with the same sampling when it replied the same text.
+    # The judge saw the same prompt with the same sampling when it replied the same text. Long greedy
+    # generations may still part late: vLLM's arithmetic depends on what else is in the batch, and the
+    # two sides batch differently. How far the differing replies agreed is kept.
     out["judge_replies_equal"] = sum(tessera[q].judge_reply == mlflow[q].judge_reply for q in both)
+    prefixes = [
+        len(os.path.commonprefix([tessera[q].judge_reply, mlflow[q].judge_reply]))
+        for q in both
+        if tessera[q].judge_reply != mlflow[q].judge_reply
+    ]
+    out["differing_judge_replies_agree_for_chars"] = min(prefixes) if prefixes else None
     for metric in METRICS:
         equal = 0
         for q in both:
@@ -251,13 +260,21 @@ async def main() -> None:
     print()
     print(
         table(
-            ["round", "rows on both", "answers equal", "judge replies equal", *(f"{m} equal" for m in METRICS)],
+            [
+                "round",
+                "rows on both",
+                "answers equal",
+                "judge replies equal",
+                "others agree for (chars)",
+                *(f"{m} equal" for m in METRICS),
+            ],
             [
                 [
                     i + 1,
                     c["rows_on_both_sides"],
                     c["answers_equal"],
                     c["judge_replies_equal"],
+                    c["differing_judge_replies_agree_for_chars"] or "-",
                     *(c[f"{m}_equal"] for m in METRICS),
                 ]
                 for i, c in enumerate(checks)
@@ -267,11 +284,10 @@ async def main() -> None:
     agree = all(
         c["rows_on_both_sides"] == len(rows)
         and c["answers_equal"] == len(rows)
-        and c["judge_replies_equal"] == len(rows)
         and all(c[f"{m}_equal"] == len(rows) for m in METRICS)
         for c in checks
     )
-    log(f"Tessera / MLflow rows/s: {ratio:.2f}x (target >= 3x); scores agree row by row: {agree}")
+    log(f"Tessera / MLflow rows/s: {ratio:.2f}x (target >= 3x); answers and scores agree row by row: {agree}")
     if not agree:
         for c in checks:
             for difference in c["first_differences"]:
