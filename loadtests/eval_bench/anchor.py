@@ -64,6 +64,9 @@ class MlflowAnchor:
         self.target, self.judge = target, judge
         self.max_tokens, self.seed = max_tokens, seed
         mlflow.set_tracking_uri(f"sqlite:///{tracking_dir}/mlflow.db")
+        # Trace artifacts beside the store, not in ./mlruns of the working directory.
+        if mlflow.get_experiment_by_name("eval-bench") is None:
+            mlflow.create_experiment("eval-bench", artifact_location=f"{tracking_dir}/artifacts")
         mlflow.set_experiment("eval-bench")
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         self.scorers = self._scorers()
