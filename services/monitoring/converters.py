@@ -35,7 +35,12 @@ def timestamp(seconds: float | None) -> Timestamp:
 
 
 def seconds(stamp: Timestamp, present: bool) -> float | None:
-    return stamp.ToNanoseconds() / 1e9 if present else None
+    if not present:
+        return None
+    try:
+        return stamp.ToNanoseconds() / 1e9
+    except ValueError as exc:  # past year 9999 or before year 1: not a timestamp protobuf accepts
+        raise InvalidArgument(f"timestamp out of range: {exc}") from exc
 
 
 def feature_requests(monitor: pb.Monitor) -> list[tuple[str, str | None]]:

@@ -258,6 +258,7 @@ async def test_list_quality_metrics_bounds_its_arguments(quality):
         pb.ListQualityMetricsRequest(endpoint="ep", metric="x" * 200),
         pb.ListQualityMetricsRequest(endpoint="ep", page={"page_token": "not-a-token"}),
         pb.ListQualityMetricsRequest(endpoint="ep", page={"page_size": -1}),
+        pb.ListQualityMetricsRequest(endpoint="ep", start_time={"seconds": 253402300800 * 4}),
     ):
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await quality.stub.ListQualityMetrics(request, metadata=METADATA)
