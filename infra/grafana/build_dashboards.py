@@ -5,7 +5,8 @@
 
 Every panel queries metrics the services export: the shared runtime's
 (`tessera_grpc_*`, `tessera_kafka_*`) and monitoring's per-endpoint metrics computed
-from the payload logs (`tessera_monitoring_*`). The dashboard test runs each query
+from the payload logs (`tessera_monitoring_*`), and the quality metrics of online evaluations
+(`tessera_quality_*`) next to drift. The dashboard test runs each query
 against a real Prometheus scraping a loaded service.
 """
 
@@ -177,6 +178,7 @@ def serving_overview() -> dict:
 
 def drift() -> dict:
     sel = 'monitor=~"$monitor"'
+    quality = 'endpoint=~"$endpoint"'
     return dashboard(
         "tessera-drift",
         "Tessera / Drift",
@@ -198,6 +200,16 @@ def drift() -> dict:
                         "{{monitor}} {{feature}} {{statistic}}",
                     )
                 ],
+            ),
+            # Quality next to drift: the evaluation service's online evaluations, latest window per endpoint.
+            panel(
+                "Quality: online evaluation, latest window mean",
+                [(f"tessera_quality_metric{{{quality}}}", "{{endpoint}} {{metric}}")],
+            ),
+            panel(
+                "Quality: coverage (share measured, latest window)",
+                [(f"tessera_quality_coverage{{{quality}}}", "{{endpoint}} {{metric}}")],
+                "percentunit",
             ),
             panel(
                 "Drift by slice (Wasserstein, JS)",
@@ -245,7 +257,10 @@ def drift() -> dict:
                 [(f"sum(rate(tessera_monitoring_duplicate_records_total[{RATE}]))", "duplicates")],
             ),
         ],
-        [variable("monitor", "tessera_monitoring_drift_value", "monitor")],
+        [
+            variable("monitor", "tessera_monitoring_drift_value", "monitor"),
+            variable("endpoint", "tessera_quality_metric", "endpoint"),
+        ],
     )
 
 

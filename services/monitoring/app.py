@@ -1,4 +1,5 @@
-"""Wiring: settings -> database, core, gRPC server, payload-log consumer, evaluator loop, outbox publisher."""
+"""Wiring: settings -> database, core, gRPC server, payload-log and eval-results consumers, evaluator loop,
+outbox publisher."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from services.common.registry_privileges import RegistryPrivileges
 from services.monitoring.authorization import MonitoringAuthorization
 from services.monitoring.core import MonitoringCore
 from services.monitoring.grpc_api import SERVICE_NAME, MonitoringServicer
-from services.monitoring.kafka_api import payload_log_consumer, registry_event_consumer
+from services.monitoring.kafka_api import payload_log_consumer, quality_consumer, registry_event_consumer
 from services.monitoring.settings import MonitoringSettings
 from services.monitoring.store import MonitoringStore
 from services.monitoring.window_evaluation import OUTBOX
@@ -40,6 +41,7 @@ class MonitoringApp:
         self.producer: EventProducer | None = None
         self.publisher: OutboxPublisher | None = None
         self.consumer = None
+        self.quality_consumer = None
         self.registry_events = None
         self.privileges: RegistryPrivileges | None = None
         self._tasks: list[asyncio.Task] = []
@@ -99,6 +101,14 @@ class MonitoringApp:
             batch_size=s.monitoring_batch_size,
         )
         self._tasks.append(asyncio.create_task(self.consumer.run(), name="monitoring-consumer"))
+        self.quality_consumer = quality_consumer(
+            self.core,
+            bootstrap=s.kafka_bootstrap,
+            topic=s.monitoring_quality_topic,
+            group_id=s.monitoring_quality_consumer_group or f"{s.monitoring_consumer_group}-quality",
+            dlq_producer=self.producer,
+        )
+        self._tasks.append(asyncio.create_task(self.quality_consumer.run(), name="monitoring-quality-consumer"))
         self._tasks.append(asyncio.create_task(self._evaluate_forever(), name="monitoring-evaluator"))
         if s.monitoring_retention_days > 0:
             self._tasks.append(asyncio.create_task(self._retain_forever(), name="monitoring-retention"))
@@ -139,7 +149,7 @@ class MonitoringApp:
         self._stopping.set()
         if self.server is not None:
             await self.server.stop()
-        for consumer in (self.consumer, self.registry_events):
+        for consumer in (self.consumer, self.quality_consumer, self.registry_events):
             if consumer is not None:
                 consumer.stop()
         if self._tasks:

@@ -1,4 +1,4 @@
-"""Wire types <-> core types: monitor specs, profiles, drift metrics and events."""
+"""Wire types <-> core types: monitor specs, profiles, drift metrics and events, quality metrics."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ from services.common.errors import InvalidArgument
 from services.monitoring.entities import (
     BASELINE,
     DETECTED,
+    ONLINE,
     DriftEventRecord,
     DriftMetric,
     MonitorRequest,
     MonitorSpec,
+    QualityMetric,
     WindowProfile,
 )
 from services.monitoring.profiles import CATEGORICAL, NUMERIC, CategoricalProfile, NumericProfile, Profile
@@ -33,7 +35,12 @@ def timestamp(seconds: float | None) -> Timestamp:
 
 
 def seconds(stamp: Timestamp, present: bool) -> float | None:
-    return stamp.ToNanoseconds() / 1e9 if present else None
+    if not present:
+        return None
+    try:
+        return stamp.ToNanoseconds() / 1e9
+    except ValueError as exc:  # past year 9999 or before year 1: not a timestamp protobuf accepts
+        raise InvalidArgument(f"timestamp out of range: {exc}") from exc
 
 
 def feature_requests(monitor: pb.Monitor) -> list[tuple[str, str | None]]:
@@ -174,3 +181,23 @@ def drift_metric(metric: DriftMetric) -> pb.DriftMetric:
         drifted=metric.drifted,
         count=metric.count,
     )
+
+
+def quality_metric(row: QualityMetric) -> pb.QualityMetric:
+    out = pb.QualityMetric(
+        endpoint=row.endpoint,
+        metric=row.metric,
+        kind=row.kind,
+        online_evaluation_id=row.source_id if row.kind == ONLINE else "",
+        eval_run_id=row.eval_run_id,
+        window_end=timestamp(row.window_end),
+        measured=row.measured,
+        unmeasured=row.unmeasured,
+    )
+    if row.window_start is not None:
+        out.window_start.CopyFrom(timestamp(row.window_start))
+    if row.value is not None:
+        out.value = row.value
+    if row.coverage is not None:
+        out.coverage = row.coverage
+    return out

@@ -32,12 +32,15 @@ from services.monitoring.entities import (
     DriftMetric,
     MonitorRequest,
     MonitorSpec,
+    QualityMetric,
     WindowProfile,
     build_monitor,
     resolve_features,
 )
 from services.monitoring.ingest import InferenceIngestor, LogRecord, profile_all, reference_profiles
 from services.monitoring.profiles import Profile, merge_all
+from services.monitoring.quality import METRIC_NAME, QualityIngestor
+from services.monitoring.quality_store import QualityStore
 from services.monitoring.store import MonitorDeleted, MonitoringStore, ts
 from services.monitoring.window_evaluation import WindowEvaluator
 
@@ -59,8 +62,10 @@ class MonitoringCore:
         idle_watermark_s: float = 5.0,
         retention_days: int = 0,
         authorization: MonitoringAuthorization | None = None,
+        quality_store: QualityStore | None = None,
     ) -> None:
         self.store = store
+        self.quality = QualityIngestor(quality_store or QualityStore(store.db))
         self.authorization = authorization or MonitoringAuthorization(None)
         self.window_grace_s = window_grace_s
         self.idle_watermark_s = idle_watermark_s
@@ -321,9 +326,53 @@ class MonitoringCore:
         await self.read_monitor(principal, monitor_id)
         return await self.store.list_events(monitor_id)
 
+    # -- quality metrics ---------------------------------------------------------
+
+    async def ingest_quality(self, rows: Sequence[QualityMetric]) -> int:
+        """Store evaluation summaries (see quality.py); returns how many rows were new."""
+        return await self.quality.ingest(rows)
+
+    async def list_quality_metrics(
+        self,
+        principal: Principal,
+        endpoint: str,
+        metric: str,
+        start: float | None,
+        end: float | None,
+        size: int,
+        token: str,
+    ) -> Page[QualityMetric]:
+        """An endpoint's quality metrics, newest window first; SELECT on the endpoint needed."""
+        if not endpoint:
+            raise InvalidArgument("endpoint is required", field="endpoint")
+        if len(endpoint) > MAX_ENDPOINT:
+            raise InvalidArgument(f"endpoint: at most {MAX_ENDPOINT} characters", field="endpoint")
+        if metric and not METRIC_NAME.match(metric):
+            raise InvalidArgument("metric: 1-128 letters, digits, _ . : -", field="metric")
+        limit = page_size(size)
+        position = decode_token(token)
+        await self.authorization.require_endpoint(principal, endpoint, SELECT)
+        after = _quality_keyset(position) if position else None
+        rows = await self.quality.store.list_metrics(
+            endpoint,
+            metric,
+            ts(start) if start is not None else None,
+            ts(end) if end is not None else None,
+            after,
+            limit + 1,
+        )
+        return page_of(rows, limit, lambda r: {"t": r.window_end, "s": r.source_id, "m": r.metric})
+
 
 def _keyset(position: dict[str, Any]) -> tuple[dt.datetime, str]:
     try:
         return dt.datetime.fromisoformat(position["t"]), str(position["id"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidArgument("invalid page token", field="page_token") from exc
+
+
+def _quality_keyset(position: dict[str, Any]) -> tuple[float, str, str]:
+    try:
+        return float(position["t"]), str(position["s"]), str(position["m"])
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidArgument("invalid page token", field="page_token") from exc

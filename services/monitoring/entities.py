@@ -250,3 +250,29 @@ __all__ = [
     "build_monitor",
     "statistics_for",
 ]
+
+
+ONLINE = "online"
+RUN = "run"
+
+
+@dataclasses.dataclass(frozen=True)
+class QualityMetric:
+    """One metric of one evaluated window (online evaluation) or one eval run's summary."""
+
+    endpoint: str
+    metric: str
+    kind: str  # ONLINE or RUN
+    source_id: str  # the online evaluation's id, or the eval run's
+    eval_run_id: str
+    window_start: float | None
+    window_end: float
+    value: float | None  # the mean of the measured values; None when none was measured
+    measured: int
+    unmeasured: int
+
+    @property
+    def coverage(self) -> float | None:
+        """Share of the values that were measured (a judge that answered parseably); None for none at all."""
+        total = self.measured + self.unmeasured
+        return self.measured / total if total else None

@@ -73,3 +73,17 @@ class MonitoringServicer(monitoring_pb2_grpc.MonitoringServiceServicer):
     async def ListDriftEvents(self, request: pb.ListDriftEventsRequest, context) -> pb.ListDriftEventsResponse:
         events = await self.core.drift_events(current_principal(), request.monitor_id)
         return pb.ListDriftEventsResponse(events=[converters.drift_event(e) for e in events])
+
+    async def ListQualityMetrics(self, request: pb.ListQualityMetricsRequest, context) -> pb.ListQualityMetricsResponse:
+        page = await self.core.list_quality_metrics(
+            current_principal(),
+            request.endpoint,
+            request.metric,
+            converters.seconds(request.start_time, request.HasField("start_time")),
+            converters.seconds(request.end_time, request.HasField("end_time")),
+            request.page.page_size,
+            request.page.page_token,
+        )
+        response = pb.ListQualityMetricsResponse(metrics=[converters.quality_metric(r) for r in page.items])
+        response.page.next_page_token = page.next_token
+        return response

@@ -1,4 +1,5 @@
-"""Kafka front end: `tessera.payload.logs` -> the core; registry events -> the privilege cache.
+"""Kafka front end: `tessera.payload.logs` and `tessera.eval.results` -> the core; registry events ->
+the privilege cache.
 
 (Drift events leave through the shared outbox: see window_evaluation.py.)
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 
+from tessera.events.v1.evaluation_pb2 import EvalResult
 from tessera.events.v1.payload_log_pb2 import PayloadLog
 from tessera.events.v1.registry_pb2 import RegistryEvent
 
@@ -20,7 +22,9 @@ from services.common.kafka_consumer import ConsumerLoop, Record
 from services.common.kafka_producer import EventProducer
 from services.common.registry_privileges import RegistryPrivileges
 from services.monitoring.core import MonitoringCore
+from services.monitoring.entities import QualityMetric
 from services.monitoring.ingest import LogRecord, json_columns, validate
+from services.monitoring.quality import quality_rows
 
 
 def log_record(record: Record[PayloadLog]) -> LogRecord:
@@ -75,6 +79,39 @@ def payload_log_consumer(
         handler=PayloadLogSink(core),
         dlq_producer=dlq_producer,
         batch_size=batch_size,
+    )
+
+
+class QualitySink:
+    """The eval-results batch handler: valid summaries are written (one transaction), then the first
+    invalid record's reason is raised; the loop retries record by record and dead-letters only it."""
+
+    def __init__(self, core: MonitoringCore) -> None:
+        self.core = core
+
+    async def __call__(self, records: list[Record[EvalResult]]) -> None:
+        rows: list[QualityMetric] = []
+        problem: InvalidArgument | None = None
+        for record in records:
+            try:
+                rows += quality_rows(record.value)
+            except InvalidArgument as exc:
+                problem = exc
+        await self.core.ingest_quality(rows)
+        if problem is not None:
+            raise problem
+
+
+def quality_consumer(
+    core: MonitoringCore, *, bootstrap: str, topic: str, group_id: str, dlq_producer: EventProducer
+) -> ConsumerLoop[EvalResult]:
+    return ConsumerLoop(
+        bootstrap=bootstrap,
+        group_id=group_id,
+        topics=[topic],
+        message_type=EvalResult,
+        handler=QualitySink(core),
+        dlq_producer=dlq_producer,
     )
 
 

@@ -145,3 +145,33 @@ TIME_TO_FIRST_TOKEN = BulkHistogram(
     "endpoint",
     (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+
+
+# Quality metrics from the evaluation service's online evaluations (services/monitoring/quality.py).
+# Endpoint and metric names come from a trusted producer but are bounded all the same.
+QUALITY_ENDPOINT_LABEL = BoundedLabels(2000, 0)
+QUALITY_METRIC_LABEL = BoundedLabels(200, 0)
+QUALITY_VALUE = Gauge(
+    "tessera_quality_metric",
+    "An online evaluation's latest window: the mean of the measured values of a metric",
+    ["endpoint", "metric"],
+)
+QUALITY_COVERAGE = Gauge(
+    "tessera_quality_coverage",
+    "An online evaluation's latest window: measured / (measured + unmeasured) of a metric",
+    ["endpoint", "metric"],
+)
+QUALITY_MEASURED = Gauge(
+    "tessera_quality_measured", "An online evaluation's latest window: values measured", ["endpoint", "metric"]
+)
+QUALITY_UNMEASURED = Gauge(
+    "tessera_quality_unmeasured",
+    "An online evaluation's latest window: values not measured (no parseable verdict...)",
+    ["endpoint", "metric"],
+)
+QUALITY_WINDOWS = Counter(
+    "tessera_quality_windows_total",
+    "Quality metric rows stored (one per metric of a window or an eval run's summary)",
+    ["endpoint", "kind"],
+)
+QUALITY_DUPLICATES = Counter("tessera_quality_duplicate_rows_total", "Redelivered quality summaries already stored")

@@ -18,6 +18,10 @@ class MonitoringSettings(CommonSettings):
     monitoring_payload_topic: str = topics.PAYLOAD_LOGS
     monitoring_drift_topic: str = topics.DRIFT_EVENTS
     monitoring_consumer_group: str = "tessera-monitoring"
+    # The evaluation service's results: online evaluations' windows become quality metrics.
+    monitoring_quality_topic: str = topics.EVAL_RESULTS
+    # Empty: `<monitoring_consumer_group>-quality`, so a test's or a bench's own group gets its own one too.
+    monitoring_quality_consumer_group: str = ""
     # Records per consumer batch: one COPY, one transaction, one profile pass each.
     monitoring_batch_size: int = 5000
     # A window is evaluated this long after the watermark passed its end (room for stragglers).

@@ -495,6 +495,7 @@ ROWS: dict[str, tuple[Callable[[World], object], Outcome]] = {
     M + "GetProfiles": (lambda w: mpb.GetProfilesRequest(monitor_id=w.monitor_id), DENIED),
     M + "ListDriftMetrics": (lambda w: mpb.ListDriftMetricsRequest(monitor_id=w.monitor_id), DENIED),
     M + "ListDriftEvents": (lambda w: mpb.ListDriftEventsRequest(monitor_id=w.monitor_id), DENIED),
+    M + "ListQualityMetrics": (lambda w: mpb.ListQualityMetricsRequest(endpoint=w.endpoint), DENIED),
 }
 
 # Health is public on every server: one row per method, checked on each service.

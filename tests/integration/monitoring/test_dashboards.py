@@ -20,6 +20,7 @@ import numpy as np
 import psycopg
 import pytest
 from psycopg import sql
+from tessera.events.v1.evaluation_pb2 import EvalResult, MetricValue
 from tessera.monitoring.v1 import monitoring_pb2 as pb
 from tessera.monitoring.v1 import monitoring_pb2_grpc
 
@@ -92,7 +93,12 @@ async def loaded_service(pg_dsn, kafka_bootstrap, tmp_path_factory):
     assert binary, "the Prometheus server is not installed: run infra/prometheus/install.sh"
     suffix = uuid.uuid4().hex[:10]
     payload_topic, drift_topic = f"test.dash.logs.{suffix}", f"test.dash.drift.{suffix}"
-    kafka_admin.ensure_topics(kafka_bootstrap, [payload_topic, payload_topic + ".dlq", drift_topic], partitions=1)
+    results_topic = f"test.dash.eval.results.{suffix}"
+    kafka_admin.ensure_topics(
+        kafka_bootstrap,
+        [payload_topic, payload_topic + ".dlq", drift_topic, results_topic, results_topic + ".dlq"],
+        partitions=1,
+    )
     schema = f"monitoring_d_{suffix}"
     settings = load(
         MonitoringSettings,
@@ -103,6 +109,7 @@ async def loaded_service(pg_dsn, kafka_bootstrap, tmp_path_factory):
         monitoring_schema=schema,
         monitoring_payload_topic=payload_topic,
         monitoring_drift_topic=drift_topic,
+        monitoring_quality_topic=results_topic,
         monitoring_consumer_group=f"test-dash-{suffix}",
         monitoring_authz="none",
         monitoring_window_grace_s=1.0,
@@ -119,7 +126,13 @@ async def loaded_service(pg_dsn, kafka_bootstrap, tmp_path_factory):
     try:
         await app.consumer.wait_assigned()
         stub = monitoring_pb2_grpc.MonitoringServiceStub(channel)
-        yield {"prometheus": f"http://127.0.0.1:{port}", "stub": stub, "producer": producer, "topic": payload_topic}
+        yield {
+            "prometheus": f"http://127.0.0.1:{port}",
+            "stub": stub,
+            "producer": producer,
+            "topic": payload_topic,
+            "results_topic": results_topic,
+        }
     finally:
         prometheus.terminate()
         prometheus.wait(timeout=30)
@@ -148,6 +161,16 @@ def serving_usage(endpoint: str) -> None:
     usage.USAGE_UNPRICED.labels(endpoint, "bob").inc()
 
 
+def online_evaluation_window(producer: EventProducer, topic: str, endpoint: str, window_start: int) -> None:
+    """What the evaluation service's online evaluation publishes for one scored window."""
+    result = EvalResult(eval_run_id="dash-run", target_endpoint=endpoint, online_evaluation_id="dash-online")
+    result.window_start.FromSeconds(window_start)
+    result.window_end.FromSeconds(window_start + WINDOW)
+    result.metrics.append(MetricValue(metric="token_f1", value=0.62, measured=45, unmeasured=0))
+    result.metrics.append(MetricValue(metric="correctness", value=0.8, measured=40, unmeasured=5))
+    producer.produce(topic, result, key=endpoint)
+
+
 async def test_every_dashboard_panel_returns_data_under_load(loaded_service):
     stub, producer, topic = loaded_service["stub"], loaded_service["producer"], loaded_service["topic"]
     endpoint, base, rng = f"dash-{uuid.uuid4().hex[:6]}", past_window_base(500), np.random.default_rng(3)
@@ -165,6 +188,7 @@ async def test_every_dashboard_panel_returns_data_under_load(loaded_service):
     times = base + np.repeat(np.arange(5), 600) * WINDOW + np.tile(np.linspace(0, WINDOW - 1, 600), 5)
     produce(producer, topic, endpoint, times, means, rng, "past")
     produce(producer, topic, endpoint, times[:100], means[:100], rng, "past")
+    online_evaluation_window(producer, loaded_service["results_topic"], endpoint, base)
     producer.produce_bytes(topic, b"not a payload log", headers=[("content-type", b"application/x-protobuf")])
     producer.flush_sync()
     await stub.ListMonitors(pb.ListMonitorsRequest(), metadata=METADATA)

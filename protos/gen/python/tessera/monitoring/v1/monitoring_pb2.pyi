@@ -281,3 +281,51 @@ class ListDriftEventsResponse(_message.Message):
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     events: _containers.RepeatedCompositeFieldContainer[_drift_pb2.DriftEvent]
     def __init__(self, events: _Optional[_Iterable[_Union[_drift_pb2.DriftEvent, _Mapping]]] = ...) -> None: ...
+
+class ListQualityMetricsRequest(_message.Message):
+    __slots__ = ("endpoint", "metric", "start_time", "end_time", "page")
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    PAGE_FIELD_NUMBER: _ClassVar[int]
+    endpoint: str
+    metric: str
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    page: _common_pb2.PageRequest
+    def __init__(self, endpoint: _Optional[str] = ..., metric: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page: _Optional[_Union[_common_pb2.PageRequest, _Mapping]] = ...) -> None: ...
+
+class QualityMetric(_message.Message):
+    __slots__ = ("endpoint", "metric", "kind", "online_evaluation_id", "eval_run_id", "window_start", "window_end", "value", "measured", "unmeasured", "coverage")
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ONLINE_EVALUATION_ID_FIELD_NUMBER: _ClassVar[int]
+    EVAL_RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_START_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_END_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_FIELD_NUMBER: _ClassVar[int]
+    UNMEASURED_FIELD_NUMBER: _ClassVar[int]
+    COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    endpoint: str
+    metric: str
+    kind: str
+    online_evaluation_id: str
+    eval_run_id: str
+    window_start: _timestamp_pb2.Timestamp
+    window_end: _timestamp_pb2.Timestamp
+    value: float
+    measured: int
+    unmeasured: int
+    coverage: float
+    def __init__(self, endpoint: _Optional[str] = ..., metric: _Optional[str] = ..., kind: _Optional[str] = ..., online_evaluation_id: _Optional[str] = ..., eval_run_id: _Optional[str] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., value: _Optional[float] = ..., measured: _Optional[int] = ..., unmeasured: _Optional[int] = ..., coverage: _Optional[float] = ...) -> None: ...
+
+class ListQualityMetricsResponse(_message.Message):
+    __slots__ = ("metrics", "page")
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_FIELD_NUMBER: _ClassVar[int]
+    metrics: _containers.RepeatedCompositeFieldContainer[QualityMetric]
+    page: _common_pb2.PageResponse
+    def __init__(self, metrics: _Optional[_Iterable[_Union[QualityMetric, _Mapping]]] = ..., page: _Optional[_Union[_common_pb2.PageResponse, _Mapping]] = ...) -> None: ...

@@ -74,6 +74,11 @@ class MonitoringServiceStub:
                 request_serializer=tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.ListDriftEventsRequest.SerializeToString,
                 response_deserializer=tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.ListDriftEventsResponse.FromString,
                 _registered_method=True)
+        self.ListQualityMetrics = channel.unary_unary(
+                '/tessera.monitoring.v1.MonitoringService/ListQualityMetrics',
+                request_serializer=tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.ListQualityMetricsRequest.SerializeToString,
+                response_deserializer=tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.ListQualityMetricsResponse.FromString,
+                _registered_method=True)
 
 
 class MonitoringServiceServicer:
@@ -131,6 +136,15 @@ class MonitoringServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListQualityMetrics(self, request, context):
+        """Quality metrics the evaluation service published on `tessera.eval.results`: online
+        evaluations' windows and eval runs' summaries of one endpoint, newest window first, paged.
+        Needs SELECT on the endpoint (as its inference table).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MonitoringServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -173,6 +187,11 @@ def add_MonitoringServiceServicer_to_server(servicer, server):
                     servicer.ListDriftEvents,
                     request_deserializer=tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.ListDriftEventsRequest.FromString,
                     response_serializer=tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.ListDriftEventsResponse.SerializeToString,
+            ),
+            'ListQualityMetrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListQualityMetrics,
+                    request_deserializer=tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.ListQualityMetricsRequest.FromString,
+                    response_serializer=tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.ListQualityMetricsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -391,6 +410,33 @@ class MonitoringService:
             '/tessera.monitoring.v1.MonitoringService/ListDriftEvents',
             tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.ListDriftEventsRequest.SerializeToString,
             tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.ListDriftEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListQualityMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.monitoring.v1.MonitoringService/ListQualityMetrics',
+            tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.ListQualityMetricsRequest.SerializeToString,
+            tessera_dot_monitoring_dot_v1_dot_monitoring__pb2.ListQualityMetricsResponse.FromString,
             options,
             channel_credentials,
             insecure,
