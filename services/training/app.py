@@ -85,7 +85,8 @@ class TrainingApp:
             self.privileges.on_registry_event(record.value)
 
     async def stop(self) -> None:
-        TRAINING_METRICS.detach()
+        if self.core is not None:
+            TRAINING_METRICS.detach(self.core.metrics_snapshot)
         if self.server is not None:
             await self.server.stop(self.settings.shutdown_grace_s)
         if self._consumer is not None:

@@ -43,8 +43,10 @@ class TrainingMetrics(Collector):
         """`read` runs on the calling thread's event loop (the API's: its database pool lives there)."""
         self._source = (asyncio.get_running_loop(), threading.get_ident(), read, timeout_s)
 
-    def detach(self) -> None:
-        self._source = None
+    def detach(self, read: Callable[[], Awaitable[dict]]) -> None:
+        """Stop reading through `read` (another app in the same process may have attached since)."""
+        if self._source is not None and self._source[2] == read:
+            self._source = None
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         return iter(self._families({}))
