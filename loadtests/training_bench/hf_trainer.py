@@ -36,9 +36,11 @@ class StepTimer(TrainerCallback):
 
     def __init__(self) -> None:
         self.ends: list[float] = []
+        self.cpu: list[float] = []
 
     def on_step_end(self, args, state, control, **kwargs):
         self.ends.append(time.perf_counter())
+        self.cpu.append(time.process_time())
 
 
 def main() -> None:
@@ -93,6 +95,7 @@ def main() -> None:
         json.dumps(
             {
                 "tokens_per_s": sum(tokens[1 : len(timer.ends)]) / max(timer.ends[-1] - timer.ends[0], 1e-9),
+                "tokens_per_cpu_s": sum(tokens[1 : len(timer.cpu)]) / max(timer.cpu[-1] - timer.cpu[0], 1e-9),
                 "steps": len(timer.ends),
                 "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             }

@@ -19,6 +19,7 @@ from services.common.registry_privileges import RegistryPrivileges
 from services.training.core import TrainingCore
 from services.training.grpc_api import SERVICE_NAME, InferenceTableReader, TrainingServicer
 from services.training.kafka_api import JobQueue
+from services.training.metrics import TRAINING_METRICS
 from services.training.registry_client import TrainingRegistry
 from services.training.settings import TrainingSettings
 from services.training.store import TrainingStore
@@ -43,12 +44,13 @@ class TrainingApp:
         self._consumer: ConsumerLoop | None = None
         self._tasks: list[asyncio.Task] = []
         self.port = 0
+        self.metrics_port = 0
 
     async def start(self) -> None:
         s = self.settings
         telemetry.setup_tracing(s.service_name, s.otlp_endpoint)
         if self.serve_metrics:
-            telemetry.start_metrics_server(s.metrics_port, s.host)
+            self.metrics_port = telemetry.start_metrics_server(s.metrics_port, s.host)
         self.db = await Database(s.resolved_pg_dsn(), s.training_schema).open()
         await migrate(self.db, MIGRATIONS)
         self.producer = EventProducer(s.kafka_bootstrap, client_id=s.service_name)
@@ -68,6 +70,8 @@ class TrainingApp:
             **{"auto.offset.reset": "latest"},
         )
         self._tasks.append(asyncio.create_task(self._consumer.run()))
+        # Workers have no port: their jobs' figures reach PostgreSQL, and this process exports them.
+        TRAINING_METRICS.attach(self.core.metrics_snapshot, s.training_metrics_read_timeout_s)
         self.server = TesseraServer(s)
         self.server.add(
             training_pb2_grpc.add_TrainingServiceServicer_to_server,
@@ -81,6 +85,8 @@ class TrainingApp:
             self.privileges.on_registry_event(record.value)
 
     async def stop(self) -> None:
+        if self.core is not None:
+            TRAINING_METRICS.detach(self.core.metrics_snapshot)
         if self.server is not None:
             await self.server.stop(self.settings.shutdown_grace_s)
         if self._consumer is not None:

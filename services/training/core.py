@@ -426,6 +426,13 @@ class TrainingCore:
                     return
                 await asyncio.sleep(poll_s)
 
+    async def metrics_snapshot(self) -> dict:
+        """Jobs by state and the latest figures of running and recently ended jobs (for a Prometheus scrape)."""
+        s = self.settings
+        states = await self.store.jobs_by_state()
+        jobs = await self.store.job_figures(s.training_metrics_recent_s, s.training_metrics_max_jobs)
+        return {"states": states, "jobs": jobs}
+
 
 def inference_row(record, fmt: str) -> dict | None:
     """One logged request as a chat row (its conversation and the answer) or an evaluation row."""

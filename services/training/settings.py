@@ -45,6 +45,11 @@ class TrainingSettings(CommonSettings):
     # Sustained FLOP/s per process the time estimate assumes (CPU default; set it for GPUs).
     training_assumed_flops: float = 2e10
     training_log_every_s: float = 5.0
+    # The metrics endpoint exports running jobs and those that ended this long ago, at most this many
+    # (newest first), reading PostgreSQL on each scrape within the timeout.
+    training_metrics_recent_s: float = 900.0
+    training_metrics_max_jobs: int = 100
+    training_metrics_read_timeout_s: float = 5.0
     # A worker has no gRPC port: it touches this file every training_heartbeat_s while its loop runs, and
     # its container health check calls it alive while the file is fresh (empty: <root>/worker.alive).
     # Keep it off a volume other workers share, or one live worker hides a dead one.

@@ -202,6 +202,25 @@ class TrainingStore:
         )
         return _job(row) if row else None
 
+    async def jobs_by_state(self) -> dict[str, int]:
+        rows = await self._all("SELECT state, count(*) AS n FROM jobs GROUP BY state", ())
+        return {r["state"]: r["n"] for r in rows}
+
+    async def job_figures(self, recent_s: float, limit: int) -> list[dict]:
+        """Running jobs and those that ended in the last `recent_s` (newest first, at most `limit`), each with
+        its latest PROGRESS and CHECKPOINT event bodies (the figures its worker reported)."""
+        return await self._all(
+            "SELECT j.job_id, j.state, j.spec->>'register_to' AS model, j.step, j.total_steps, j.checkpoint_step,"
+            " (SELECT body FROM job_events e WHERE e.job_id = j.job_id AND e.type = 'PROGRESS'"
+            "   ORDER BY e.seq DESC LIMIT 1) AS progress,"
+            " (SELECT body FROM job_events e WHERE e.job_id = j.job_id AND e.type = 'CHECKPOINT'"
+            "   ORDER BY e.seq DESC LIMIT 1) AS checkpoint"
+            " FROM jobs j WHERE j.state = 'RUNNING'"
+            "   OR (j.state <> 'QUEUED' AND j.updated_at > now() - make_interval(secs => %s))"
+            " ORDER BY j.updated_at DESC LIMIT %s",
+            (recent_s, limit),
+        )
+
     async def add_event(self, event: JobEvent) -> JobEvent:
         body = {
             "step": event.step,

@@ -342,6 +342,7 @@ def run(plan: Plan) -> int:
             tokens=tokens,
             seconds=elapsed,
             at=time.perf_counter(),
+            cpu_s=time.process_time(),
         )
         if (step % plan.checkpoint_every == 0 or stop["cancel"]) and step < steps:
             if rank == 0:

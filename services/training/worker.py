@@ -444,7 +444,16 @@ class _Relay:
                 raise JobLost()
             uri = f"runs:/{job.run_id}/checkpoints/{Path(path).name}"
             self.uploads.append(asyncio.create_task(self._upload(Path(path))))
-            await w._event(job, "CHECKPOINT", step=step, checkpoint_uri=uri, run_id=job.run_id)
+            seconds = float(line.get("seconds", 0.0))
+            self.pending.append(("checkpoint_seconds", seconds, step, int(time.time() * 1000)))
+            await w._event(
+                job,
+                "CHECKPOINT",
+                step=step,
+                checkpoint_uri=uri,
+                run_id=job.run_id,
+                metrics={"checkpoint_seconds": seconds},
+            )
 
     async def _upload(self, path: Path) -> None:
         staging = path.parent / f".upload-{path.stem}"

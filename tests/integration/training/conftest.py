@@ -35,7 +35,8 @@ async def stack(kafka_bootstrap: str, pg_dsn: str):
         load(
             RegistrySettings,
             grpc_port=0,
-            registry_http_port=-1,
+            # The MLflow REST API, for the stock mlflow client reading jobs' runs.
+            registry_http_port=0,
             kafka_bootstrap=kafka_bootstrap,
             pg_dsn=pg_dsn,
             auth_tokens=TOKENS,
@@ -102,8 +103,8 @@ async def stack(kafka_bootstrap: str, pg_dsn: str):
         "TESSERA_TRAINING_THREADS": "1",
         "TESSERA_TRAINING_LOG_EVERY_S": "2",
     }
-    settings = load(TrainingSettings, environ=env, grpc_port=0)
-    training = TrainingApp(settings, serve_metrics=False, registry_events_topic=topics["registry"])
+    settings = load(TrainingSettings, environ=env, grpc_port=0, metrics_port=0)
+    training = TrainingApp(settings, registry_events_topic=topics["registry"])
     await training.start()
     worker_env = {
         **os.environ,
@@ -127,6 +128,8 @@ async def stack(kafka_bootstrap: str, pg_dsn: str):
         payload_topic=topics["payloads"],
         kafka_bootstrap=kafka_bootstrap,
         monitoring_address=f"127.0.0.1:{monitoring.port}",
+        registry_http_url=f"http://127.0.0.1:{registry.http_port}",
+        training_metrics_url=f"http://127.0.0.1:{training.metrics_port}/metrics",
     )
     workers.stop_all()
     await channel.close()

@@ -72,6 +72,8 @@ class Stack:
     payload_topic: str
     kafka_bootstrap: str
     monitoring_address: str
+    registry_http_url: str
+    training_metrics_url: str
 
     @property
     def training(self) -> training_pb2_grpc.TrainingServiceStub:
