@@ -55,6 +55,7 @@ from services.common.errors import (
     PermissionDenied,
     TesseraError,
 )
+from services.common.names import object_name
 from services.common.paging import Page, decode_token, encode_token, page_size
 from services.common.registry_privileges import RegistryPrivileges
 from services.evaluation import metrics as m
@@ -103,8 +104,6 @@ ONLINE_WINDOWS = Counter("tessera_eval_online_windows_total", "Online evaluation
 SERVICE_VERSION = "1"
 CONFIDENCE = 0.95
 DEFAULT_EXPERIMENT_PREFIX = "/tessera/evaluations/"
-_PART = re.compile(r"[a-z][a-z0-9_]{0,62}")
-_NAME_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,127}")
 _VERSION = re.compile(r"[0-9a-f]{64}")
 _ENDPOINT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,63}")
@@ -117,18 +116,6 @@ _PASS_FAIL_METRICS = frozenset(
 _JUDGE_MAX_TOKENS = 256
 _TRUE_LABELS = {"true", "pass", "good", "yes", "1", "correct"}
 _FALSE_LABELS = {"false", "fail", "bad", "no", "0", "incorrect"}
-
-
-def dataset_name(full_name: str, what: str = "dataset") -> tuple[str, str, str]:
-    parts = (full_name or "").split(".")
-    if (
-        len(parts) != 3
-        or not _PART.fullmatch(parts[0])
-        or not _PART.fullmatch(parts[1])
-        or not _NAME_PART.fullmatch(parts[2])
-    ):
-        raise InvalidArgument(f"invalid {what} name {full_name[:80]!r}: expected 'catalog.schema.name'", field=what)
-    return parts[0], parts[1], parts[2]
 
 
 def check_endpoint(name: str, field: str) -> str:
@@ -261,6 +248,20 @@ def deterministic_value(metric: str, answer: str, parts: dict[str, Any], retriev
     if value is None:
         return MetricValue(metric, None, unmeasured_reason="no relevant document to rank")
     return MetricValue(metric, float(value))
+
+
+def summary_values(summaries, empty_reason: str) -> tuple[MetricValue, ...]:
+    """A summary record's metrics: each metric's mean (its interval's estimate) with its counts."""
+    return tuple(
+        MetricValue(
+            s.metric,
+            s.interval.estimate if s.interval else None,
+            measured=s.measured,
+            unmeasured=s.unmeasured,
+            unmeasured_reason="" if s.interval else empty_reason,
+        )
+        for s in summaries
+    )
 
 
 def judge_fields(metric: str, answer: str, parts: dict[str, Any]) -> dict[str, str] | str:
@@ -422,7 +423,7 @@ class EvaluationCore:
         s = self.settings
         if spec.eval_run_id and not _RUN_ID.fullmatch(spec.eval_run_id):
             raise InvalidArgument("eval_run_id must be 1-64 letters, digits, _ or -", field="eval_run_id")
-        dataset_name(spec.dataset)
+        object_name(spec.dataset, "dataset")
         if spec.dataset_version and not _VERSION.fullmatch(spec.dataset_version):
             raise InvalidArgument("dataset_version must be a dataset version (sha256 hex)", field="dataset_version")
         check_endpoint(spec.target_endpoint, "target_endpoint")
@@ -559,7 +560,7 @@ class EvaluationCore:
 
     async def list_runs(self, principal: Principal, dataset: str, target: str, size: int, token: str) -> Page[Run]:
         if dataset:
-            dataset_name(dataset)
+            object_name(dataset, "dataset")
         if target:
             check_endpoint(target, "target_endpoint")
         size = page_size(size)
@@ -862,16 +863,7 @@ class EvaluationCore:
         record = RowResult(
             eval_run_id=spec.eval_run_id,
             example_id="",
-            metrics=tuple(
-                MetricValue(
-                    s.metric,
-                    s.interval.estimate if s.interval else None,
-                    measured=s.measured,
-                    unmeasured=s.unmeasured,
-                    unmeasured_reason="" if s.interval else "nothing measured",
-                )
-                for s in summaries
-            ),
+            metrics=summary_values(summaries, "nothing measured"),
             latency_ms=summary["latency"].get("p50_ms", 0.0),
             prompt_tokens=summary["prompt_tokens"],
             completion_tokens=summary["completion_tokens"],
@@ -932,7 +924,7 @@ class EvaluationCore:
     ) -> tuple[str, str]:
         """The MLflow-compatible run: metrics, params, the table artifact and the manifest; lineage to it."""
         spec = run.spec
-        catalog, schema, _ = dataset_name(spec.dataset)
+        catalog, schema, _ = object_name(spec.dataset, "dataset")
         experiment_id = await self.registry.experiment_id(spec.experiment, f"{catalog}.{schema}", run.created_by)
         tags = {
             "tessera.eval_run_id": spec.eval_run_id,
@@ -1190,7 +1182,7 @@ class EvaluationCore:
         """An evaluation-format version from an endpoint's labels: request (from the inference table),
         expected_response, guidelines and the human label."""
         check_endpoint(endpoint, "endpoint")
-        dataset_name(dataset)
+        object_name(dataset, "dataset")
         await self.privileges.require(principal, "ENDPOINT", endpoint, "SELECT")
         labels: list[Assessment] = []
         after = None
@@ -1401,16 +1393,7 @@ class EvaluationCore:
         window_summary = RowResult(
             eval_run_id="",
             example_id="",
-            metrics=tuple(
-                MetricValue(
-                    s.metric,
-                    s.interval.estimate if s.interval else None,
-                    measured=s.measured,
-                    unmeasured=s.unmeasured,
-                    unmeasured_reason="" if s.interval else "nothing measured in this window",
-                )
-                for s in summaries
-            ),
+            metrics=summary_values(summaries, "nothing measured in this window"),
             status="OK",
             at=end,
             target_endpoint=o.endpoint,

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from services.common.auth import Principal
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.names import object_name
 from services.common.paging import Page, decode_token, encode_token, page_size
 from services.common.registry_privileges import RegistryPrivileges
 from services.training import dataset_rows
@@ -44,24 +45,9 @@ from services.training.settings import TrainingSettings
 from services.training.store import TrainingStore
 
 _log = logging.getLogger(__name__)
-_PART = re.compile(r"[a-z][a-z0-9_]{0,62}")
-_NAME_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,127}")
 _VERSION = re.compile(r"[0-9a-f]{64}")
 _ALIAS = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,255}")
 _LORA_TARGET = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,63}")
-
-
-def object_name(full_name: str, what: str) -> tuple[str, str, str]:
-    """`catalog.schema.name` as the registry spells it; INVALID_ARGUMENT otherwise."""
-    parts = (full_name or "").split(".")
-    if (
-        len(parts) != 3
-        or not _PART.fullmatch(parts[0])
-        or not _PART.fullmatch(parts[1])
-        or not _NAME_PART.fullmatch(parts[2])
-    ):
-        raise InvalidArgument(f"invalid {what} name {full_name[:80]!r}: expected 'catalog.schema.name'", field=what)
-    return parts[0], parts[1], parts[2]
 
 
 class TrainingCore:

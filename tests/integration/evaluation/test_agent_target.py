@@ -8,24 +8,24 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import grpc
-import psycopg
 import pytest
 from google.protobuf import json_format
-from psycopg import sql
 from tessera.evaluation.v1 import evaluation_pb2 as pb
 from tessera.monitoring.v1 import monitoring_pb2 as mpb
 from tessera.monitoring.v1 import monitoring_pb2_grpc
 from tessera.registry.v1 import registry_pb2 as rpb
 from tessera.retrieval.v1 import retrieval_pb2_grpc
 
-from services.common import kafka_admin
 from services.common.auth import bearer
-from services.common.config import load
 from services.evaluation import metrics
-from services.fixtures.agents import RUNBOOKS, agent_spec, create_agent_endpoint, create_corpus_index, register_agent
-from services.retrieval.app import RetrievalApp
-from services.retrieval.settings import RetrievalSettings
-from services.serving.agents import RetrievalClient
+from services.fixtures.agents import (
+    RUNBOOKS,
+    agent_spec,
+    create_agent_endpoint,
+    create_corpus_index,
+    register_agent,
+    retrieval_for_agents,
+)
 from tests.integration.evaluation.stack import ALICE, SERVICE, TOKENS, Stack
 
 pytestmark = pytest.mark.integration
@@ -42,32 +42,15 @@ ROWS = [
 async def agent_endpoint(stack: Stack, pg_dsn: str, kafka_bootstrap: str):
     """Retrieval (in-process) with the runbooks, an agent version over it and the tiny Llama, its endpoint."""
     u = uuid.uuid4().hex[:8]
-    sync_topic = f"test.evalagent.sync.{u}"
-    kafka_admin.ensure_topics(kafka_bootstrap, [sync_topic, sync_topic + ".dlq"], partitions=1)
-    schema = f"retrieval_evalagent_{u}"
-    retrieval = RetrievalApp(
-        load(
-            RetrievalSettings,
-            pg_dsn=pg_dsn,
-            kafka_bootstrap=kafka_bootstrap,
-            grpc_port=0,
-            retrieval_schema=schema,
-            retrieval_sync_topic=sync_topic,
-            retrieval_sync_group=f"test-evalagent-{u}",
-            auth_tokens=TOKENS,
-            service_token=SERVICE,
-            registry_address=stack.registry_address,
-            retrieval_registry_events_topic=stack.registry_topic,
-        ),
-        serve_metrics=False,
-    )
-    await retrieval.start()
-    address = f"127.0.0.1:{retrieval.port}"
-    agents = stack.serving_app.agents
-    started_with = agents.retrieval
-    agents.retrieval = RetrievalClient(address, timeout_s=60)
-    channel = grpc.aio.insecure_channel(address)
-    try:
+    async with retrieval_for_agents(
+        stack.serving_app.agents,
+        pg_dsn=pg_dsn,
+        kafka_bootstrap=kafka_bootstrap,
+        auth_tokens=TOKENS,
+        service_token=SERVICE,
+        registry_address=stack.registry_address,
+        registry_events_topic=stack.registry_topic,
+    ) as (_, channel):
         docs = f"{stack.catalog}.docs_{u}"
         await stack.registry.CreateSchema(
             rpb.CreateSchemaRequest(catalog_name=stack.catalog, name=f"docs_{u}"), metadata=stack.admin.md
@@ -82,13 +65,6 @@ async def agent_endpoint(stack: Stack, pg_dsn: str, kafka_bootstrap: str):
         created = await create_agent_endpoint(stack.serving, ALICE, endpoint, model, version)
         assert created.state == "READY", created.state_reason
         yield endpoint
-    finally:
-        await agents.retrieval.close()
-        agents.retrieval = started_with
-        await channel.close()
-        await retrieval.stop()
-        with psycopg.connect(pg_dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 def strings(value) -> list[str]:

@@ -17,32 +17,28 @@ from dataclasses import dataclass
 
 import grpc
 import openai
-import psycopg
 import pytest
 from google.protobuf import json_format
 from inference import grpc_service_pb2 as oip
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from psycopg import sql
 from tessera.events.v1 import serving_pb2 as events_pb
 from tessera.registry.v1 import registry_pb2 as rpb
 from tessera.retrieval.v1 import retrieval_pb2 as qpb
 from tessera.retrieval.v1 import retrieval_pb2_grpc
 from tessera.serving.v1 import serving_pb2 as pb
 
-from services.common import kafka_admin
 from services.common.auth import bearer
-from services.common.config import load
 from services.fixtures.agents import (
     RUNBOOKS,
     agent_spec,
     create_agent_endpoint,
     create_corpus_index,
     register_agent,
+    retrieval_for_agents,
 )
 from services.retrieval.app import RetrievalApp
-from services.retrieval.settings import RetrievalSettings
 from services.serving.agents import RetrievalClient
 from tests.integration.serving.conftest import ALICE, BOB, SERVICE, TOKENS, Mesh
 from tests.polling import eventually
@@ -75,58 +71,36 @@ class AgentWorld:
 @pytest.fixture(scope="module")
 async def world(mesh: Mesh, pg_dsn: str, kafka_bootstrap: str):
     suffix = uuid.uuid4().hex[:8]
-    sync_topic = f"test.agents.sync.{suffix}"
-    kafka_admin.ensure_topics(kafka_bootstrap, [sync_topic, sync_topic + ".dlq"], partitions=1)
-    schema = f"retrieval_agents_{suffix}"
-    retrieval = RetrievalApp(
-        load(
-            RetrievalSettings,
-            pg_dsn=pg_dsn,
-            kafka_bootstrap=kafka_bootstrap,
-            grpc_port=0,
-            retrieval_schema=schema,
-            retrieval_sync_topic=sync_topic,
-            retrieval_sync_group=f"test-agents-{suffix}",
-            auth_tokens=TOKENS,
-            service_token=SERVICE,
-            registry_address=mesh.registry_address,
-            retrieval_registry_events_topic=mesh.registry_topic,
-        ),
-        serve_metrics=False,
-    )
-    await retrieval.start()
-    address = f"127.0.0.1:{retrieval.port}"
-    # The session's serving process started before this retrieval service: point its agents here.
-    started_with = mesh.serving.agents.retrieval
-    mesh.serving.agents.retrieval = RetrievalClient(address, timeout_s=60)
-    channel = grpc.aio.insecure_channel(address)
-    stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
-
-    catalog = mesh.llm_model.split(".")[0]
-    await mesh.registry.stub.CreateSchema(
-        rpb.CreateSchemaRequest(catalog_name=catalog, name="docs"), metadata=mesh.registry.md
-    )
-    docs_schema = f"{catalog}.docs"
-    # alice may build and read the index; bob may reach the catalog (conftest) but not this schema.
-    await mesh.registry.grant(
-        rpb.SECURABLE_TYPE_SCHEMA, docs_schema, "alice", [rpb.PRIVILEGE_USE_SCHEMA, rpb.PRIVILEGE_MODIFY]
-    )
-    index = f"{docs_schema}.runbooks"
-    await create_corpus_index(stub, ALICE, index, RUNBOOKS)
-    agent_model = f"{catalog}.models.runbook_agent"
-    version = await register_agent(mesh.registry, agent_model, agent_spec(mesh.llm_endpoint, index, k=K))
-    await mesh.registry.grant(rpb.SECURABLE_TYPE_REGISTERED_MODEL, agent_model, "alice", [rpb.PRIVILEGE_EXECUTE])
-    endpoint = f"agent-{suffix}"
-    created = await create_agent_endpoint(mesh.serving_stub(), ALICE, endpoint, agent_model, version)
-    assert created.state == "READY", created.state_reason
-    assert created.status[0].runtime == "agent"
-    yield AgentWorld(retrieval, stub, catalog, index, agent_model, version, endpoint)
-    await mesh.serving.agents.retrieval.close()
-    mesh.serving.agents.retrieval = started_with
-    await channel.close()
-    await retrieval.stop()
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+    # The session's serving process started before this retrieval service: its agents are pointed here.
+    async with retrieval_for_agents(
+        mesh.serving.agents,
+        pg_dsn=pg_dsn,
+        kafka_bootstrap=kafka_bootstrap,
+        auth_tokens=TOKENS,
+        service_token=SERVICE,
+        registry_address=mesh.registry_address,
+        registry_events_topic=mesh.registry_topic,
+    ) as (retrieval, channel):
+        stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
+        catalog = mesh.llm_model.split(".")[0]
+        await mesh.registry.stub.CreateSchema(
+            rpb.CreateSchemaRequest(catalog_name=catalog, name="docs"), metadata=mesh.registry.md
+        )
+        docs_schema = f"{catalog}.docs"
+        # alice may build and read the index; bob may reach the catalog (conftest) but not this schema.
+        await mesh.registry.grant(
+            rpb.SECURABLE_TYPE_SCHEMA, docs_schema, "alice", [rpb.PRIVILEGE_USE_SCHEMA, rpb.PRIVILEGE_MODIFY]
+        )
+        index = f"{docs_schema}.runbooks"
+        await create_corpus_index(stub, ALICE, index, RUNBOOKS)
+        agent_model = f"{catalog}.models.runbook_agent"
+        version = await register_agent(mesh.registry, agent_model, agent_spec(mesh.llm_endpoint, index, k=K))
+        await mesh.registry.grant(rpb.SECURABLE_TYPE_REGISTERED_MODEL, agent_model, "alice", [rpb.PRIVILEGE_EXECUTE])
+        endpoint = f"agent-{suffix}"
+        created = await create_agent_endpoint(mesh.serving_stub(), ALICE, endpoint, agent_model, version)
+        assert created.state == "READY", created.state_reason
+        assert created.status[0].runtime == "agent"
+        yield AgentWorld(retrieval, stub, catalog, index, agent_model, version, endpoint)
 
 
 def _bytes_tensor(raw: bytes) -> list[str]:
