@@ -287,7 +287,16 @@ async def test_the_caller_needs_the_index_grant_and_execute_on_the_llm_endpoint(
     assert not failed.get("outputs", {}).get("text")
 
     # The same caller with EXECUTE on the LLM endpoint gets the answer: the agent adds no rights of its own.
+    # (The session's LLM endpoint is shared: the grant is taken back after, for the tests that refuse bob.)
     await mesh.registry.grant(rpb.SECURABLE_TYPE_ENDPOINT, mesh.llm_endpoint, "bob", [rpb.PRIVILEGE_EXECUTE])
+    try:
+        answer = await eventually(_bob_answered(stub, world), timeout=90)
+    finally:
+        await mesh.registry.revoke(rpb.SECURABLE_TYPE_ENDPOINT, mesh.llm_endpoint, "bob", [rpb.PRIVILEGE_EXECUTE])
+    assert answer is not None and [c.id for c in answer.citations] == await world.expected_ids(token=BOB)
+
+
+def _bob_answered(stub, world: AgentWorld):
 
     async def bob_answered():
         try:
@@ -301,8 +310,7 @@ async def test_the_caller_needs_the_index_grant_and_execute_on_the_llm_endpoint(
                 raise
             return None
 
-    answer = await eventually(bob_answered, timeout=90)
-    assert answer is not None and [c.id for c in answer.citations] == await world.expected_ids(token=BOB)
+    return bob_answered
 
 
 async def _refusal(ask, rid: str) -> grpc.aio.AioRpcError | None:
