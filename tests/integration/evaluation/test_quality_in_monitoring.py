@@ -23,10 +23,7 @@ from services.common.auth import bearer
 from services.common.config import load
 from services.monitoring.app import MonitoringApp
 from services.monitoring.settings import MonitoringSettings
-
-pytest.importorskip("vllm", reason="vLLM is not installed: run `bash infra/vllm/install.sh`")
-
-from tests.integration.evaluation.stack import ALICE, start_stack, work_dir  # noqa: E402
+from tests.integration.evaluation.stack import ALICE, Stack
 
 pytestmark = pytest.mark.integration
 
@@ -34,45 +31,44 @@ TOKEN = "quality-online-token"
 
 
 @pytest.fixture(scope="module")
-async def platform(kafka_bootstrap, pg_dsn):
+async def platform(stack: Stack, kafka_bootstrap, pg_dsn):
     """The evaluation tests' platform, plus a monitoring service whose quality consumer reads the
-    evaluation service's results topic (the platform's own monitoring reads payload logs)."""
-    async for stack in start_stack(kafka_bootstrap, pg_dsn, work_dir()):
-        suffix = uuid.uuid4().hex[:8]
-        payload_topic = f"test.quality.online.logs.{suffix}"
-        kafka_admin.ensure_topics(
-            kafka_bootstrap,
-            [payload_topic, payload_topic + ".dlq", f"test.quality.online.drift.{suffix}"],
-            partitions=1,
-        )
-        schema = f"monitoring_qo_{suffix}"
-        quality = MonitoringApp(
-            load(
-                MonitoringSettings,
-                pg_dsn=pg_dsn,
-                kafka_bootstrap=kafka_bootstrap,
-                grpc_port=0,
-                monitoring_schema=schema,
-                monitoring_payload_topic=payload_topic,
-                monitoring_drift_topic=f"test.quality.online.drift.{suffix}",
-                monitoring_quality_topic=stack.results_topic,
-                monitoring_consumer_group=f"test-quality-online-{suffix}",
-                auth_tokens=f"{TOKEN}=alice",
-                monitoring_authz="none",
-                monitoring_retention_days=0,
-            ),
-            serve_metrics=False,
-        )
-        await quality.start()
-        await quality.quality_consumer.wait_assigned()
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{quality.port}")
-        try:
-            yield stack, monitoring_pb2_grpc.MonitoringServiceStub(channel)
-        finally:
-            await channel.close()
-            await quality.stop()
-            with psycopg.connect(pg_dsn, autocommit=True) as conn:
-                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+    evaluation service's results topic (the session's platform, whose own monitoring reads payload logs)."""
+    suffix = uuid.uuid4().hex[:8]
+    payload_topic = f"test.quality.online.logs.{suffix}"
+    kafka_admin.ensure_topics(
+        kafka_bootstrap,
+        [payload_topic, payload_topic + ".dlq", f"test.quality.online.drift.{suffix}"],
+        partitions=1,
+    )
+    schema = f"monitoring_qo_{suffix}"
+    quality = MonitoringApp(
+        load(
+            MonitoringSettings,
+            pg_dsn=pg_dsn,
+            kafka_bootstrap=kafka_bootstrap,
+            grpc_port=0,
+            monitoring_schema=schema,
+            monitoring_payload_topic=payload_topic,
+            monitoring_drift_topic=f"test.quality.online.drift.{suffix}",
+            monitoring_quality_topic=stack.results_topic,
+            monitoring_consumer_group=f"test-quality-online-{suffix}",
+            auth_tokens=f"{TOKEN}=alice",
+            monitoring_authz="none",
+            monitoring_retention_days=0,
+        ),
+        serve_metrics=False,
+    )
+    await quality.start()
+    await quality.quality_consumer.wait_assigned()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{quality.port}")
+    try:
+        yield stack, monitoring_pb2_grpc.MonitoringServiceStub(channel)
+    finally:
+        await channel.close()
+        await quality.stop()
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 async def test_an_online_evaluation_window_appears_in_monitoring(platform):
