@@ -34,7 +34,8 @@ async def stored_ids(stub, endpoint: str) -> list[str]:
 def dead_letter_reasons(bootstrap: str, topic: str, expected: int) -> list[str]:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex, "auto.offset.reset": "earliest"})
     consumer.subscribe([topic + ".dlq"])
-    reasons, deadline = [], time.monotonic() + 30
+    # A new group's first assignment and fetch can take many seconds on a loaded broker.
+    reasons, deadline = [], time.monotonic() + 90
     while len(reasons) < expected and time.monotonic() < deadline:
         message = consumer.poll(0.5)
         if message is not None and not message.error():

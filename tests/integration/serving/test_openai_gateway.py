@@ -153,16 +153,20 @@ async def test_embeddings_from_an_llm_endpoint_and_chat_on_an_embedding_endpoint
 async def test_a_caller_without_execute_is_403_on_embeddings_and_guided_chat(
     mesh: Mesh, embedding_endpoint: str
 ) -> None:
+    # SELECT makes both endpoints visible to bob (403, not 404); the session's LLM endpoint is shared,
+    # so its grant is taken back after, for the tests that rely on bob not seeing it.
     await mesh.registry.grant(rpb.SECURABLE_TYPE_ENDPOINT, embedding_endpoint, "bob", [rpb.PRIVILEGE_SELECT])
     await mesh.registry.grant(rpb.SECURABLE_TYPE_ENDPOINT, mesh.llm_endpoint, "bob", [rpb.PRIVILEGE_SELECT])
     bob = client(mesh, BOB)
-
-    with pytest.raises(openai.PermissionDeniedError) as embedding:
-        await bob.embeddings.create(model=embedding_endpoint, input=TEXTS)
-    with pytest.raises(openai.PermissionDeniedError) as guided:
-        await bob.chat.completions.create(
-            model=mesh.llm_endpoint, messages=MESSAGES, tools=TOOLS, tool_choice="required", max_tokens=MAX_TOKENS
-        )
+    try:
+        with pytest.raises(openai.PermissionDeniedError) as embedding:
+            await bob.embeddings.create(model=embedding_endpoint, input=TEXTS)
+        with pytest.raises(openai.PermissionDeniedError) as guided:
+            await bob.chat.completions.create(
+                model=mesh.llm_endpoint, messages=MESSAGES, tools=TOOLS, tool_choice="required", max_tokens=MAX_TOKENS
+            )
+    finally:
+        await mesh.registry.revoke(rpb.SECURABLE_TYPE_ENDPOINT, mesh.llm_endpoint, "bob", [rpb.PRIVILEGE_SELECT])
 
     assert embedding.value.status_code == guided.value.status_code == 403
 
