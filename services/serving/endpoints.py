@@ -33,7 +33,7 @@ from services.serving.entities import (
     is_valid_endpoint_name,
 )
 from services.serving.external import ExternalProviders
-from services.serving.model_pool import ModelPool
+from services.serving.model_pool import LoadedModel, ModelPool
 from services.serving.store import EndpointStore
 
 _log = logging.getLogger(__name__)
@@ -257,6 +257,10 @@ class EndpointControl:
 
     def loaded_models(self) -> int:
         return self._pool.loaded()
+
+    def loaded(self) -> list[LoadedModel]:
+        """The loaded models (engines and adapters), for status and tests."""
+        return self._pool.models()
 
     # -- alias moves (registry events) -----------------------------------------
 

@@ -198,6 +198,10 @@ class ModelPool:
     def loaded(self) -> int:
         return len(self._models)
 
+    def models(self) -> list[LoadedModel]:
+        """What is loaded now: engines (one per version and engine settings) and the adapters on them."""
+        return list(self._models.values())
+
     async def release(self, model: LoadedModel, user: str) -> None:
         """Drop `user`'s hold; the last one out unloads the version after its requests drained."""
         key = model.key
