@@ -213,39 +213,3 @@ async def test_execute_on_the_adapter_and_on_its_base_is_needed(mesh: Mesh) -> N
         return error if mesh.llm_model in error.details() else None
 
     assert await eventually(refused_for_the_base, timeout=60), "bob was not refused for lacking EXECUTE on the base"
-
-
-@pytest.mark.parametrize(
-    "engine",
-    [
-        pb.EngineSettings(max_num_seqs=1_000_000),
-        pb.EngineSettings(max_model_len=10**9),
-        pb.EngineSettings(kv_cache_mib=0),
-        pb.EngineSettings(max_loras=1000),
-        pb.EngineSettings(max_lora_rank=7),
-    ],
-)
-async def test_engine_settings_beyond_the_operators_bounds_are_invalid(mesh: Mesh, engine: pb.EngineSettings) -> None:
-    request = create(f"bounds-{uuid.uuid4().hex[:8]}", mesh.llm_model, engine)
-
-    error = await error_of(mesh.serving_stub().CreateEndpoint(request, metadata=bearer(ALICE)))
-
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "engine." in error.details()
-
-
-async def test_engine_settings_on_a_tensor_model_fail_its_route(mesh: Mesh) -> None:
-    endpoint = f"tab-engine-{uuid.uuid4().hex[:8]}"
-    request = pb.CreateEndpointRequest(
-        name=endpoint,
-        served_models=[
-            pb.ServedModel(model_name=mesh.tabular_model, version=1, engine=pb.EngineSettings(max_num_seqs=2))
-        ],
-        wait=True,
-    )
-
-    created = await mesh.serving_stub().CreateEndpoint(request, metadata=bearer(ALICE))
-    try:
-        assert created.state == "FAILED" and "LLMs only" in created.state_reason
-    finally:
-        await mesh.serving_stub().DeleteEndpoint(pb.DeleteEndpointRequest(name=endpoint), metadata=bearer(ALICE))
