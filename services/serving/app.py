@@ -111,6 +111,8 @@ class ServingApp:
             self.build_runtime or runtime_factory(s, self.agents),
             drain_timeout_s=s.serving_drain_timeout_s,
             external=lambda v: external.runtime(v) if external.is_external(v.model_name) else None,
+            max_loras=s.serving_max_loras,
+            max_lora_rank=s.serving_max_lora_rank,
         )
         self.endpoints = EndpointControl(
             EndpointStore(self.db),
@@ -119,6 +121,7 @@ class ServingApp:
             self.privileges,
             default_concurrency=s.serving_max_concurrency,
             external=external,
+            engine_bounds=s.engine_bounds(),
         )
         self.usage = UsageMeter(
             UsageStore(self.db),

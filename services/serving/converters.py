@@ -13,6 +13,7 @@ from services.common.errors import InvalidArgument
 from services.serving.entities import (
     EndpointSpec,
     EndpointView,
+    EngineSpec,
     GenerateCall,
     Passage,
     SamplingSpec,
@@ -33,9 +34,28 @@ def spec_from_proto(name: str, served: Iterable[pb.ServedModel], max_concurrency
                 version=m.version if selector == "version" else None,
                 alias=m.alias if selector == "alias" else None,
                 traffic_percent=m.traffic_percent,
+                engine=engine_from_proto(m.engine),
             )
         )
     return EndpointSpec(name, tuple(models), max_concurrency)
+
+
+_ENGINE_FIELDS = (
+    "max_model_len",
+    "max_num_seqs",
+    "kv_cache_mib",
+    "enable_prefix_caching",
+    "max_loras",
+    "max_lora_rank",
+)
+
+
+def engine_from_proto(engine: pb.EngineSettings) -> EngineSpec:
+    return EngineSpec(**{name: getattr(engine, name) if engine.HasField(name) else None for name in _ENGINE_FIELDS})
+
+
+def engine_to_proto(engine: EngineSpec) -> pb.EngineSettings:
+    return pb.EngineSettings(**engine.to_json())
 
 
 def endpoint_to_proto(view: EndpointView) -> pb.Endpoint:
@@ -53,6 +73,8 @@ def endpoint_to_proto(view: EndpointView) -> pb.Endpoint:
             served.alias = m.alias
         else:
             served.version = m.version or 0
+        if not m.engine.is_default():
+            served.engine.CopyFrom(engine_to_proto(m.engine))
     for s in view.served:
         message.status.add(
             model_name=s.spec.model_name,
@@ -62,6 +84,8 @@ def endpoint_to_proto(view: EndpointView) -> pb.Endpoint:
             state_reason=s.reason,
             runtime=s.runtime,
             traffic_percent=s.spec.traffic_percent,
+            base_model=s.base_model,
+            base_version=s.base_version,
         )
     message.created_at.FromDatetime(stored.created_at)
     message.updated_at.FromDatetime(stored.updated_at)

@@ -36,6 +36,8 @@ class Route:
             self.state,
             self.reason,
             self.model.runtime.kind if self.model else "",
+            self.model.base.model_name if self.model and self.model.base else "",
+            self.model.base.version if self.model and self.model.base else 0,
         )
 
 

@@ -27,12 +27,13 @@ from services.serving.entities import (
     READY,
     EndpointSpec,
     EndpointView,
+    EngineBounds,
     StoredEndpoint,
     check_endpoint_name,
     is_valid_endpoint_name,
 )
 from services.serving.external import ExternalProviders
-from services.serving.model_pool import ModelPool
+from services.serving.model_pool import LoadedModel, ModelPool
 from services.serving.store import EndpointStore
 
 _log = logging.getLogger(__name__)
@@ -54,8 +55,10 @@ class EndpointControl:
         *,
         default_concurrency: int,
         external: ExternalProviders | None = None,
+        engine_bounds: EngineBounds | None = None,
     ) -> None:
         self._store = store
+        self._engine_bounds = engine_bounds
         self._external = external
         self._catalog = catalog
         self._pool = pool
@@ -255,6 +258,10 @@ class EndpointControl:
     def loaded_models(self) -> int:
         return self._pool.loaded()
 
+    def loaded(self) -> list[LoadedModel]:
+        """The loaded models (engines and adapters), for status and tests."""
+        return self._pool.models()
+
     # -- alias moves (registry events) -----------------------------------------
 
     async def refresh_aliases(self, model_name: str) -> None:
@@ -281,7 +288,7 @@ class EndpointControl:
                 return
             _log.info("%s: %s@%s moved to v%d", deployment.name, spec.model_name, spec.alias, resolved.version)
             try:
-                model = await self._pool.acquire(resolved, deployment.holder)
+                model = await self._pool.acquire(resolved, deployment.holder, spec.engine)
             except Exception as exc:  # noqa: BLE001 - a failed load must not take the endpoint down
                 message = exc.message if isinstance(exc, TesseraError) else type(exc).__name__
                 _log.warning("%s: v%d of %s did not load: %s", deployment.name, resolved.version, spec.model_name, exc)
@@ -350,7 +357,7 @@ class EndpointControl:
         spec = route.spec
         try:
             resolved = await self._catalog.resolve(spec.model_name, spec.version, spec.alias)
-            route.model = await self._pool.acquire(resolved, deployment.holder)
+            route.model = await self._pool.acquire(resolved, deployment.holder, spec.engine)
             route.state = READY
         except asyncio.CancelledError:
             raise
@@ -391,13 +398,25 @@ class EndpointControl:
     # -- privileges -------------------------------------------------------------
 
     async def _check_models(self, spec: EndpointSpec, principal: Principal) -> None:
-        """The caller may use every served model, and each one resolves to a READY version."""
+        """The caller may use every served model (and a LoRA adapter's base), each one resolves to a READY
+        version, and engine settings stay within the operator's bounds."""
+        for served in spec.served_models:
+            if not served.engine.is_default():
+                if self._engine_bounds is None:
+                    raise InvalidArgument(
+                        f"{served.model_name}: this serving process takes no engine settings", field="served_models"
+                    )
+                self._engine_bounds.check(served.engine, served.model_name)
         for served in spec.served_models:
             if ExternalProviders.is_external(served.model_name) and self._external is not None:
                 self._external.require(principal, served.model_name)  # the operator's list, not the registry
             else:
                 await self._privileges.require(principal, "REGISTERED_MODEL", served.model_name, "EXECUTE")
-            await self._catalog.resolve(served.model_name, served.version, served.alias)
+            resolved = await self._catalog.resolve(served.model_name, served.version, served.alias)
+            if resolved.is_adapter:
+                # The adapter's weights run under its base's: the caller must be allowed to use both.
+                await self._privileges.require(principal, "REGISTERED_MODEL", resolved.base_model, "EXECUTE")
+                await self._catalog.resolve(resolved.base_model, resolved.base_version, None)
 
     async def _shown(self, name: str, principal: Principal) -> bool:
         for privilege in _SHOWING:

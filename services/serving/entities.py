@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any
 
@@ -97,6 +97,59 @@ def check_parameters(parameters: Mapping[str, Any]) -> None:
             )
 
 
+# The registry tag that makes a model version a LoRA adapter: `catalog.schema.model/N`, its base version.
+BASE_MODEL_TAG = "tessera.base_model"
+# Ranks vLLM's LoRA layers are built for.
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """A served model's vLLM engine settings as the endpoint asked them; None: the operator's default."""
+
+    max_model_len: int | None = None
+    max_num_seqs: int | None = None
+    kv_cache_mib: int | None = None
+    enable_prefix_caching: bool | None = None
+    max_loras: int | None = None
+    max_lora_rank: int | None = None
+
+    def is_default(self) -> bool:
+        return all(getattr(self, f.name) is None for f in fields(self))
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> EngineSpec:
+        data = data or {}
+        return cls(**{f.name: data.get(f.name) for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class EngineBounds:
+    """What the operator lets an endpoint ask of an engine (TESSERA_SERVING_LIMIT_*)."""
+
+    max_model_len: int
+    max_num_seqs: int
+    kv_cache_mib: int
+    max_loras: int
+    max_lora_rank: int
+
+    def check(self, spec: EngineSpec, model_name: str) -> None:
+        for name in ("max_model_len", "max_num_seqs", "kv_cache_mib", "max_loras", "max_lora_rank"):
+            value, bound = getattr(spec, name), getattr(self, name)
+            if value is not None and not 1 <= value <= bound:
+                raise InvalidArgument(
+                    f"{model_name}: engine.{name} must be 1-{bound} (the operator's bound)", field="served_models"
+                )
+        if spec.max_lora_rank is not None and spec.max_lora_rank not in LORA_RANKS:
+            raise InvalidArgument(
+                f"{model_name}: engine.max_lora_rank must be one of {', '.join(map(str, LORA_RANKS))}",
+                field="served_models",
+            )
+
+
 @dataclass(frozen=True)
 class ServedModelSpec:
     """One model behind an endpoint: a registered model pinned to a version or following an alias."""
@@ -105,6 +158,7 @@ class ServedModelSpec:
     version: int | None = None
     alias: str | None = None
     traffic_percent: int = 100
+    engine: EngineSpec = EngineSpec()
 
     @property
     def selector(self) -> str:
@@ -129,11 +183,18 @@ class ServedModelSpec:
             "version": self.version,
             "alias": self.alias,
             "traffic_percent": self.traffic_percent,
+            **({"engine": self.engine.to_json()} if not self.engine.is_default() else {}),
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ServedModelSpec:
-        return cls(data["model_name"], data.get("version"), data.get("alias"), int(data.get("traffic_percent", 100)))
+        return cls(
+            data["model_name"],
+            data.get("version"),
+            data.get("alias"),
+            int(data.get("traffic_percent", 100)),
+            EngineSpec.from_json(data.get("engine")),
+        )
 
 
 @dataclass(frozen=True)
@@ -152,7 +213,7 @@ class EndpointSpec:
             raise InvalidArgument("must not be negative", field="max_concurrency")
         models = list(self.served_models)
         if len(models) == 1 and models[0].traffic_percent == 0:
-            models[0] = ServedModelSpec(models[0].model_name, models[0].version, models[0].alias, 100)
+            models[0] = replace(models[0], traffic_percent=100)
         for spec in models:
             spec.check()
             if (spec.version is None) == (spec.alias is None) or (spec.version is not None and spec.version < 1):
@@ -183,6 +244,8 @@ class ServedModelStatus:
     state: str
     reason: str = ""
     runtime: str = ""
+    base_model: str = ""  # a LoRA adapter's base version, whose engine serves it
+    base_version: int = 0
 
 
 @dataclass(frozen=True)
@@ -204,6 +267,13 @@ class ResolvedVersion:
     model_name: str
     version: int
     content_id: str
+    # A LoRA adapter's base version (its `tessera.base_model` tag); "" and 0 for a whole model.
+    base_model: str = ""
+    base_version: int = 0
+
+    @property
+    def is_adapter(self) -> bool:
+        return bool(self.base_model)
 
 
 # -- inference calls ------------------------------------------------------------

@@ -29,7 +29,7 @@ from services.common.errors import (
     TesseraError,
     Unavailable,
 )
-from services.serving.entities import ResolvedVersion
+from services.serving.entities import BASE_MODEL_TAG, ResolvedVersion
 
 _log = logging.getLogger(__name__)
 
@@ -65,7 +65,10 @@ class RegistryCatalog:
             raise FailedPrecondition(
                 f"{model_name} v{found.version} is {pb.ModelVersionStatus.Name(found.status)}, not READY"
             )
-        return ResolvedVersion(found.model_name or model_name, found.version, _content_id(found))
+        base_model, base_version = _base_of(found)
+        return ResolvedVersion(
+            found.model_name or model_name, found.version, _content_id(found), base_model, base_version
+        )
 
     async def _version(self, model_name: str, version: int | None, alias: str | None) -> pb.ModelVersion:
         try:
@@ -154,6 +157,20 @@ class RegistryCatalog:
             )
         except grpc.aio.AioRpcError as exc:
             raise _translated(exc, f"lineage {model_name}/{version} -> {endpoint}") from exc
+
+
+def _base_of(found: pb.ModelVersion) -> tuple[str, int]:
+    """A LoRA adapter's base version from its `tessera.base_model` tag (`catalog.schema.model/N`)."""
+    tag = found.tags.get(BASE_MODEL_TAG, "").strip()
+    if not tag:
+        return "", 0
+    name, _, number = tag.rpartition("/")
+    if not name or not number.isdigit() or int(number) < 1:
+        raise FailedPrecondition(
+            f"{found.model_name} v{found.version}: tag {BASE_MODEL_TAG} must be `catalog.schema.model/N`"
+            " (a pinned base version: an adapter is trained on one version's weights)"
+        )
+    return name, int(number)
 
 
 def _content_id(found: pb.ModelVersion) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from services.common import topics
 from services.common.config import CommonSettings
+from services.serving.entities import EngineBounds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +89,16 @@ class ServingSettings(CommonSettings):
     serving_gpu_memory_utilization: float = 0.0  # 0: size the KV cache by serving_kv_cache_mib instead
     serving_enable_prefix_caching: bool = False
     serving_quantization: str = ""
+    # LoRA adapters on an engine that serves them when the endpoint sets none: how many are active
+    # in one batch (vLLM swaps more in, least recently used first) and their largest rank.
+    serving_max_loras: int = 4
+    serving_max_lora_rank: int = 16
+    # The most a served model's own engine settings (ServedModel.engine) may ask; more is INVALID_ARGUMENT.
+    serving_limit_max_model_len: int = 8192
+    serving_limit_max_num_seqs: int = 256
+    serving_limit_kv_cache_mib: int = 4096
+    serving_limit_max_loras: int = 16
+    serving_limit_max_lora_rank: int = 64
     # Tensor models run in a worker process each: address space it may add after its imports,
     # torch threads, and how long one call (and the start with the model's load) may take.
     serving_tensor_memory_mib: int = 4096
@@ -100,6 +111,15 @@ class ServingSettings(CommonSettings):
     serving_privilege_cache_s: float = 30.0
     # How often each replica compares what it runs with the stored endpoints (0: never); events do it at once.
     serving_reconcile_s: float = 60.0
+
+    def engine_bounds(self) -> EngineBounds:
+        return EngineBounds(
+            max_model_len=self.serving_limit_max_model_len,
+            max_num_seqs=self.serving_limit_max_num_seqs,
+            kv_cache_mib=self.serving_limit_kv_cache_mib,
+            max_loras=self.serving_limit_max_loras,
+            max_lora_rank=self.serving_limit_max_lora_rank,
+        )
 
     def payload_spool(self) -> Path:
         return Path(self.serving_payload_spool_dir or (self.data_dir / "serving" / "payload-spool")).resolve()

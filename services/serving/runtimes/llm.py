@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -12,7 +13,7 @@ import numpy as np
 
 from services.common.errors import FailedPrecondition, InvalidArgument, Unavailable
 from services.serving.entities import LLM, SamplingSpec, TensorSpec, TextChunk, TokenLogprob
-from services.serving.llm_engine import EngineSettings, EngineUnavailable, InvalidRequest, Sampling, VllmEngine
+from services.serving.llm_engine import Adapter, EngineSettings, EngineUnavailable, InvalidRequest, Sampling, VllmEngine
 from services.serving.runtimes.base import RuntimeStatistics
 
 _log = logging.getLogger(__name__)
@@ -46,8 +47,19 @@ class LlmRuntime:
     def outputs(self) -> Sequence[TensorSpec]:
         return (TEXT_OUTPUT,)
 
+    @property
+    def max_lora_rank(self) -> int:
+        """The largest adapter rank this engine takes; 0 when it serves no adapters."""
+        settings = self._engine.settings
+        return settings.max_lora_rank if settings.max_loras else 0
+
     async def generate(
-        self, request_id: str, prompt: str | Sequence[Mapping[str, str]], sampling: SamplingSpec
+        self,
+        request_id: str,
+        prompt: str | Sequence[Mapping[str, str]],
+        sampling: SamplingSpec,
+        *,
+        adapter: Adapter | None = None,
     ) -> AsyncIterator[TextChunk]:
         engine_sampling = Sampling(
             temperature=1.0 if sampling.temperature is None else sampling.temperature,
@@ -63,7 +75,7 @@ class LlmRuntime:
         )
         started, ok = time.perf_counter_ns(), False
         try:
-            async for chunk in self._engine.generate(request_id, prompt, engine_sampling):
+            async for chunk in self._engine.generate(request_id, prompt, engine_sampling, adapter=adapter):
                 yield TextChunk(
                     chunk.text,
                     chunk.prompt_tokens,
@@ -91,3 +103,63 @@ class LlmRuntime:
 
     async def infer(self, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise FailedPrecondition("this endpoint serves an LLM: send a text prompt (BYTES 'text_input')")
+
+
+class AdapterRuntime:
+    """A LoRA adapter version served on its base version's engine: every request runs with the adapter.
+
+    It owns no engine: starting and stopping it are no-ops, and the model pool keeps the base
+    engine loaded while any adapter on it is.
+    """
+
+    kind = LLM
+
+    def __init__(self, base: LlmRuntime, adapter: Adapter) -> None:
+        self.base = base
+        self.adapter = adapter
+        self.statistics = RuntimeStatistics()
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    def inputs(self) -> Sequence[TensorSpec]:
+        return self.base.inputs()
+
+    def outputs(self) -> Sequence[TensorSpec]:
+        return self.base.outputs()
+
+    async def generate(
+        self, request_id: str, prompt: str | Sequence[Mapping[str, str]], sampling: SamplingSpec
+    ) -> AsyncIterator[TextChunk]:
+        started, ok = time.perf_counter_ns(), False
+        try:
+            async for chunk in self.base.generate(request_id, prompt, sampling, adapter=self.adapter):
+                yield chunk
+            ok = True
+        finally:
+            self.statistics.record(ok, time.perf_counter_ns() - started)
+
+    async def infer(self, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return await self.base.infer(tensors)
+
+
+def adapter_rank(folder: Path) -> int:
+    """The rank of the peft LoRA adapter in `folder` (FAILED_PRECONDITION when it is not one)."""
+    config = folder / "adapter_config.json"
+    if not config.is_file():
+        raise FailedPrecondition(f"{folder.name} is tagged as a LoRA adapter but has no adapter_config.json")
+    try:
+        data = json.loads(config.read_text())
+    except (OSError, ValueError) as exc:
+        raise FailedPrecondition(f"adapter_config.json is not JSON: {exc}") from None
+    if not isinstance(data, dict) or str(data.get("peft_type", "LORA")).upper() != "LORA":
+        raise FailedPrecondition("adapter_config.json is not a LoRA adapter (peft_type LORA)")
+    rank = data.get("r")
+    if not isinstance(rank, int) or rank < 1:
+        raise FailedPrecondition("adapter_config.json has no positive rank `r`")
+    if not any((folder / name).is_file() for name in ("adapter_model.safetensors", "adapter_model.bin")):
+        raise FailedPrecondition("the adapter has no weights (adapter_model.safetensors or adapter_model.bin)")
+    return rank

@@ -12,19 +12,37 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ServedModel(_message.Message):
-    __slots__ = ("model_name", "version", "alias", "traffic_percent")
+    __slots__ = ("model_name", "version", "alias", "traffic_percent", "engine")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ALIAS_FIELD_NUMBER: _ClassVar[int]
     TRAFFIC_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     version: int
     alias: str
     traffic_percent: int
-    def __init__(self, model_name: _Optional[str] = ..., version: _Optional[int] = ..., alias: _Optional[str] = ..., traffic_percent: _Optional[int] = ...) -> None: ...
+    engine: EngineSettings
+    def __init__(self, model_name: _Optional[str] = ..., version: _Optional[int] = ..., alias: _Optional[str] = ..., traffic_percent: _Optional[int] = ..., engine: _Optional[_Union[EngineSettings, _Mapping]] = ...) -> None: ...
+
+class EngineSettings(_message.Message):
+    __slots__ = ("max_model_len", "max_num_seqs", "kv_cache_mib", "enable_prefix_caching", "max_loras", "max_lora_rank")
+    MAX_MODEL_LEN_FIELD_NUMBER: _ClassVar[int]
+    MAX_NUM_SEQS_FIELD_NUMBER: _ClassVar[int]
+    KV_CACHE_MIB_FIELD_NUMBER: _ClassVar[int]
+    ENABLE_PREFIX_CACHING_FIELD_NUMBER: _ClassVar[int]
+    MAX_LORAS_FIELD_NUMBER: _ClassVar[int]
+    MAX_LORA_RANK_FIELD_NUMBER: _ClassVar[int]
+    max_model_len: int
+    max_num_seqs: int
+    kv_cache_mib: int
+    enable_prefix_caching: bool
+    max_loras: int
+    max_lora_rank: int
+    def __init__(self, max_model_len: _Optional[int] = ..., max_num_seqs: _Optional[int] = ..., kv_cache_mib: _Optional[int] = ..., enable_prefix_caching: _Optional[bool] = ..., max_loras: _Optional[int] = ..., max_lora_rank: _Optional[int] = ...) -> None: ...
 
 class ServedModelStatus(_message.Message):
-    __slots__ = ("model_name", "alias", "version", "state", "state_reason", "runtime", "traffic_percent")
+    __slots__ = ("model_name", "alias", "version", "state", "state_reason", "runtime", "traffic_percent", "base_model", "base_version")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     ALIAS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +50,8 @@ class ServedModelStatus(_message.Message):
     STATE_REASON_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
     TRAFFIC_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
+    BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     alias: str
     version: int
@@ -39,7 +59,9 @@ class ServedModelStatus(_message.Message):
     state_reason: str
     runtime: str
     traffic_percent: int
-    def __init__(self, model_name: _Optional[str] = ..., alias: _Optional[str] = ..., version: _Optional[int] = ..., state: _Optional[str] = ..., state_reason: _Optional[str] = ..., runtime: _Optional[str] = ..., traffic_percent: _Optional[int] = ...) -> None: ...
+    base_model: str
+    base_version: int
+    def __init__(self, model_name: _Optional[str] = ..., alias: _Optional[str] = ..., version: _Optional[int] = ..., state: _Optional[str] = ..., state_reason: _Optional[str] = ..., runtime: _Optional[str] = ..., traffic_percent: _Optional[int] = ..., base_model: _Optional[str] = ..., base_version: _Optional[int] = ...) -> None: ...
 
 class Endpoint(_message.Message):
     __slots__ = ("name", "served_models", "state", "state_reason", "status", "max_concurrency", "created_by", "created_at", "updated_at")
