@@ -8,7 +8,7 @@ error keeps the driver's verdict; everything unexpected is the record's fault.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import psycopg
 from confluent_kafka import KafkaError, KafkaException
@@ -20,6 +20,22 @@ from services.common.kafka_producer import DeliveryError
 
 class RetriableError(Exception):
     """Raise from a handler to have the batch retried later (at most `max_attempts` times per record)."""
+
+
+class RejectedRecords(Exception):
+    """Raise from a batch handler after it settled the batch's good records: the loop dead-letters
+    exactly `rejected` (each `(record, reason)`) and runs the handler no more for this batch.
+
+    A handler that can tell its bad records apart says so this way instead of raising the first
+    reason, which makes the loop retry the whole batch one record at a time (a transaction per
+    record: seconds for a full batch with one poison record in it)."""
+
+    def __init__(self, rejected: Sequence[tuple[object, BaseException]]) -> None:
+        if not rejected:
+            raise ValueError("RejectedRecords needs at least one record")
+        self.rejected = list(rejected)
+        first = self.rejected[0][1]
+        super().__init__(f"{len(self.rejected)} record(s) rejected, first: {first}")
 
 
 class Failure(enum.Enum):

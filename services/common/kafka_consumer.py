@@ -13,7 +13,9 @@
     backoff for as long as it lasts; the record is not at fault, so the outage
     never empties the backlog into the DLQ.
 - A failing batch is retried record by record, so one poison record does not
-  take its neighbours to the DLQ.
+  take its neighbours to the DLQ. A handler that knows which records are bad
+  settles the rest and raises `RejectedRecords`: only those go to the DLQ, and
+  the batch is not run again.
 - A DLQ send that fails is retried like an outage (never committed before the
   copy is acknowledged); an oversize copy is truncated to fit.
 - The loop supervises itself: if it dies, it restarts with a new consumer after
@@ -39,7 +41,7 @@ from prometheus_client import Counter, Gauge
 from services.common import serialization, telemetry
 from services.common.config import CommonSettings
 from services.common.config import load as load_settings
-from services.common.consumer_failures import Failure, RetriableError, classify, too_large
+from services.common.consumer_failures import Failure, RejectedRecords, RetriableError, classify, too_large
 from services.common.dead_letters import (
     DLQ_FALLBACK_BYTES,
     DLQ_MAX_BYTES,
@@ -69,7 +71,16 @@ LAG = Gauge("tessera_kafka_consumer_lag", "Records behind the end of the partiti
 
 _PROTOBUF = serialization.PROTOBUF.encode()
 
-__all__ = ["ERROR_CODE_HEADER", "ERROR_HEADER", "ConsumerLoop", "Failure", "Record", "RetriableError", "classify"]
+__all__ = [
+    "ERROR_CODE_HEADER",
+    "ERROR_HEADER",
+    "ConsumerLoop",
+    "Failure",
+    "Record",
+    "RejectedRecords",
+    "RetriableError",
+    "classify",
+]
 
 # A dead loop restarts after this pause, doubled on each death in a row.
 _RESTART_BACKOFF_S = (1.0, 30.0)
@@ -354,6 +365,12 @@ class ConsumerLoop(Generic[M]):
             try:
                 with telemetry.consumer_spans(records, self.group_id):
                     await self._handler(records)
+                return True
+            except RejectedRecords as rejected:
+                # The handler settled the others: dead-letter exactly these, each with its reason.
+                for record, reason in rejected.rejected:
+                    if not await self._dead_letter(record.raw, reason):
+                        return False
                 return True
             except Exception as exc:  # noqa: BLE001 - every failure is either retried or dead-lettered
                 failure = classify(exc)

@@ -4,9 +4,10 @@ the privilege cache.
 (Drift events leave through the shared outbox: see window_evaluation.py.)
 
 Malformed records (undecodable, no request id or endpoint, a field past its
-bound) raise InvalidArgument: the shared consumer loop retries the batch record
-by record and dead-letters only the bad ones, with the reason. The good ones of that batch are written first,
-so the retry finds them already in the table and changes nothing.
+bound) are dead-lettered with their reason: undecodable ones by the shared
+consumer loop, the others by the sinks below, which write a batch's good records
+and then name the bad ones (`RejectedRecords`), so one bad record costs one DLQ
+copy, not a retry of its whole batch.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from tessera.events.v1.payload_log_pb2 import PayloadLog
 from tessera.events.v1.registry_pb2 import RegistryEvent
 
 from services.common.errors import InvalidArgument
-from services.common.kafka_consumer import ConsumerLoop, Record
+from services.common.kafka_consumer import ConsumerLoop, Record, RejectedRecords
 from services.common.kafka_producer import EventProducer
 from services.common.registry_privileges import RegistryPrivileges
 from services.monitoring.core import MonitoringCore
@@ -40,32 +41,34 @@ def log_record(record: Record[PayloadLog]) -> LogRecord:
 
 
 class PayloadLogSink:
-    """The batch handler: valid records are written, then the invalid ones are reported."""
+    """The batch handler: valid records are written, then the invalid ones are named for the DLQ."""
 
     def __init__(self, core: MonitoringCore) -> None:
         self.core = core
 
     async def __call__(self, records: list[Record[PayloadLog]]) -> None:
         # Checking and JSON-encoding a batch is CPU work: off the event loop that serves gRPC.
-        valid, problem = await asyncio.to_thread(self._prepare, records)
+        valid, rejected = await asyncio.to_thread(self._prepare, records)
         await self.core.ingest(valid)
-        if problem is not None:
-            raise problem
+        if rejected:
+            raise RejectedRecords(rejected)
 
     @staticmethod
-    def _prepare(records: list[Record[PayloadLog]]) -> tuple[list[LogRecord], InvalidArgument | None]:
+    def _prepare(
+        records: list[Record[PayloadLog]],
+    ) -> tuple[list[LogRecord], list[tuple[Record[PayloadLog], InvalidArgument]]]:
         valid: list[LogRecord] = []
-        problem: InvalidArgument | None = None
+        rejected: list[tuple[Record[PayloadLog], InvalidArgument]] = []
         for record in records:
             candidate = log_record(record)
             try:
                 validate(candidate)
                 json_columns(candidate)
             except InvalidArgument as exc:
-                problem = exc
+                rejected.append((record, exc))
                 continue
             valid.append(candidate)
-        return valid, problem
+        return valid, rejected
 
 
 def payload_log_consumer(
@@ -83,23 +86,23 @@ def payload_log_consumer(
 
 
 class QualitySink:
-    """The eval-results batch handler: valid summaries are written (one transaction), then the first
-    invalid record's reason is raised; the loop retries record by record and dead-letters only it."""
+    """The eval-results batch handler: valid summaries are written (one transaction), then the
+    invalid records are named for the DLQ, each with its reason."""
 
     def __init__(self, core: MonitoringCore) -> None:
         self.core = core
 
     async def __call__(self, records: list[Record[EvalResult]]) -> None:
         rows: list[QualityMetric] = []
-        problem: InvalidArgument | None = None
+        rejected: list[tuple[Record[EvalResult], InvalidArgument]] = []
         for record in records:
             try:
                 rows += quality_rows(record.value)
             except InvalidArgument as exc:
-                problem = exc
+                rejected.append((record, exc))
         await self.core.ingest_quality(rows)
-        if problem is not None:
-            raise problem
+        if rejected:
+            raise RejectedRecords(rejected)
 
 
 def quality_consumer(

@@ -23,7 +23,7 @@ from services.common import config, kafka_admin, telemetry
 from services.common.db import Database
 from services.common.dead_letters import ATTEMPTS_HEADER, ORIGINAL_SHA256_HEADER, TRUNCATED_HEADER
 from services.common.grpc_server import TesseraServer
-from services.common.kafka_consumer import ERROR_CODE_HEADER, ERROR_HEADER, ConsumerLoop, Record
+from services.common.kafka_consumer import ERROR_CODE_HEADER, ERROR_HEADER, ConsumerLoop, Record, RejectedRecords
 from services.common.kafka_producer import EventProducer
 from services.common.lifecycle import Readiness
 from tests.polling import eventually
@@ -122,6 +122,51 @@ async def test_a_poison_record_goes_to_the_dlq_and_the_next_one_is_processed(
     assert b"invalid protobuf" in dict(by_code["INVALID_ARGUMENT"].headers())[ERROR_HEADER]
     assert by_code["INVALID_ARGUMENT"].value() == b"\x0f\xff not protobuf"
     assert b"reject-me" in dict(by_code["ValueError"].headers())[ERROR_HEADER]
+
+
+async def test_a_handler_that_names_its_bad_records_sends_only_them_to_the_dlq_and_runs_once(
+    kafka_bootstrap, producer, fresh_topic, unique
+):
+    handed: list[str] = []  # every record the handler was given, in order, repeats included
+    written: list[str] = []
+    done = asyncio.Event()
+
+    async def handle(batch: list[Record[PayloadLog]]) -> None:
+        handed.extend(record.value.request_id for record in batch)
+        bad = [(r, ValueError(f"{r.value.request_id} has no endpoint")) for r in batch if not r.value.endpoint]
+        written.extend(r.value.request_id for r in batch if r.value.endpoint)
+        if bad:
+            raise RejectedRecords(bad)
+
+    settled: list[bytes] = []
+
+    async def dead_lettered(message, exc) -> None:
+        settled.append(message.value())
+        if len(settled) == 2:
+            done.set()
+
+    for request_id, endpoint in [("good-1", "chat"), ("bad-1", ""), ("good-2", "chat"), ("bad-2", ""), ("good-3", "chat")]:
+        producer.produce(fresh_topic, PayloadLog(request_id=request_id, endpoint=endpoint), key=b"k")
+    await producer.flush()
+
+    loop = ConsumerLoop(
+        bootstrap=kafka_bootstrap,
+        group_id=f"g-{unique}",
+        topics=[fresh_topic],
+        message_type=PayloadLog,
+        handler=handle,
+        dlq_producer=producer,
+        on_dead_letter=dead_lettered,
+    )
+    await consume_until(loop, done)
+    assert written == ["good-1", "good-2", "good-3"]
+    # No record-by-record rerun: each record reached the handler exactly once.
+    assert sorted(handed) == sorted(set(handed)) and len(handed) == 5
+
+    dead = read_all(kafka_bootstrap, fresh_topic + ".dlq", expected=2, timeout=90)
+    reasons = sorted(dict(m.headers())[ERROR_HEADER].decode() for m in dead)
+    assert reasons == ["bad-1 has no endpoint", "bad-2 has no endpoint"]
+    assert sorted(PayloadLog.FromString(m.value()).request_id for m in dead) == ["bad-1", "bad-2"]
 
 
 async def test_a_consumer_killed_before_commit_redelivers_and_the_sink_keeps_one_row(

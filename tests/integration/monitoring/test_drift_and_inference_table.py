@@ -236,7 +236,8 @@ async def test_malformed_records_go_to_the_dlq_and_the_consumer_carries_on(monit
         {"bootstrap.servers": kafka_bootstrap, "group.id": uuid.uuid4().hex, "auto.offset.reset": "earliest"}
     )
     consumer.subscribe([topic + ".dlq"])
-    reasons, deadline = [], time.monotonic() + 30
+    # A new group on a busy broker can take tens of seconds to be given its partitions.
+    reasons, deadline = [], time.monotonic() + 90
     while len(reasons) < 2 and time.monotonic() < deadline:
         message = consumer.poll(0.5)
         if message is not None and not message.error():
