@@ -145,7 +145,13 @@ async def test_a_handler_that_names_its_bad_records_sends_only_them_to_the_dlq_a
         if len(settled) == 2:
             done.set()
 
-    for request_id, endpoint in [("good-1", "chat"), ("bad-1", ""), ("good-2", "chat"), ("bad-2", ""), ("good-3", "chat")]:
+    for request_id, endpoint in [
+        ("good-1", "chat"),
+        ("bad-1", ""),
+        ("good-2", "chat"),
+        ("bad-2", ""),
+        ("good-3", "chat"),
+    ]:
         producer.produce(fresh_topic, PayloadLog(request_id=request_id, endpoint=endpoint), key=b"k")
     await producer.flush()
 
