@@ -1,6 +1,6 @@
 """Tessera serving vs vLLM's own OpenAI server, same model, same prompts, same concurrency.
 
-    python -m loadtests.serving_bench [--max-tokens 64] [--quick] [--gateway-only]
+    python -m loadtests.serving_bench [--max-tokens 64] [--quick] [--gateway-only | --overhead-only]
 
 (a) Tessera `GenerateStream` over gRPC, (b) vLLM's OpenAI-compatible server
 (`python -m vllm.entrypoints.openai.api_server`) on the same model folder with
@@ -9,7 +9,11 @@ and the gateway: (d) vLLM's `/v1/chat/completions`, (e) Tessera's
 `/v1/chat/completions` on the same prompts, (f) Tessera's endpoint serving vLLM's
 server as an external model (the added latency of the gateway over calling the
 provider directly), (g) Tessera's chat on an endpoint with a tokens budget (the
-cost of the reservation and its settlement at admission).
+cost of the reservation and its settlement at admission), and the gateway's own
+overhead against a paced provider that answers without noise (`provider.py`):
+(h) the provider called directly, (i) through a Tessera endpoint serving it as an
+external model, (j) the same with a tokens budget — (i)-(h) is the added latency,
+(j)-(i) what the budget check adds, free of a CPU engine's run-to-run spread.
 The model is the tiny local Llama of the tests, registered in a real registry
 that Tessera loads it from. Every request generates exactly `--max-tokens`
 tokens (greedy, ignore_eos). Both servers run at once (an idle engine costs
@@ -53,6 +57,7 @@ PATHS = (
     "tessera_budget",
 )
 GATEWAY_PATHS = ("vllm_chat", "tessera_chat", "tessera_external", "tessera_budget")
+OVERHEAD_PATHS = ("provider_chat", "tessera_paced", "tessera_paced_budget")
 ENGINE = {"max_model_len": 1024, "max_num_seqs": 32, "kv_cache_mib": 256}
 PROMPTS = [
     "Return a new list containing all items from the iterable in ascending order.",
@@ -162,11 +167,13 @@ async def vllm_server(model_dir: Path, work: Path):
 
 
 @contextlib.asynccontextmanager
-async def tessera_serving(model_dir: Path, work: Path, bootstrap: str, vllm_url: str):
+async def tessera_serving(model_dir: Path, work: Path, bootstrap: str, vllm_url: str | None, provider_url: str):
     """A registry holding the model and a serving process: (gRPC address, topics, OpenAI base URL).
 
     Endpoints: `bench` (the model), `bench-ext` (vLLM's server as an external model),
-    `bench-budget` (the model, with a tokens budget it never reaches).
+    `bench-budget` (the model, with a tokens budget it never reaches) — these three only with
+    `vllm_url` —, `bench-paced` (the paced provider as an external model) and
+    `bench-paced-budget` (the same with a budget it never reaches).
     """
     u = uuid.uuid4().hex[:8]
     topics = {k: f"bench.serving.{k}.{u}" for k in ("registry", "requests", "responses", "payloads", "replies")}
@@ -202,7 +209,9 @@ async def tessera_serving(model_dir: Path, work: Path, bootstrap: str, vllm_url:
         await client.channel.close()
         log(f"registered {model} v{version}")
         serving_port, http_port = free_port(), free_port()
-        providers = {"vllm": {"base_url": f"{vllm_url}/v1", "principals": ["*"], "models": {"tiny": str(model_dir)}}}
+        providers = {"paced": {"base_url": f"{provider_url}/v1", "principals": ["*"]}}
+        if vllm_url:
+            providers["vllm"] = {"base_url": f"{vllm_url}/v1", "principals": ["*"], "models": {"tiny": str(model_dir)}}
         serving = Process(
             "serving",
             python_module("services.serving"),
@@ -230,22 +239,29 @@ async def tessera_serving(model_dir: Path, work: Path, bootstrap: str, vllm_url:
         await wait_grpc(serving, address)
         async with grpc.aio.insecure_channel(address) as channel:
             stub = serving_pb2_grpc.ServingServiceStub(channel)
-            for name, served in (
-                ("bench", pb.ServedModel(model_name=model, version=version)),
-                ("bench-ext", pb.ServedModel(model_name="external.vllm.tiny", version=1)),
-                ("bench-budget", pb.ServedModel(model_name=model, version=version)),
-            ):
+            endpoints = [
+                ("bench-paced", pb.ServedModel(model_name="external.paced.tiny", version=1)),
+                ("bench-paced-budget", pb.ServedModel(model_name="external.paced.tiny", version=1)),
+            ]
+            if vllm_url:
+                endpoints += [
+                    ("bench", pb.ServedModel(model_name=model, version=version)),
+                    ("bench-ext", pb.ServedModel(model_name="external.vllm.tiny", version=1)),
+                    ("bench-budget", pb.ServedModel(model_name=model, version=version)),
+                ]
+            for name, served in endpoints:
                 created = await stub.CreateEndpoint(
                     pb.CreateEndpointRequest(name=name, served_models=[served], wait=True), metadata=bearer(TOKEN)
                 )
                 if created.state != "READY":
                     raise RuntimeError(f"endpoint {name} did not load: {created.state_reason}")
-            await stub.SetUsageLimit(
-                pb.SetUsageLimitRequest(
-                    limit=pb.UsageLimit(endpoint="bench-budget", metric="tokens", period="day", limit=1e12)
-                ),
-                metadata=bearer(TOKEN),
-            )
+            for name in ("bench-budget", "bench-paced-budget") if vllm_url else ("bench-paced-budget",):
+                await stub.SetUsageLimit(
+                    pb.SetUsageLimitRequest(
+                        limit=pb.UsageLimit(endpoint=name, metric="tokens", period="day", limit=1e12)
+                    ),
+                    metadata=bearer(TOKEN),
+                )
         log("Tessera serving is ready")
         yield address, topics, f"http://127.0.0.1:{http_port}"
     finally:
@@ -264,33 +280,55 @@ async def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="fewer requests per level, one round")
-    parser.add_argument(
-        "--gateway-only", action="store_true", help="only the OpenAI paths (d)-(g): vLLM's chat and Tessera's"
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument(
+        "--gateway-only", action="store_true", help="only the OpenAI paths (d)-(j): vLLM's chat and Tessera's"
     )
+    modes.add_argument(
+        "--overhead-only", action="store_true", help="only (h)-(j): the gateway's overhead, no engine started"
+    )
+    parser.add_argument("--token-ms", type=float, default=5.0, help="the paced provider's pause between tokens")
     args = parser.parse_args()
-    paths = GATEWAY_PATHS if args.gateway_only else PATHS
+    if args.overhead_only:
+        paths = OVERHEAD_PATHS
+    else:
+        paths = (GATEWAY_PATHS if args.gateway_only else PATHS) + OVERHEAD_PATHS
     totals = {1: 4, 8: 16, 32: 32} if args.quick else {1: 8, 8: 32, 32: 64}
+    # A paced request costs a few hundred ms and no engine time: many more of them fit.
+    paced_totals = {c: n * 4 for c, n in totals.items()}
     rounds = 1 if args.quick else args.rounds
     model_dir = build_tiny_llama()
     work = Path(tempfile.mkdtemp(prefix="serving-bench-"))
     log(f"model {model_dir}; logs in {work}")
     runs: dict[str, dict[int, list[dict]]] = {p: {c: [] for c in CONCURRENCY} for p in paths}
     async with (
-        vllm_server(model_dir, work) as vllm_url,
-        tessera_serving(model_dir, work, args.bootstrap, vllm_url) as (address, topics, openai_url),
+        paced_provider(work, args.token_ms) as provider_url,
+        contextlib.nullcontext(None) if args.overhead_only else vllm_server(model_dir, work) as vllm_url,
+        tessera_serving(model_dir, work, args.bootstrap, vllm_url, provider_url) as (address, topics, openai_url),
     ):
         drivers = {
-            "vllm_openai": VllmOpenAI(vllm_url, str(model_dir), args.max_tokens),
-            "vllm_chat": VllmOpenAI(vllm_url, str(model_dir), args.max_tokens, chat=True),
-            "tessera_chat": VllmOpenAI(openai_url, "bench", args.max_tokens, chat=True, api_key=TOKEN),
-            "tessera_external": VllmOpenAI(openai_url, "bench-ext", args.max_tokens, chat=True, api_key=TOKEN),
-            "tessera_budget": VllmOpenAI(openai_url, "bench-budget", args.max_tokens, chat=True, api_key=TOKEN),
-            "tessera_grpc": TesseraGrpc(address, "bench", TOKEN, args.max_tokens),
-            "tessera_kafka": TesseraKafka(
-                args.bootstrap, topics["requests"], topics["replies"], "bench", TOKEN, args.max_tokens
+            "provider_chat": VllmOpenAI(provider_url, "tiny", args.max_tokens, chat=True),
+            "tessera_paced": VllmOpenAI(openai_url, "bench-paced", args.max_tokens, chat=True, api_key=TOKEN),
+            "tessera_paced_budget": VllmOpenAI(
+                openai_url, "bench-paced-budget", args.max_tokens, chat=True, api_key=TOKEN
             ),
         }
+        if vllm_url:
+            drivers |= {
+                "vllm_openai": VllmOpenAI(vllm_url, str(model_dir), args.max_tokens),
+                "vllm_chat": VllmOpenAI(vllm_url, str(model_dir), args.max_tokens, chat=True),
+                "tessera_chat": VllmOpenAI(openai_url, "bench", args.max_tokens, chat=True, api_key=TOKEN),
+                "tessera_external": VllmOpenAI(openai_url, "bench-ext", args.max_tokens, chat=True, api_key=TOKEN),
+                "tessera_budget": VllmOpenAI(openai_url, "bench-budget", args.max_tokens, chat=True, api_key=TOKEN),
+                "tessera_grpc": TesseraGrpc(address, "bench", TOKEN, args.max_tokens),
+                "tessera_kafka": TesseraKafka(
+                    args.bootstrap, topics["requests"], topics["replies"], "bench", TOKEN, args.max_tokens
+                ),
+            }
+        unused = [driver for path, driver in drivers.items() if path not in paths]
         drivers = {path: drivers[path] for path in paths}
+        for driver in unused:
+            await driver.close()
         try:
             if "tessera_kafka" in drivers:
                 await drivers["tessera_kafka"].ready()
@@ -302,22 +340,33 @@ async def main() -> None:
                 for concurrency in CONCURRENCY:
                     order = paths if round_ % 2 == 0 else paths[::-1]
                     for path in order:
-                        result = await run_level(path, drivers[path], concurrency, totals[concurrency])
+                        total = (paced_totals if path in OVERHEAD_PATHS else totals)[concurrency]
+                        result = await run_level(path, drivers[path], concurrency, total)
                         runs[path][concurrency].append(result)
                         log(
                             f"round {round_ + 1} {path} c={concurrency}: {result['tokens_per_s']:.0f} tok/s,"
-                            f" p50 {result['p50_ms']:.0f} ms"
+                            f" p50 {result['p50_ms']:.1f} ms"
                         )
         finally:
             for driver in drivers.values():
                 await driver.close()
     results = {p: [merge(runs[p][c]) for c in CONCURRENCY] for p in paths}
-    if not args.gateway_only:
+    if not (args.gateway_only or args.overhead_only):
         engine_tables(results)
-    gateway_table(results)
+    if not args.overhead_only:
+        gateway_table(results)
+    overhead_table(results)
     path = save(
         "serving_bench",
-        {"max_tokens": args.max_tokens, "engine": ENGINE, "totals": totals, "rounds": rounds, **results},
+        {
+            "max_tokens": args.max_tokens,
+            "engine": ENGINE,
+            "totals": totals,
+            "paced_totals": paced_totals,
+            "provider_token_ms": args.token_ms,
+            "rounds": rounds,
+            **results,
+        },
     )
     log(f"results in {path}")
 
@@ -405,6 +454,52 @@ def gateway_table(results: dict) -> None:
     )
     log("targets: (e)/(d) tok/s >= 0.95 and TTFT p50 within 10%; external added p50 <= 2 ms, p99 <= 10 ms at c=8;")
     log("budget added p50 <= 1 ms")
+
+
+def overhead_table(results: dict) -> None:
+    rows = [
+        [path, r["concurrency"], r["requests"], r["p50_ms"], r["p99_ms"], r["ttft_p50_ms"]]
+        for path in OVERHEAD_PATHS
+        for r in results[path]
+    ]
+    print()
+    print(table(["path", "conc", "requests", "p50 ms", "p99 ms", "TTFT p50 ms"], rows))
+    added = [
+        [
+            h["concurrency"],
+            i["p50_ms"] - h["p50_ms"],
+            i["p99_ms"] - h["p99_ms"],
+            i["ttft_p50_ms"] - h["ttft_p50_ms"],
+            j["p50_ms"] - i["p50_ms"],
+        ]
+        for h, i, j in zip(
+            results["provider_chat"], results["tessera_paced"], results["tessera_paced_budget"], strict=True
+        )
+    ]
+    print()
+    print(
+        table(
+            ["conc", "(i)-(h) added p50 ms", "(i)-(h) added p99 ms", "(i)-(h) added TTFT ms", "(j)-(i) budget p50 ms"],
+            added,
+        )  # fmt: skip
+    )
+    log("targets: added p50 <= 2 ms and p99 <= 10 ms at c=8 (LiteLLM publishes 12 ms / 43 ms); budget p50 <= 1 ms")
+
+
+@contextlib.asynccontextmanager
+async def paced_provider(work: Path, token_ms: float):
+    port = free_port()
+    server = Process(
+        "paced-provider",
+        python_module("loadtests.serving_bench.provider", "--port", str(port), "--token-ms", str(token_ms)),
+        {},
+        work,
+    )
+    try:
+        await wait_http(server, f"http://127.0.0.1:{port}/health")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
 
 
 if __name__ == "__main__":
