@@ -206,9 +206,8 @@ def compare_runs(
     if not np.all(np.isfinite(differences)):
         raise ValueError("values must be finite")
     interval = bootstrap_interval(differences, confidence, resamples, seed)
-    # Smallest true difference this N finds with the given power, from the spread of the differences.
-    z = scipy_stats.norm.ppf(1 - alpha / 2) + scipy_stats.norm.ppf(power)
-    detectable = float(z * differences.std(ddof=1) / math.sqrt(len(paired)))
+    pass_fail = _is_pass_fail([a[item] for item in paired]) and _is_pass_fail([b[item] for item in paired])
+    detectable = minimum_detectable_difference(values_a, values_b, alpha, power, pass_fail)
     common = {
         "n": len(paired),
         "unpaired": unpaired,
@@ -218,7 +217,7 @@ def compare_runs(
         "minimum_detectable_difference": detectable,
         "power": power,
     }
-    if _is_pass_fail([a[item] for item in paired]) and _is_pass_fail([b[item] for item in paired]):
+    if pass_fail:
         b_better = int(np.sum(differences > 0))
         a_better = int(np.sum(differences < 0))
         p_value = mcnemar_midp(b_better, a_better)
@@ -232,6 +231,29 @@ def compare_runs(
         )
     p_value = paired_t_p_value(differences)
     return PairedComparison(**common, test="paired-t", p_value=p_value, significant=p_value < alpha)
+
+
+def minimum_detectable_difference(
+    values_a: np.ndarray, values_b: np.ndarray, alpha: float, power: float, pass_fail: bool
+) -> float:
+    """The smallest true difference this N finds with `power`, from the spread of the paired differences.
+
+    When every pair moved alike the paired spread is zero, which would claim any difference
+    detectable at any N: the runs' own spread stands in for it then (what an unpaired design would
+    see), and for pass/fail no difference below `k / N` can be detected at all, k being the fewest
+    discordant pairs, all one way, with which McNemar's test can reach `alpha`.
+    """
+    n = values_a.size
+    z = scipy_stats.norm.ppf(1 - alpha / 2) + scipy_stats.norm.ppf(power)
+    differences = values_b - values_a
+    spread = float(differences.std(ddof=1))
+    if spread <= 1e-9 * max(1.0, float(np.abs(differences).max())):  # zero, up to float rounding
+        spread = math.sqrt(float(values_a.var(ddof=1) + values_b.var(ddof=1)))
+    detectable = z * spread / math.sqrt(n)
+    if pass_fail:
+        fewest = next((k for k in range(1, n + 1) if mcnemar_midp(k, 0) < alpha), None)
+        detectable = max(detectable, fewest / n if fewest is not None else math.inf)
+    return float(detectable)
 
 
 def mcnemar_midp(b_better: int, a_better: int) -> float:

@@ -5,6 +5,8 @@ Every simulation uses fixed seeds, so each assertion is on one reproducible outc
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from scipy.stats import binom
@@ -138,6 +140,26 @@ def test_identical_runs_show_no_difference_and_nothing_detectable():
         False,
         False,
     )
+
+
+def test_pairs_that_all_moved_alike_do_not_make_every_difference_detectable():
+    # 8 items, all failing before and passing after: 5 discordant pairs one way are the fewest with
+    # which McNemar's mid-p falls below 0.05 (0.5**5 = 0.031; 0.5**4 = 0.0625), so at N = 8 nothing
+    # under 5/8 is detectable, whatever the zero spread of the differences says.
+    before, after = {f"q{i}": False for i in range(8)}, {f"q{i}": True for i in range(8)}
+    result = compare_runs(before, after)
+    assert result.minimum_detectable_difference == pytest.approx(5 / 8)
+    assert result.significant and result.detectable
+    # At N = 4 even a flip of every item cannot reach significance: nothing is detectable.
+    few = compare_runs({f"q{i}": False for i in range(4)}, {f"q{i}": True for i in range(4)})
+    assert few.minimum_detectable_difference == math.inf and not few.detectable and not few.significant
+    # Scores shifted by one constant: the runs' own spread stands in for the zero paired spread.
+    rng = np.random.default_rng(3)
+    base = rng.uniform(0, 0.5, size=30)
+    shifted = compare_runs(
+        {f"q{i}": float(v) for i, v in enumerate(base)}, {f"q{i}": float(v) + 0.01 for i, v in enumerate(base)}
+    )
+    assert shifted.minimum_detectable_difference > 0.05 and not shifted.detectable
 
 
 def test_compare_runs_refuses_runs_with_nothing_in_common():
