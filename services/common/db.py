@@ -16,13 +16,14 @@ from __future__ import annotations
 import logging
 import re
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import psycopg
 from pgvector.psycopg import register_vector_async
 from psycopg import sql
+from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from services.common import config
@@ -150,6 +151,28 @@ class Database:
             async with self._pool.connection() as conn, conn.transaction():
                 yield conn
 
+    async def fetch_one(
+        self, query: str, params: tuple | dict | None = None, *, translate: Translator | None = None
+    ) -> dict | None:
+        """Run one statement in its own transaction: its first row as a dict, None without one.
+
+        `translate` turns a driver error the store expects into the core's own error."""
+        with _translated(translate):
+            async with self.connection() as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(query, params)
+                return await cur.fetchone() if cur.description else None
+
+    async def fetch_all(
+        self, query: str, params: tuple | dict | None = None, *, translate: Translator | None = None
+    ) -> list[dict]:
+        """Run one statement in its own transaction: every row, as dicts."""
+        with _translated(translate):
+            async with self.connection() as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(query, params)
+                return await cur.fetchall()
+
     @contextmanager
     def _core_errors(self) -> Iterator[None]:
         """A cancelled statement or a lost database becomes a core error a caller can act on;
@@ -164,6 +187,19 @@ class Database:
             if is_outage(exc):
                 raise Unavailable("the database is unavailable; retry later") from exc
             raise
+
+
+Translator = Callable[[psycopg.Error], Exception]
+
+
+@contextmanager
+def _translated(translate: Translator | None) -> Iterator[None]:
+    try:
+        yield
+    except psycopg.Error as exc:
+        if translate is None:
+            raise
+        raise translate(exc) from exc
 
 
 async def migrate(db: Database, migrations_dir: Path) -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import psycopg
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from services.common.db import Database
@@ -62,22 +61,10 @@ class TrainingStore:
         self.db = db
 
     async def _one(self, query: str, params: tuple | dict) -> dict | None:
-        try:
-            async with self.db.connection() as conn:
-                cur = conn.cursor(row_factory=dict_row)
-                await cur.execute(query, params)
-                return await cur.fetchone() if cur.description else None
-        except psycopg.Error as exc:
-            raise _translated(exc) from exc
+        return await self.db.fetch_one(query, params, translate=_translated)
 
     async def _all(self, query: str, params: tuple | dict) -> list[dict]:
-        try:
-            async with self.db.connection() as conn:
-                cur = conn.cursor(row_factory=dict_row)
-                await cur.execute(query, params)
-                return await cur.fetchall()
-        except psycopg.Error as exc:
-            raise _translated(exc) from exc
+        return await self.db.fetch_all(query, params, translate=_translated)
 
     # -- datasets -------------------------------------------------------------
 
