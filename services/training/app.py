@@ -16,7 +16,7 @@ from services.common.grpc_server import TesseraServer
 from services.common.kafka_consumer import ConsumerLoop
 from services.common.kafka_producer import EventProducer
 from services.common.registry_privileges import RegistryPrivileges
-from services.training.core import TrainingCore
+from services.training.core import TrainingCore, warm_imports
 from services.training.grpc_api import SERVICE_NAME, InferenceTableReader, TrainingServicer
 from services.training.kafka_api import JobQueue
 from services.training.metrics import TRAINING_METRICS
@@ -59,6 +59,7 @@ class TrainingApp:
         self.core = TrainingCore(
             s, TrainingStore(self.db), self.privileges, self.registry, JobQueue(self.producer, s.training_jobs_topic)
         )
+        await asyncio.to_thread(warm_imports)
         # Grant changes drop cached privilege answers at once.
         self._consumer = ConsumerLoop(
             bootstrap=s.kafka_bootstrap,

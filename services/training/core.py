@@ -50,6 +50,13 @@ _ALIAS = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,255}")
 _LORA_TARGET = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,63}")
 
 
+def warm_imports() -> None:
+    """Import what pre-flight uses before the first request: transformers' modules load lazily, and
+    two threads importing one for the first time at once can see it half-initialised (ImportError).
+    Seconds, once per process (call it off the event loop)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: F401
+
+
 class TrainingCore:
     def __init__(
         self,
@@ -303,13 +310,13 @@ class TrainingCore:
         return report, base.version
 
     def _measure(self, spec: JobSpec, base_dir: Path, rows_path: Path) -> Preflight:
+        from transformers import AutoTokenizer  # imported at start (warm_imports): a failure here is ours
+
         from services.training import estimates
         from services.training.examples import build_examples, end_of_turn_ids
         from services.training.trainer import read_rows, total_steps
 
         try:
-            from transformers import AutoTokenizer
-
             tokenizer = AutoTokenizer.from_pretrained(base_dir)
         except Exception as exc:  # noqa: BLE001 - the base model's files are user content
             return Preflight(problems=(f"the base model's tokenizer does not load: {exc.__class__.__name__}",))

@@ -10,7 +10,8 @@ pytest.importorskip("vllm", reason="vLLM is not installed: run `bash infra/vllm/
 from tests.integration.evaluation.stack import start_stack, work_dir  # noqa: E402
 
 
-@pytest_asyncio.fixture(scope="session")
+# Package scope: its engines and consumers stop when this package's tests end, not weigh on the next ones.
+@pytest_asyncio.fixture(scope="package")
 async def stack(kafka_bootstrap: str, pg_dsn: str):
     async for running in start_stack(kafka_bootstrap, pg_dsn, work_dir()):
         yield running

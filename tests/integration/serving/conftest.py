@@ -103,7 +103,8 @@ class Mesh:
         await self.producer.send(self.requests_topic, request, key=request.request_id or None)
 
 
-@pytest_asyncio.fixture(scope="session")
+# Package scope: its engines and consumers stop when this package's tests end, not weigh on the next ones.
+@pytest_asyncio.fixture(scope="package")
 async def mesh(kafka_bootstrap: str, pg_dsn: str):
     u = uuid.uuid4().hex[:8]
     work = Path(tempfile.mkdtemp(prefix="serving-test-"))

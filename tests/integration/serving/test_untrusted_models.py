@@ -170,13 +170,20 @@ async def served(kafka_bootstrap: str, pg_dsn: str):
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{serving.port}")
     stub = serving_pb2_grpc.ServingServiceStub(channel)
     endpoints = {kind: f"{kind}-{u}" for kind in folders}
-    for kind, name in endpoints.items():
-        await stub.CreateEndpoint(
-            pb.CreateEndpointRequest(
-                name=name, served_models=[pb.ServedModel(model_name=f"{catalog}.{schema}.{kind}", version=1)], wait=True
-            ),
-            metadata=bearer(ALICE),
+    # At once: each endpoint starts its own worker process, and those start-ups overlap.
+    await asyncio.gather(
+        *(
+            stub.CreateEndpoint(
+                pb.CreateEndpointRequest(
+                    name=name,
+                    served_models=[pb.ServedModel(model_name=f"{catalog}.{schema}.{kind}", version=1)],
+                    wait=True,
+                ),
+                metadata=bearer(ALICE),
+            )
+            for kind, name in endpoints.items()
         )
+    )
     yield Served(serving, channel, endpoints, secret_file)
     await channel.close()
     await client.channel.close()

@@ -25,7 +25,8 @@ from services.training.settings import TrainingSettings
 from tests.integration.training.stack import ADMIN, REPO, SERVICE, TOKENS, Stack, Workers
 
 
-@pytest_asyncio.fixture(scope="session")
+# Package scope: its engines and consumers stop when this package's tests end, not weigh on the next ones.
+@pytest_asyncio.fixture(scope="package")
 async def stack(kafka_bootstrap: str, pg_dsn: str):
     u = uuid.uuid4().hex[:8]
     work = Path(tempfile.mkdtemp(prefix="training-test-"))
