@@ -196,6 +196,8 @@ class UsageMeter:
         self._default_max_tokens = default_max_tokens
         self._cache_s = limits_cache_s
         self._limits: dict[str, tuple[float, list[UsageLimit]]] = {}
+        self._refreshing: dict[str, asyncio.Task] = {}
+        self._generation = 0  # bumped by every limit change made here: a load begun before it is dropped
         self._settling: asyncio.Queue[Settlement] = asyncio.Queue()
         self._settle_batch = settle_batch
         self._worker: asyncio.Task | None = None
@@ -299,12 +301,30 @@ class UsageMeter:
                     self._settling.task_done()
 
     async def _cached_limits(self, endpoint: str) -> list[UsageLimit]:
+        now = time.monotonic()
         cached = self._limits.get(endpoint)
-        if cached is not None and cached[0] > time.monotonic():
+        if cached is not None and cached[0] > now:
+            # In its second half an entry is reloaded off the request path, so under steady traffic no
+            # call waits for the database; none is used past its expiry either (a change made on
+            # another replica counts within the cache time, as before).
+            if cached[0] - now < self._cache_s / 2 and endpoint not in self._refreshing:
+                task = asyncio.create_task(self._load_limits(endpoint), name=f"usage-limits-{endpoint}")
+                self._refreshing[endpoint] = task
+                task.add_done_callback(lambda done, e=endpoint: self._refreshed(e, done))
             return cached[1]
+        return await self._load_limits(endpoint)
+
+    async def _load_limits(self, endpoint: str) -> list[UsageLimit]:
+        generation, started = self._generation, time.monotonic()
         limits = await self._store.limits(endpoint)
-        self._limits[endpoint] = (time.monotonic() + self._cache_s, limits)
+        if generation == self._generation:  # no limit was changed here while it loaded
+            self._limits[endpoint] = (started + self._cache_s, limits)
         return limits
+
+    def _refreshed(self, endpoint: str, task: asyncio.Task) -> None:
+        self._refreshing.pop(endpoint, None)
+        if not task.cancelled() and task.exception() is not None:
+            _log.warning("reloading the usage limits of %s failed: %s", endpoint, task.exception())
 
     # -- administration -----------------------------------------------------------------
 
@@ -322,6 +342,7 @@ class UsageMeter:
             await self._store.remove_limit(limit)
         else:
             await self._store.set_limit(limit)
+        self._generation += 1
         self._limits.pop(limit.endpoint, None)
         return limit
 

@@ -13,6 +13,16 @@ class _Refused(Exception):
         self.charge = charge
 
 
+# Add a charge to its counter unless that passes the limit; no row back when it would.
+_RESERVE = (
+    "INSERT INTO usage_counters (endpoint, principal, metric, period, window_start, used)"
+    " VALUES (%s, %s, %s, %s, %s, %s)"
+    " ON CONFLICT (endpoint, principal, metric, period, window_start)"
+    " DO UPDATE SET used = usage_counters.used + EXCLUDED.used"
+    " WHERE usage_counters.used + EXCLUDED.used <= %s RETURNING used"
+)
+
+
 class UsageStore:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -47,17 +57,19 @@ class UsageStore:
         The conditional upsert takes the counter's row lock, so concurrent
         reservations from any replica are serialised and none can overspend.
         """
+        if len(charges) == 1:
+            # One statement is atomic on its own: no BEGIN/COMMIT round trips on the request path.
+            async with self._db.connection() as conn:
+                await conn.set_autocommit(True)
+                try:
+                    cur = await conn.execute(_RESERVE, (*charges[0].key(), charges[0].amount, charges[0].limit))
+                    return None if await cur.fetchone() is not None else charges[0]
+                finally:
+                    await conn.set_autocommit(False)
         try:
             async with self._db.transaction() as conn:
                 for charge in sorted(charges, key=Charge.key):  # one order everywhere: no deadlocks
-                    cur = await conn.execute(
-                        "INSERT INTO usage_counters (endpoint, principal, metric, period, window_start, used)"
-                        " VALUES (%s, %s, %s, %s, %s, %s)"
-                        " ON CONFLICT (endpoint, principal, metric, period, window_start)"
-                        " DO UPDATE SET used = usage_counters.used + EXCLUDED.used"
-                        " WHERE usage_counters.used + EXCLUDED.used <= %s RETURNING used",
-                        (*charge.key(), charge.amount, charge.limit),
-                    )
+                    cur = await conn.execute(_RESERVE, (*charge.key(), charge.amount, charge.limit))
                     if await cur.fetchone() is None:
                         raise _Refused(charge)
         except _Refused as refused:
