@@ -111,7 +111,7 @@ class ExternalProviders:
 
     def runtime(self, version: ResolvedVersion) -> ExternalRuntime:
         provider, remote = self.provider_of(version.model_name)
-        return ExternalRuntime(provider, remote)
+        return ExternalRuntime(provider, remote, version.model_name)
 
 
 class ExternalRuntime:
@@ -119,9 +119,10 @@ class ExternalRuntime:
 
     kind = LLM
 
-    def __init__(self, provider: Provider, remote_model: str) -> None:
+    def __init__(self, provider: Provider, remote_model: str, served_as: str = "") -> None:
         self._provider = provider
         self._model = remote_model
+        self._served_as = served_as  # chunks carry it, so the core need not copy each one to name it
         self._session: aiohttp.ClientSession | None = None
         self.statistics = RuntimeStatistics()
 
@@ -208,12 +209,12 @@ class ExternalRuntime:
                     finish_reason = choice.get("finish_reason") or finish_reason
                     if text:
                         completion_tokens += 1  # a running count; the provider's usage replaces it
-                        yield TextChunk(text, prompt_tokens, completion_tokens, False, None, "", 0)
+                        yield TextChunk(text, prompt_tokens, completion_tokens, False, None, self._served_as, 1)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise Unavailable(f"provider {self._provider.name!r} broke off the answer: {type(exc).__name__}") from None
         finally:
             response.release()
-        yield TextChunk("", prompt_tokens, completion_tokens, True, finish_reason or "stop", "", 0)
+        yield TextChunk("", prompt_tokens, completion_tokens, True, finish_reason or "stop", self._served_as, 1)
 
     async def _open(self, path: str, body: dict, request_id: str) -> aiohttp.ClientResponse:
         """POST with retries on busy/failing answers and broken connections, with exponential backoff."""

@@ -128,9 +128,11 @@ class InferenceCore:
                                 async for chunk in stream:
                                     outcome.token(chunk)
                                     parts.append(chunk.text)
-                                    yield dataclasses.replace(
-                                        chunk, served_model=model.model_name, model_version=model.version
-                                    )
+                                    if chunk.served_model != model.model_name or chunk.model_version != model.version:
+                                        chunk = dataclasses.replace(
+                                            chunk, served_model=model.model_name, model_version=model.version
+                                        )
+                                    yield chunk
                         break
                     except Unavailable:
                         if parts or index == len(candidates) - 1:

@@ -91,30 +91,52 @@ async def stream_events(
 ) -> web.StreamResponse:
     """Send `opening`, then the events of each chunk, then `closing` and `[DONE]`.
 
+    The stream ends as soon as the finished chunk is sent: the core's bookkeeping (usage
+    settlement, the payload-log record) runs after the caller has its answer, never before.
     An error after the stream started is sent as an error event: the status line is gone.
     Closing `chunks` (the caller went away) aborts the generation in the engine.
     """
     response = web.StreamResponse(headers={**SSE_HEADERS, "x-request-id": request_id})
     await response.prepare(request)
-    last = first
+    last, ended = first, False
     async with contextlib.aclosing(chunks):
         try:
-            await _send(response, [*opening, *(events(first) if first is not None else [])])
+            if first is not None and first.finished:
+                await _end(response, [*opening, *events(first), *closing(first)])
+                ended = True
+            else:
+                await _send(response, [*opening, *(events(first) if first is not None else [])])
             async for chunk in chunks:
                 last = chunk
-                await _send(response, events(chunk))
-            await _send(response, closing(last))
+                if ended:
+                    continue  # the generation's own end (its bookkeeping) after the caller's
+                if chunk.finished:
+                    await _end(response, [*events(chunk), *closing(chunk)])
+                    ended = True
+                else:
+                    await _send(response, events(chunk))
+            if not ended:
+                await _end(response, closing(last))
+                ended = True
         except (ConnectionResetError, asyncio.CancelledError):
             raise
         except Exception as exc:  # noqa: BLE001 - reported in the stream, logged by the core
-            await _send(response, [stream_error(exc)])
-    await response.write(b"data: [DONE]\n\n")
-    await response.write_eof()
+            if not ended:
+                await _end(response, [stream_error(exc)])
+                ended = True
     return response
+
+
+async def _end(response: web.StreamResponse, events: list[dict]) -> None:
+    """The last events and `[DONE]` in one write, then the end of the chunked body."""
+    await response.write(_encode(events) + b"data: [DONE]\n\n")
+    await response.write_eof()
 
 
 async def _send(response: web.StreamResponse, events: list[dict]) -> None:
     if events:
-        await response.write(
-            b"".join(b"data: " + json.dumps(e, separators=(",", ":")).encode() + b"\n\n" for e in events)
-        )
+        await response.write(_encode(events))
+
+
+def _encode(events: list[dict]) -> bytes:
+    return b"".join(b"data: " + json.dumps(e, separators=(",", ":")).encode() + b"\n\n" for e in events)
