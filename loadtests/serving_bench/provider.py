@@ -3,8 +3,9 @@
     python -m loadtests.serving_bench.provider --port 8199 [--token-ms 5] [--first-token-ms 20]
 
 It answers `/v1/chat/completions` and `/v1/completions` (streamed or not) with
-`max_tokens` tokens at a fixed pace, plus the usage chunk, and spends no CPU
-between tokens. That is what a hosted model looks like from the gateway, minus
+`max_tokens` tokens at a fixed pace (token i is due `first-token-ms + i * token-ms`
+after the request, so a late wake-up on a loaded machine does not delay the rest),
+plus the usage chunk, and spends no CPU between tokens. That is what a hosted model looks like from the gateway, minus
 its noise: the difference between calling it directly and through Tessera is the
 gateway's own added latency, which a CPU engine's run-to-run spread (tens of ms on
 this machine) would hide. LiteLLM publishes its 12 ms / 43 ms figures against a
@@ -42,9 +43,17 @@ def app(token_s: float, first_token_s: float) -> web.Application:
         model, created, rid = str(body.get("model", "")), int(time.time()), f"cmpl-{uuid.uuid4().hex}"
         prompt_tokens = len(json.dumps(body.get("messages") or body.get("prompt") or "").split())
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": tokens, "total_tokens": prompt_tokens + tokens}
-        await asyncio.sleep(first_token_s)
+        # Token i is due at a fixed time after the request came in, as a remote model's would be:
+        # pauses that overshoot on a loaded machine do not add up over the stream.
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+
+        async def until(due: float) -> None:
+            await asyncio.sleep(max(0.0, started + due - loop.time()))
+
+        await until(first_token_s)
         if not body.get("stream"):
-            await asyncio.sleep(token_s * (tokens - 1))
+            await until(first_token_s + token_s * (tokens - 1))
             text = " tok" * tokens
             choice = (
                 {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"}
@@ -57,7 +66,7 @@ def app(token_s: float, first_token_s: float) -> web.Application:
         await response.prepare(request)
         for i in range(tokens):
             if i:
-                await asyncio.sleep(token_s)
+                await until(first_token_s + token_s * i)
             await response.write(_chunk(kind, model, created, rid, " tok", "length" if i == tokens - 1 else None))
         if (body.get("stream_options") or {}).get("include_usage"):
             event = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
