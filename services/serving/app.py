@@ -129,6 +129,7 @@ class ServingApp:
             self.privileges,
             default_max_tokens=s.serving_default_max_tokens,
             limits_cache_s=s.serving_usage_limits_cache_s,
+            lease_s=s.serving_usage_lease_s,
             admins=frozenset(filter(None, (a.strip() for a in s.serving_usage_admins.split(",")))),
         )
         await self.usage.start()

@@ -8,12 +8,21 @@ refuses the call (RESOURCE_EXHAUSTED, 429 with Retry-After on HTTP). When the
 call ends the reservation is replaced by what it used, and the call is added to
 the daily usage table (GetUsage). Cost comes from a per-served-model price
 table; a model without a price is "unpriced" (cost absent), never $0.
+
+Leases keep the database off most calls' path: a reservation against a large limit
+takes a little more than the call needs (at most LEASE_CALLS calls' worth and
+LEASE_FRACTION of the limit) and the replica admits the next calls against what is
+left, in memory; what a call did not use goes back to the lease. Everything leased
+is counted in PostgreSQL like a reservation, so replicas together still cannot pass
+a limit; what a replica has not spent goes back to the counter within `lease_s`
+(and at stop). Near a limit leases do not fit and every call reserves exactly.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -48,6 +57,10 @@ USAGE_REFUSED = Counter(
 )
 
 METRICS = ("requests", "tokens", "cost_usd")
+# A lease is at most this many calls' worth of a counter, and at most this share of its limit:
+# what one replica holds and has not spent is all another replica can be refused early.
+LEASE_CALLS = 16
+LEASE_FRACTION = 0.02
 PERIODS = ("minute", "day", "month")
 EVERY_CALLER, EACH_CALLER = "", "*"
 # The endpoint of a limit spanning every endpoint: the principal's calls on all of them count together.
@@ -130,12 +143,19 @@ class Settlement:
     adjustments: list[tuple[Charge, float]]
 
 
+@dataclass(frozen=True)
+class Release:
+    """Leased amounts a replica gives back to their counters, unspent."""
+
+    amounts: dict[tuple, float]
+
+
 class UsageStorage(Protocol):
     async def limits(self, endpoint: str) -> list[UsageLimit]: ...
     async def set_limit(self, limit: UsageLimit) -> None: ...
     async def remove_limit(self, limit: UsageLimit) -> None: ...
     async def reserve(self, charges: list[Charge]) -> Charge | None: ...
-    async def settle(self, settlements: list[Settlement]) -> None: ...
+    async def settle(self, settlements: list[Settlement], released: dict[tuple, float]) -> None: ...
     async def usage(self, endpoint: str, principal: str, start: date, end: date, limit: int) -> list[UsageRow]: ...
 
 
@@ -186,9 +206,11 @@ class UsageMeter:
         *,
         default_max_tokens: int,
         limits_cache_s: float = 5.0,
+        lease_s: float = 1.0,
         settle_batch: int = 256,
         admins: frozenset[str] = frozenset(),
     ) -> None:
+        """`lease_s`: how long leased amounts stay with this replica unspent; 0 leases nothing."""
         self._admins = admins
         self._store = store
         self.prices = prices
@@ -198,14 +220,24 @@ class UsageMeter:
         self._limits: dict[str, tuple[float, list[UsageLimit]]] = {}
         self._refreshing: dict[str, asyncio.Task] = {}
         self._generation = 0  # bumped by every limit change made here: a load begun before it is dropped
-        self._settling: asyncio.Queue[Settlement] = asyncio.Queue()
+        self._settling: asyncio.Queue[Settlement | Release] = asyncio.Queue()
         self._settle_batch = settle_batch
         self._worker: asyncio.Task | None = None
+        self._lease_s = lease_s
+        self._leases: dict[tuple, float] = {}  # counter key -> leased here, counted there, not yet spent
+        self._releaser: asyncio.Task | None = None
 
     async def start(self) -> None:
         self._worker = asyncio.create_task(self._settle_forever(), name="serving-usage-settle")
+        if self._lease_s > 0:
+            self._releaser = asyncio.create_task(self._release_forever(), name="serving-usage-leases")
 
     async def stop(self) -> None:
+        if self._releaser is not None:
+            self._releaser.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._releaser
+        self.release_leases()
         await self.drained()
         if self._worker is not None:
             self._worker.cancel()
@@ -254,11 +286,63 @@ class UsageMeter:
             if known is None or charge.limit < known.limit:
                 tightest[charge.key()] = charge
         reservation.charges = list(tightest.values())
-        refused = await self._store.reserve(reservation.charges)
+        # What this replica's leases cover is admitted here; the rest (all or none) in PostgreSQL.
+        local, remote = [], []
+        for charge in reservation.charges:
+            leased = self._leases.get(charge.key(), 0.0)
+            if leased >= charge.amount:
+                self._leases[charge.key()] = leased - charge.amount
+                local.append(charge)
+            else:
+                remote.append(charge)
+        if not remote:
+            return reservation
+        try:
+            refused = await self._reserve_remote(remote)
+        except BaseException:
+            self._unspend(local)
+            raise
         if refused is not None:
+            self._unspend(local)
             USAGE_REFUSED.labels(endpoint, refused.metric).inc()
             raise _exhausted(refused, now, "over")
         return reservation
+
+    async def _reserve_remote(self, charges: list[Charge]) -> Charge | None:
+        """Reserve with a lease on top where one fits under the limit, else exactly what the call needs."""
+        extra = [self._lease_size(c) for c in charges]
+        if any(extra):
+            leasing = [dataclasses.replace(c, amount=c.amount + e) for c, e in zip(charges, extra, strict=True)]
+            if await self._store.reserve(leasing) is None:
+                for charge, e in zip(charges, extra, strict=True):
+                    if e:
+                        self._leases[charge.key()] = self._leases.get(charge.key(), 0.0) + e
+                return None
+        return await self._store.reserve(charges)
+
+    def _lease_size(self, charge: Charge) -> float:
+        if self._lease_s <= 0:
+            return 0.0
+        size = min(charge.amount * (LEASE_CALLS - 1), charge.limit * LEASE_FRACTION)
+        return size if size >= charge.amount else 0.0
+
+    def _unspend(self, charges: list[Charge]) -> None:
+        for charge in charges:
+            self._leases[charge.key()] = self._leases.get(charge.key(), 0.0) + charge.amount
+
+    def release_leases(self, endpoint: str | None = None) -> None:
+        """Give what this replica leased and has not spent back to the counters (an endpoint's, or all)."""
+        released = {k: v for k, v in self._leases.items() if endpoint is None or k[0] == endpoint}
+        for key in released:
+            del self._leases[key]
+        released = {k: v for k, v in released.items() if v > 0}
+        if released:
+            self._settling.put_nowait(Release(released))
+
+    async def _release_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._lease_s)
+            self.release_leases()
 
     def settle(
         self, reservation: Reservation, served_model: str, prompt_tokens: int, completion_tokens: int
@@ -273,6 +357,13 @@ class UsageMeter:
         elif served_model:
             USAGE_UNPRICED.labels(*who).inc()
         actual = {"requests": 1.0, "tokens": float(prompt_tokens + completion_tokens), "cost_usd": cost or 0.0}
+        adjustments = []
+        for charge in reservation.charges:
+            unused = charge.amount - actual[charge.metric]
+            if unused >= 0 and charge.key() in self._leases:
+                self._leases[charge.key()] += unused  # back to this replica's lease: counted there already
+            elif unused != 0:
+                adjustments.append((charge, actual[charge.metric]))
         self._settling.put_nowait(
             Settlement(
                 day=datetime.now(UTC).date(),
@@ -282,7 +373,7 @@ class UsageMeter:
                 prompt_tokens=prompt_tokens,
                 completion_tokens=completion_tokens,
                 cost_usd=cost,
-                adjustments=[(c, actual[c.metric]) for c in reservation.charges],
+                adjustments=adjustments,
             )
         )
         return cost
@@ -292,10 +383,16 @@ class UsageMeter:
             batch = [await self._settling.get()]
             while len(batch) < self._settle_batch and not self._settling.empty():
                 batch.append(self._settling.get_nowait())
+            settlements = [item for item in batch if isinstance(item, Settlement)]
+            released: dict[tuple, float] = {}
+            for item in batch:
+                if isinstance(item, Release):
+                    for key, amount in item.amounts.items():
+                        released[key] = released.get(key, 0.0) + amount
             try:
-                await self._store.settle(batch)
+                await self._store.settle(settlements, released)
             except Exception:  # noqa: BLE001 - a lost settlement leaves its reservation counted (never under)
-                _log.exception("settling %d calls' usage failed", len(batch))
+                _log.exception("settling %d calls' usage failed", len(settlements))
             finally:
                 for _ in batch:
                     self._settling.task_done()
@@ -344,6 +441,7 @@ class UsageMeter:
             await self._store.set_limit(limit)
         self._generation += 1
         self._limits.pop(limit.endpoint, None)
+        self.release_leases(limit.endpoint)  # leased under the old limit: the new one applies from here
         return limit
 
     async def list_limits(self, endpoint: str, principal: Principal) -> list[UsageLimit]:

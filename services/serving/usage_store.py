@@ -116,8 +116,9 @@ class UsageStore:
             return refused.charge
         return None
 
-    async def settle(self, settlements: list[Settlement]) -> None:
-        """Replace reservations by what the calls used, and add the calls to the daily usage.
+    async def settle(self, settlements: list[Settlement], released: dict[tuple, float] | None = None) -> None:
+        """Replace reservations by what the calls used, give back `released` leases (counter key ->
+        amount), and add the calls to the daily usage.
 
         One statement for the whole batch, its adjustments summed per counter and its calls per
         daily row: a counter's row lock is held for that statement only, not across round trips,
@@ -136,6 +137,10 @@ class UsageStore:
             row[2] += s.completion_tokens
             row[3] += s.cost_usd or 0.0
             row[4] += 1 if s.cost_usd is None else 0
+        for key, amount in (released or {}).items():
+            deltas[key] -= amount
+        if not deltas and not daily:
+            return
         counters = sorted(deltas)  # one lock order for every replica's statements
         days = sorted(daily)
         params = (

@@ -1,16 +1,21 @@
-"""The usage store on a real PostgreSQL: reservations against counters, settlements in batches."""
+"""Usage on a real PostgreSQL: reservations against counters, settlements in batches, replicas' leases."""
 
 from __future__ import annotations
 
 import asyncio
+import random
 from datetime import UTC, date, datetime
 
 import pytest
 
+from services.common.auth import Principal
 from services.common.db import Database, migrate
+from services.common.errors import ResourceExhausted
 from services.serving.store import MIGRATIONS
-from services.serving.usage import Charge, Settlement
+from services.serving.usage import LEASE_CALLS, Charge, Prices, Settlement, UsageLimit, UsageMeter
 from services.serving.usage_store import UsageStore
+
+ALICE = Principal("alice")
 
 
 @pytest.fixture
@@ -30,6 +35,12 @@ def _charge(endpoint: str, amount: float, limit: float = 1000.0) -> Charge:
 
 def _settled(charge: Charge, used: float, served_model: str, cost: float | None) -> Settlement:
     return Settlement(date.today(), charge.endpoint, "alice", served_model, 10, int(used) - 10, cost, [(charge, used)])
+
+
+async def _meter(store: UsageStore, lease_s: float) -> UsageMeter:
+    meter = UsageMeter(store, Prices({}), None, default_max_tokens=16, lease_s=lease_s)  # type: ignore[arg-type]
+    await meter.start()
+    return meter
 
 
 async def test_a_batch_sums_what_its_calls_used_per_counter_and_per_daily_row(store: UsageStore) -> None:
@@ -68,5 +79,63 @@ async def test_concurrent_reservations_and_settlements_never_pass_the_limit(stor
     await asyncio.gather(*(call(i) for i in range(40)))
 
     # Each admitted call held 30 until it settled at 20: the counter never passed 200 on the way.
-    assert 6 <= len(admitted) <= 10
+    assert 6 <= len(admitted) <= 9
     assert await store.counter(charge) == 20.0 * len(admitted) <= limit
+
+
+async def test_a_lease_admits_the_next_calls_without_the_database_and_its_rest_goes_back(store: UsageStore) -> None:
+    await store.set_limit(UsageLimit("big", "", "tokens", "day", 1e9))
+    meter = await _meter(store, lease_s=3600)  # released by hand below
+    try:
+        first = await meter.reserve("big", [], ALICE, prompt_bound=84, max_tokens=16)
+        (charge,) = first.charges
+        leased = await store.counter(charge)
+        reservations = [first, *[await meter.reserve("big", [], ALICE, 84, 16) for _ in range(LEASE_CALLS - 1)]]
+        after = await store.counter(charge)
+        for reservation in reservations:
+            meter.settle(reservation, "m", 20, 10)
+        await meter.drained()
+        unspent = await store.counter(charge)
+        meter.release_leases()
+        await meter.drained()
+        settled = await store.counter(charge)
+    finally:
+        await meter.stop()
+
+    assert leased == after == LEASE_CALLS * 100.0  # one round trip reserved for all sixteen calls
+    assert unspent == leased  # what the calls did not use went back to the lease, not yet to the counter
+    assert settled == LEASE_CALLS * 30.0  # given back: the counter holds exactly what was used
+    (row,) = await store.usage("big", "alice", date.today(), date.today(), 10)
+    assert (row.requests, row.prompt_tokens, row.completion_tokens) == (LEASE_CALLS, LEASE_CALLS * 20, LEASE_CALLS * 10)
+
+
+async def test_two_replicas_leasing_one_budget_never_pass_it_together(store: UsageStore) -> None:
+    limit = 20_000.0  # 200 calls' reservations; leases of 400 fit until near the end
+    await store.set_limit(UsageLimit("shared", "", "tokens", "day", limit))
+    replicas = [await _meter(store, lease_s=0.05), await _meter(store, lease_s=0.05)]
+    used: list[int] = []
+    refused = 0
+
+    async def call(i: int) -> None:
+        nonlocal refused
+        meter = replicas[i % 2]
+        try:
+            reservation = await meter.reserve("shared", [], ALICE, prompt_bound=84, max_tokens=16)
+        except ResourceExhausted:
+            refused += 1
+            return
+        await asyncio.sleep(random.random() * 0.01)
+        completion = random.randint(1, 16)
+        used.append(84 + completion)
+        meter.settle(reservation, "m", 84, completion)
+
+    try:
+        await asyncio.gather(*(call(i) for i in range(400)))
+    finally:
+        for meter in replicas:
+            await meter.stop()
+
+    charge = _charge("shared", 0.0, limit)
+    assert refused > 0 and used
+    assert sum(used) <= limit
+    assert await store.counter(charge) == sum(used)  # every lease given back at stop
