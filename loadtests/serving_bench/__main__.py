@@ -14,6 +14,8 @@ overhead against a paced provider that answers without noise (`provider.py`):
 (h) the provider called directly, (i) through a Tessera endpoint serving it as an
 external model, (j) the same with a tokens budget — (i)-(h) is the added latency,
 (j)-(i) what the budget check adds, free of a CPU engine's run-to-run spread.
+With --overhead-only, serving (and the registry) get CPUs of their own and the client
+and the provider share the first one, on both paths alike (--no-pin: no pinning).
 The model is the tiny local Llama of the tests, registered in a real registry
 that Tessera loads it from. Every request generates exactly `--max-tokens`
 tokens (greedy, ignore_eos). Both servers run at once (an idle engine costs
@@ -28,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import tempfile
 import time
 import uuid
@@ -167,8 +170,11 @@ async def vllm_server(model_dir: Path, work: Path):
 
 
 @contextlib.asynccontextmanager
-async def tessera_serving(model_dir: Path, work: Path, bootstrap: str, vllm_url: str | None, provider_url: str):
-    """A registry holding the model and a serving process: (gRPC address, topics, OpenAI base URL).
+async def tessera_serving(
+    model_dir: Path, work: Path, bootstrap: str, vllm_url: str | None, provider_url: str, cpus: set[int] | None
+):
+    """A registry holding the model and a serving process (both on `cpus`, None: any): (gRPC address, topics,
+    OpenAI base URL).
 
     Endpoints: `bench` (the model), `bench-ext` (vLLM's server as an external model),
     `bench-budget` (the model, with a tokens budget it never reaches) — these three only with
@@ -198,6 +204,7 @@ async def tessera_serving(model_dir: Path, work: Path, bootstrap: str, vllm_url:
             "TESSERA_REGISTRY_EVENTS_TOPIC": topics["registry"],
         },
         work,
+        cpus,
     )
     serving = None
     try:
@@ -234,6 +241,7 @@ async def tessera_serving(model_dir: Path, work: Path, bootstrap: str, vllm_url:
                 "TESSERA_SERVING_EXTERNAL_PROVIDERS": json.dumps(providers),
             },
             work,
+            cpus,
         )
         address = f"127.0.0.1:{serving_port}"
         await wait_grpc(serving, address)
@@ -288,6 +296,9 @@ async def main() -> None:
         "--overhead-only", action="store_true", help="only (h)-(j): the gateway's overhead, no engine started"
     )
     parser.add_argument("--token-ms", type=float, default=5.0, help="the paced provider's pause between tokens")
+    parser.add_argument(
+        "--no-pin", action="store_true", help="overhead paths: let serving share CPUs with the client and provider"
+    )
     args = parser.parse_args()
     if args.overhead_only:
         paths = OVERHEAD_PATHS
@@ -301,10 +312,25 @@ async def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="serving-bench-"))
     log(f"model {model_dir}; logs in {work}")
     runs: dict[str, dict[int, list[dict]]] = {p: {c: [] for c in CONCURRENCY} for p in paths}
+    # The overhead paths put the gateway on a CPU of its own, as it runs in production: the client and
+    # the provider share the other, on the direct path and through Tessera alike, so the gateway's own
+    # work cannot slow the provider's pace or the client's reading and count as added latency twice.
+    cpus = os.sched_getaffinity(0)
+    outside: set[int] | None = None
+    gateway: set[int] | None = None
+    if args.overhead_only and not args.no_pin and len(cpus) >= 2:
+        outside = {min(cpus)}
+        gateway = cpus - outside
+        os.sched_setaffinity(0, outside)
+        log(f"client and provider on CPU {sorted(outside)}, Tessera serving on CPU {sorted(gateway)}")
     async with (
-        paced_provider(work, args.token_ms) as provider_url,
+        paced_provider(work, args.token_ms, outside) as provider_url,
         contextlib.nullcontext(None) if args.overhead_only else vllm_server(model_dir, work) as vllm_url,
-        tessera_serving(model_dir, work, args.bootstrap, vllm_url, provider_url) as (address, topics, openai_url),
+        tessera_serving(model_dir, work, args.bootstrap, vllm_url, provider_url, gateway) as (
+            address,
+            topics,
+            openai_url,
+        ),
     ):
         drivers = {
             "provider_chat": VllmOpenAI(provider_url, "tiny", args.max_tokens, chat=True),
@@ -364,6 +390,7 @@ async def main() -> None:
             "totals": totals,
             "paced_totals": paced_totals,
             "provider_token_ms": args.token_ms,
+            "pinned": {"client_and_provider": sorted(outside), "serving": sorted(gateway)} if outside else None,
             "rounds": rounds,
             **results,
         },
@@ -487,13 +514,14 @@ def overhead_table(results: dict) -> None:
 
 
 @contextlib.asynccontextmanager
-async def paced_provider(work: Path, token_ms: float):
+async def paced_provider(work: Path, token_ms: float, cpus: set[int] | None):
     port = free_port()
     server = Process(
         "paced-provider",
         python_module("loadtests.serving_bench.provider", "--port", str(port), "--token-ms", str(token_ms)),
         {},
         work,
+        cpus,
     )
     try:
         await wait_http(server, f"http://127.0.0.1:{port}/health")

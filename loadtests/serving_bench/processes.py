@@ -26,7 +26,10 @@ def free_port() -> int:
 
 
 class Process:
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
+    def __init__(
+        self, name: str, argv: list[str], env: dict[str, str], log_dir: Path, cpus: set[int] | None = None
+    ) -> None:
+        """`cpus`: the CPUs it (and every thread and child it starts) may run on; None: any."""
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
@@ -37,6 +40,7 @@ class Process:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=None if cpus is None else (lambda: os.sched_setaffinity(0, cpus)),
         )
 
     def check_alive(self) -> None:

@@ -13,6 +13,7 @@ again, and health says NOT_SERVING meanwhile.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Callable
@@ -94,6 +95,11 @@ async def run_until_signalled(service: Service) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await service.start()
+    # What start-up built (modules, clients, caches: ~80k objects before any model) lives as long as
+    # the process: out of the collector's reach, a full collection no longer walks it (25-35 ms on a
+    # small machine, a pause every request in flight would see), only what requests allocate.
+    gc.collect()
+    gc.freeze()
     try:
         await stop.wait()
     finally:
