@@ -28,16 +28,16 @@ _RESERVE = (
 )
 
 
-# A batch of settlements: counter adjustments and daily rows, each array one column.
+# A batch of settlements: counter adjustments and daily rows, each array one column. The UPDATE in
+# WITH runs once whether or not anything reads it; the INSERT is the statement itself.
 _SETTLE = (
     "WITH adjusted AS ("
     " UPDATE usage_counters c SET used = GREATEST(c.used + a.delta, 0)"
     " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::float8[])"
     " AS a(endpoint, principal, metric, period, window_start, delta)"
     " WHERE c.endpoint = a.endpoint AND c.principal = a.principal AND c.metric = a.metric"
-    " AND c.period = a.period AND c.window_start = a.window_start RETURNING 1"
-    "), added AS ("
-    " INSERT INTO usage_daily (day, endpoint, principal, served_model, requests, prompt_tokens,"
+    " AND c.period = a.period AND c.window_start = a.window_start"
+    ") INSERT INTO usage_daily (day, endpoint, principal, served_model, requests, prompt_tokens,"
     " completion_tokens, cost_usd, unpriced_requests)"
     " SELECT * FROM unnest(%s::date[], %s::text[], %s::text[], %s::text[], %s::int8[], %s::int8[], %s::int8[],"
     " %s::float8[], %s::int8[])"
@@ -46,8 +46,7 @@ _SETTLE = (
     " prompt_tokens = usage_daily.prompt_tokens + EXCLUDED.prompt_tokens,"
     " completion_tokens = usage_daily.completion_tokens + EXCLUDED.completion_tokens,"
     " cost_usd = usage_daily.cost_usd + EXCLUDED.cost_usd,"
-    " unpriced_requests = usage_daily.unpriced_requests + EXCLUDED.unpriced_requests RETURNING 1"
-    ") SELECT (SELECT count(*) FROM adjusted), (SELECT count(*) FROM added)"
+    " unpriced_requests = usage_daily.unpriced_requests + EXCLUDED.unpriced_requests"
 )
 _SETTLE_ATTEMPTS = 3
 
