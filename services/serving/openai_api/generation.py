@@ -99,31 +99,33 @@ async def stream_events(
     response = web.StreamResponse(headers={**SSE_HEADERS, "x-request-id": request_id})
     await response.prepare(request)
     last, ended = first, False
+
+    async def send(chunk: TextChunk, before: list[dict]) -> None:
+        nonlocal ended
+        if ended:
+            return  # the generation's own end (its bookkeeping) runs after the caller's
+        if chunk.finished:
+            await _end(response, [*before, *events(chunk), *closing(chunk)])
+            ended = True
+        else:
+            await _send(response, [*before, *events(chunk)])
+
     async with contextlib.aclosing(chunks):
         try:
-            if first is not None and first.finished:
-                await _end(response, [*opening, *events(first), *closing(first)])
-                ended = True
+            if first is None:
+                await _send(response, opening)
             else:
-                await _send(response, [*opening, *(events(first) if first is not None else [])])
+                await send(first, opening)
             async for chunk in chunks:
                 last = chunk
-                if ended:
-                    continue  # the generation's own end (its bookkeeping) after the caller's
-                if chunk.finished:
-                    await _end(response, [*events(chunk), *closing(chunk)])
-                    ended = True
-                else:
-                    await _send(response, events(chunk))
+                await send(chunk, [])
             if not ended:
                 await _end(response, closing(last))
-                ended = True
         except (ConnectionResetError, asyncio.CancelledError):
             raise
         except Exception as exc:  # noqa: BLE001 - reported in the stream, logged by the core
             if not ended:
                 await _end(response, [stream_error(exc)])
-                ended = True
     return response
 
 
