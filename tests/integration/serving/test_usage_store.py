@@ -18,6 +18,10 @@ from services.serving.usage_store import UsageStore
 ALICE = Principal("alice")
 
 
+def _today() -> date:
+    return datetime.now(UTC).date()  # usage days are UTC days
+
+
 @pytest.fixture
 async def store(pg_dsn: str, unique: str):
     db = await Database(pg_dsn, f"usage_{unique}").open()
@@ -34,7 +38,7 @@ def _charge(endpoint: str, amount: float, limit: float = 1000.0) -> Charge:
 
 
 def _settled(charge: Charge, used: float, served_model: str, cost: float | None) -> Settlement:
-    return Settlement(date.today(), charge.endpoint, "alice", served_model, 10, int(used) - 10, cost, [(charge, used)])
+    return Settlement(_today(), charge.endpoint, "alice", served_model, 10, int(used) - 10, cost, [(charge, used)])
 
 
 async def _meter(store: UsageStore, lease_s: float) -> UsageMeter:
@@ -60,7 +64,7 @@ async def test_a_batch_sums_what_its_calls_used_per_counter_and_per_daily_row(st
 
     assert await store.counter(a) == 170.0
     assert await store.counter(b) == 20.0
-    rows = {(r.endpoint, r.served_model): r for r in await store.usage("", "alice", date.today(), date.today(), 10)}
+    rows = {(r.endpoint, r.served_model): r for r in await store.usage("", "alice", _today(), _today(), 10)}
     assert (rows["a", "m1"].requests, rows["a", "m1"].prompt_tokens, rows["a", "m1"].completion_tokens) == (2, 20, 50)
     assert (rows["a", "m1"].cost_usd, rows["a", "m1"].unpriced_requests) == (0.5, 1)
     assert (rows["a", "m2"].requests, rows["b", "m1"].requests, rows["b", "m1"].cost_usd) == (1, 1, 0.25)
@@ -105,7 +109,7 @@ async def test_a_lease_admits_the_next_calls_without_the_database_and_its_rest_g
     assert leased == after == LEASE_CALLS * 100.0  # one round trip reserved for all sixteen calls
     assert unspent == leased  # what the calls did not use went back to the lease, not yet to the counter
     assert settled == LEASE_CALLS * 30.0  # given back: the counter holds exactly what was used
-    (row,) = await store.usage("big", "alice", date.today(), date.today(), 10)
+    (row,) = await store.usage("big", "alice", _today(), _today(), 10)
     assert (row.requests, row.prompt_tokens, row.completion_tokens) == (LEASE_CALLS, LEASE_CALLS * 20, LEASE_CALLS * 10)
 
 
