@@ -57,6 +57,9 @@ USAGE_REFUSED = Counter(
 )
 
 METRICS = ("requests", "tokens", "cost_usd")
+# The limits of a scope (an endpoint, or every endpoint) no call needed for this long are no longer reloaded.
+LIMITS_IDLE_S = 600.0
+_LIMITS_PER_QUERY = 500
 # A lease is at most this many calls' worth of a counter, and at most this share of its limit:
 # what one replica holds and has not spent is all another replica can be refused early.
 LEASE_CALLS = 16
@@ -151,7 +154,7 @@ class Release:
 
 
 class UsageStorage(Protocol):
-    async def limits(self, endpoint: str) -> list[UsageLimit]: ...
+    async def limits(self, endpoints: Sequence[str]) -> dict[str, list[UsageLimit]]: ...
     async def set_limit(self, limit: UsageLimit) -> None: ...
     async def remove_limit(self, limit: UsageLimit) -> None: ...
     async def reserve(self, charges: list[Charge]) -> Charge | None: ...
@@ -217,8 +220,10 @@ class UsageMeter:
         self._privileges = privileges
         self._default_max_tokens = default_max_tokens
         self._cache_s = limits_cache_s
-        self._limits: dict[str, tuple[float, list[UsageLimit]]] = {}
-        self._refreshing: dict[str, asyncio.Task] = {}
+        self._limits: dict[str, tuple[float, list[UsageLimit]]] = {}  # scope -> (expires, limits)
+        self._used: dict[str, float] = {}  # scope -> when a call last needed its limits
+        self._loading: dict[str, asyncio.Task] = {}  # scope -> the load under way, shared by every caller
+        self._refresher: asyncio.Task | None = None
         self._generation = 0  # bumped by every limit change made here: a load begun before it is dropped
         self._settling: asyncio.Queue[Settlement | Release] = asyncio.Queue()
         self._settle_batch = settle_batch
@@ -231,12 +236,15 @@ class UsageMeter:
         self._worker = asyncio.create_task(self._settle_forever(), name="serving-usage-settle")
         if self._lease_s > 0:
             self._releaser = asyncio.create_task(self._release_forever(), name="serving-usage-leases")
+        if self._cache_s > 0:
+            self._refresher = asyncio.create_task(self._refresh_forever(), name="serving-usage-limits")
 
     async def stop(self) -> None:
-        if self._releaser is not None:
-            self._releaser.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._releaser
+        for task in (self._releaser, self._refresher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self.release_leases()
         await self.drained()
         if self._worker is not None:
@@ -258,8 +266,7 @@ class UsageMeter:
         # The endpoint's own limits and those spanning every endpoint, in one reservation (all or none).
         limits = [
             lim
-            for scope in (endpoint, EVERY_ENDPOINT)
-            for lim in await self._cached_limits(scope)
+            for lim in await self._limits_of((endpoint, EVERY_ENDPOINT))
             if lim.principal in (EVERY_CALLER, EACH_CALLER, principal.name)
         ]
         if not limits:
@@ -397,31 +404,65 @@ class UsageMeter:
                 for _ in batch:
                     self._settling.task_done()
 
-    async def _cached_limits(self, endpoint: str) -> list[UsageLimit]:
+    async def _limits_of(self, scopes: Sequence[str]) -> list[UsageLimit]:
+        """The limits of `scopes`, cached for the cache time; the database is asked only for a scope no
+        call used lately (the refresher keeps the others loaded), in one query shared by concurrent callers."""
         now = time.monotonic()
-        cached = self._limits.get(endpoint)
-        if cached is not None and cached[0] > now:
-            # In its second half an entry is reloaded off the request path, so under steady traffic no
-            # call waits for the database; none is used past its expiry either (a change made on
-            # another replica counts within the cache time, as before).
-            if cached[0] - now < self._cache_s / 2 and endpoint not in self._refreshing:
-                task = asyncio.create_task(self._load_limits(endpoint), name=f"usage-limits-{endpoint}")
-                self._refreshing[endpoint] = task
-                task.add_done_callback(lambda done, e=endpoint: self._refreshed(e, done))
-            return cached[1]
-        return await self._load_limits(endpoint)
+        found: list[UsageLimit] = []
+        missing = []
+        for scope in scopes:
+            self._used[scope] = now
+            cached = self._limits.get(scope)
+            if cached is not None and cached[0] > now:
+                found.extend(cached[1])
+            else:
+                missing.append(scope)
+        if missing:
+            for limits in (await self._load(missing)).values():
+                found.extend(limits)
+        return found
 
-    async def _load_limits(self, endpoint: str) -> list[UsageLimit]:
+    async def _load(self, scopes: Sequence[str]) -> dict[str, list[UsageLimit]]:
+        """Load and cache `scopes`: one query for those not being loaded already, joining the loads under way."""
+        new = [scope for scope in scopes if scope not in self._loading]
+        if new:
+            task = asyncio.ensure_future(self._fetch(new))
+            for scope in new:
+                self._loading[scope] = task
+            task.add_done_callback(lambda done, new=new: self._loaded(new, done))
+        tasks = {scope: self._loading[scope] for scope in scopes}
+        # Shielded: a caller that goes away does not cancel a load other callers wait for.
+        return {scope: (await asyncio.shield(task))[scope] for scope, task in tasks.items()}
+
+    async def _fetch(self, scopes: list[str]) -> dict[str, list[UsageLimit]]:
         generation, started = self._generation, time.monotonic()
-        limits = await self._store.limits(endpoint)
+        limits = await self._store.limits(scopes)
         if generation == self._generation:  # no limit was changed here while it loaded
-            self._limits[endpoint] = (started + self._cache_s, limits)
+            for scope in scopes:
+                self._limits[scope] = (started + self._cache_s, limits[scope])
         return limits
 
-    def _refreshed(self, endpoint: str, task: asyncio.Task) -> None:
-        self._refreshing.pop(endpoint, None)
+    def _loaded(self, scopes: list[str], task: asyncio.Future) -> None:
+        for scope in scopes:
+            if self._loading.get(scope) is task:
+                del self._loading[scope]
         if not task.cancelled() and task.exception() is not None:
-            _log.warning("reloading the usage limits of %s failed: %s", endpoint, task.exception())
+            _log.warning("loading the usage limits of %d scope(s) failed: %s", len(scopes), task.exception())
+
+    async def _refresh_forever(self) -> None:
+        """Reload the limits of every scope in use twice per cache time, so they never expire under traffic
+        and no call waits for the database for them (a change made on another replica still counts
+        within the cache time); a scope no call needed for LIMITS_IDLE_S is dropped."""
+        while True:
+            await asyncio.sleep(self._cache_s / 2)
+            now = time.monotonic()
+            for scope in [s for s, used in self._used.items() if now - used > LIMITS_IDLE_S]:
+                del self._used[scope]
+                self._limits.pop(scope, None)
+            scopes = list(self._used)
+            for first in range(0, len(scopes), _LIMITS_PER_QUERY):
+                with contextlib.suppress(Exception):  # logged by _loaded; the next turn tries again
+                    await self._load(scopes[first : first + _LIMITS_PER_QUERY])
 
     # -- administration -----------------------------------------------------------------
 
@@ -448,13 +489,13 @@ class UsageMeter:
         """An endpoint's limits (MANAGE on it); those spanning every endpoint: all for usage administrators,
         the ones that apply to the caller for anyone else."""
         if endpoint == EVERY_ENDPOINT:
-            limits = await self._store.limits(EVERY_ENDPOINT)
+            limits = (await self._store.limits([EVERY_ENDPOINT]))[EVERY_ENDPOINT]
             if principal.name in self._admins:
                 return limits
             return [lim for lim in limits if lim.principal in (EVERY_CALLER, EACH_CALLER, principal.name)]
         check_endpoint_name(endpoint)
         await self._privileges.require(principal, "ENDPOINT", endpoint, "MANAGE")
-        return await self._store.limits(endpoint)
+        return (await self._store.limits([endpoint]))[endpoint]
 
     async def usage(
         self, endpoint: str, who: str, start: datetime | None, end: datetime | None, principal: Principal

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import date
 
@@ -70,14 +70,18 @@ class UsageStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def limits(self, endpoint: str) -> list[UsageLimit]:
+    async def limits(self, endpoints: Sequence[str]) -> dict[str, list[UsageLimit]]:
+        """The limits of each of `endpoints` (EVERY_ENDPOINT among them: those spanning all), in one query."""
+        found: dict[str, list[UsageLimit]] = {endpoint: [] for endpoint in endpoints}
         async with _autocommit(self._db) as conn:
             cur = await conn.execute(
                 "SELECT endpoint, principal, metric, period, max_value FROM usage_limits"
-                " WHERE endpoint = %s ORDER BY principal, metric, period",
-                (endpoint,),
+                " WHERE endpoint = ANY(%s) ORDER BY endpoint, principal, metric, period",
+                (list(found),),
             )
-            return [UsageLimit(*row) for row in await cur.fetchall()]
+            for row in await cur.fetchall():
+                found[row[0]].append(UsageLimit(*row))
+        return found
 
     async def set_limit(self, limit: UsageLimit) -> None:
         async with self._db.transaction() as conn:

@@ -143,3 +143,42 @@ async def test_two_replicas_leasing_one_budget_never_pass_it_together(store: Usa
     assert refused > 0 and used
     assert sum(used) <= limit
     assert await store.counter(charge) == sum(used)  # every lease given back at stop
+
+
+class _CountedStore:
+    """The real store, counting the limit loads it is asked for and able to hold them back."""
+
+    def __init__(self, store: UsageStore) -> None:
+        self._store = store
+        self.loads: list[list[str]] = []
+        self.open = asyncio.Event()
+        self.open.set()
+
+    async def limits(self, endpoints):
+        self.loads.append(list(endpoints))
+        await self.open.wait()
+        return await self._store.limits(endpoints)
+
+    def __getattr__(self, name: str):
+        return getattr(self._store, name)
+
+
+async def test_limits_in_use_are_loaded_once_for_concurrent_callers_and_kept_fresh(store: UsageStore) -> None:
+    await store.set_limit(UsageLimit("kept", "", "requests", "day", 1e6))
+    counted = _CountedStore(store)
+    meter = UsageMeter(counted, Prices({}), None, default_max_tokens=16, limits_cache_s=2.0, lease_s=0)  # type: ignore[arg-type]
+    await meter.start()
+    try:
+        # Twenty calls to a scope nobody used yet: one query, for the endpoint and every endpoint at once.
+        await asyncio.gather(*(meter.reserve("kept", [], ALICE, 10, 10) for _ in range(20)))
+        assert counted.loads == [["kept", ""]]
+        # Past the cache time the refresher has reloaded them: a call finds them without the database.
+        await asyncio.sleep(2.5)
+        assert len(counted.loads) > 1
+        counted.open.clear()
+        reservation = await asyncio.wait_for(meter.reserve("kept", [], ALICE, 10, 10), timeout=0.9)
+        assert reservation.charges  # the limit applied, from the cache
+        counted.open.set()
+    finally:
+        counted.open.set()
+        await meter.stop()
