@@ -16,7 +16,7 @@ import asyncio
 import logging
 
 from services.common.auth import Principal
-from services.common.errors import AlreadyExists, InvalidArgument, NotFound, TesseraError
+from services.common.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, TesseraError
 from services.common.paging import Page, decode_token, page_of, page_size
 from services.common.registry_privileges import RegistryPrivileges
 from services.serving.catalog import ModelCatalog
@@ -28,6 +28,8 @@ from services.serving.entities import (
     EndpointSpec,
     EndpointView,
     EngineBounds,
+    ResolvedVersion,
+    ServedModelSpec,
     StoredEndpoint,
     check_endpoint_name,
     is_valid_endpoint_name,
@@ -278,7 +280,7 @@ class EndpointControl:
                 return  # a loading route resolves its alias once it has loaded
             spec = route.spec
             try:
-                resolved = await self._catalog.resolve(spec.model_name, None, spec.alias)
+                resolved = await self._resolve(deployment, spec)
             except TesseraError as exc:
                 # Keep serving what runs: an alias on a version that is not READY is not followed.
                 route.reason = f"alias {spec.alias} not followed: {exc.message}"
@@ -356,7 +358,7 @@ class EndpointControl:
     async def _load_route(self, deployment: Deployment, route: Route) -> None:
         spec = route.spec
         try:
-            resolved = await self._catalog.resolve(spec.model_name, spec.version, spec.alias)
+            resolved = await self._resolve(deployment, spec)
             route.model = await self._pool.acquire(resolved, deployment.holder, spec.engine)
             route.state = READY
         except asyncio.CancelledError:
@@ -370,6 +372,20 @@ class EndpointControl:
             _log.exception("%s: %s %s failed to load", deployment.name, spec.model_name, spec.selector)
             return
         await self._record_lineage(spec.model_name, route.model.version, deployment.name)
+
+    async def _resolve(self, deployment: Deployment, spec: ServedModelSpec) -> ResolvedVersion:
+        """The version `spec` serves now. An alias can move to a LoRA adapter version on another base
+        than the one checked when the endpoint was set up: the endpoint's creator must be allowed to
+        use that base too (PERMISSION_DENIED otherwise: the alias is not followed)."""
+        resolved = await self._catalog.resolve(spec.model_name, spec.version, spec.alias)
+        if spec.alias and resolved.is_adapter:
+            creator = deployment.stored.created_by
+            if not await self._privileges.allowed(creator, "REGISTERED_MODEL", resolved.base_model, "EXECUTE"):
+                raise PermissionDenied(
+                    f"{creator}, who set up the endpoint, lacks EXECUTE on {resolved.base_model},"
+                    f" the base of {spec.model_name} v{resolved.version}"
+                )
+        return resolved
 
     async def _record_lineage(self, model_name: str, version: int, endpoint: str) -> None:
         try:

@@ -213,3 +213,60 @@ async def test_execute_on_the_adapter_and_on_its_base_is_needed(mesh: Mesh) -> N
         return error if mesh.llm_model in error.details() else None
 
     assert await eventually(refused_for_the_base, timeout=60), "bob was not refused for lacking EXECUTE on the base"
+
+
+async def test_an_alias_is_not_followed_onto_an_adapter_whose_base_the_endpoints_creator_may_not_use(
+    mesh: Mesh,
+) -> None:
+    u = uuid.uuid4().hex[:8]
+    schema = mesh.llm_model.rsplit(".", 1)[0]
+    adapter, other_base = f"{schema}.lora_moved_{u}", f"{schema}.other_base_{u}"
+    work = Path(tempfile.mkdtemp(prefix="lora-moved-"))
+    await register_adapter(mesh, adapter, build_adapter(build_tiny_llama(), work / "a", seed=11), f"{mesh.llm_model}/1")
+    await mesh.registry.set_alias(adapter, "champion", 1)
+    for model in (adapter, mesh.llm_model):
+        await mesh.registry.grant(rpb.SECURABLE_TYPE_REGISTERED_MODEL, model, "bob", [rpb.PRIVILEGE_EXECUTE])
+    served = pb.ServedModel(model_name=adapter, alias="champion", engine=ENGINE)
+    request = pb.CreateEndpointRequest(name=f"moved-{u}", served_models=[served], wait=True)
+    stub = mesh.serving_stub()
+
+    async def created() -> bool:  # once the grant events reached serving (an earlier refusal may be cached)
+        try:
+            return (await stub.CreateEndpoint(request, metadata=bearer(BOB), timeout=900)).state == "READY"
+        except grpc.aio.AioRpcError as error:
+            assert error.code() == grpc.StatusCode.PERMISSION_DENIED, error.details()
+            return False
+
+    assert await eventually(created, timeout=120)
+    # Version 2 of the adapter sits on another base, which bob may not use; the alias moves there.
+    await mesh.registry.register(other_base, build_tiny_llama())
+    version = await mesh.registry.register(
+        adapter, build_adapter(build_tiny_llama(), work / "b", seed=12), new_model=False
+    )
+    await mesh.registry.stub.UpdateModelVersion(
+        rpb.UpdateModelVersionRequest(
+            model_name=adapter, version=version, set_tags={BASE_MODEL_TAG: f"{other_base}/1"}
+        ),
+        metadata=bearer(ADMIN),
+    )
+    await mesh.registry.set_alias(adapter, "champion", version)
+
+    async def refused() -> pb.ServedModelStatus | None:
+        endpoint = await stub.GetEndpoint(pb.GetEndpointRequest(name=request.name), metadata=bearer(BOB))
+        (status,) = endpoint.status
+        return status if "not followed" in status.state_reason else None
+
+    status = await eventually(refused, timeout=60)
+    assert status, "the alias move was not refused"
+    assert (status.version, status.state) == (1, "READY") and other_base in status.state_reason
+    assert "EXECUTE" in status.state_reason
+    answer = await stub.Generate(
+        pb.GenerateRequest(
+            endpoint=request.name,
+            prompt=PROMPT,
+            sampling=events_pb.SamplingParams(temperature=0.0, max_tokens=2, ignore_eos=True),
+        ),
+        metadata=bearer(BOB),
+        timeout=600,
+    )
+    assert answer.model_version == "1"  # still the version on the base bob may use
