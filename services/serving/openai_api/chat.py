@@ -7,10 +7,16 @@ from typing import Any
 
 from aiohttp import web
 
-from services.serving.entities import TextChunk, TextResult
+from services.serving.entities import TextChunk
 from services.serving.inference import InferenceCore
 from services.serving.openai_api.generation import HttpCall, calls_of, generate_all, open_stream, stream_events
-from services.serving.openai_api.protocol import GenerationRequest, ToolCallPlan, chat_logprobs, usage
+from services.serving.openai_api.protocol import (
+    GenerationRequest,
+    ToolCallPlan,
+    agent_sources,
+    chat_logprobs,
+    usage,
+)
 
 
 async def chat_completions(inference: InferenceCore, parsed: GenerationRequest, http: HttpCall) -> web.StreamResponse:
@@ -68,11 +74,6 @@ async def _stream(inference: InferenceCore, parsed: GenerationRequest, http: Htt
 
     opening = [event({"role": "assistant", "content": ""}, None)]
     return await stream_events(http.request, http.request_id, chunks, first, events, closing, opening)
-
-
-def agent_sources(answer: TextChunk | TextResult) -> dict[str, Any]:
-    """An agent's citations and retrieved passages, in an extra field the openai SDK keeps as it is."""
-    return {"citations": list(answer.citations), "retrieved_context": [p.to_json() for p in answer.passages]}
 
 
 def _answer(text: str, finish_reason: str | None, plan: ToolCallPlan | None, call_id: str) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from aiohttp import web
 from services.serving.entities import TextChunk, TextResult
 from services.serving.inference import InferenceCore
 from services.serving.openai_api.generation import HttpCall, calls_of, generate_all, open_stream, stream_events
-from services.serving.openai_api.protocol import GenerationRequest, completion_logprobs, usage
+from services.serving.openai_api.protocol import GenerationRequest, agent_sources, completion_logprobs, usage
 
 
 async def completions(inference: InferenceCore, parsed: GenerationRequest, http: HttpCall) -> web.StreamResponse:
@@ -23,6 +23,8 @@ async def completions(inference: InferenceCore, parsed: GenerationRequest, http:
         "choices": [_choice(i, r, parsed, calls[i].prompt or "") for i, r in enumerate(results)],
         "usage": usage(sum(r.prompt_tokens for r in results), sum(r.completion_tokens for r in results)),
     }
+    if results and results[0].citations:  # an agent's sources, as on chat completions
+        body["tessera"] = agent_sources(results[0])
     return web.json_response(body, headers={"x-request-id": http.request_id})
 
 
@@ -33,9 +35,13 @@ async def _stream(inference: InferenceCore, parsed: GenerationRequest, http: Htt
         head["usage"] = None
 
     def events(chunk: TextChunk) -> list[dict]:
-        if not chunk.text and not chunk.finished:
+        if not chunk.text and not chunk.finished and not chunk.citations:
             return []
         choice = {"index": 0, "text": chunk.text, "logprobs": None, "finish_reason": chunk.finish_reason}
+        if chunk.citations:  # an agent's sources come with its first chunk
+            return [
+                {**head, "choices": [{**choice, "citations": list(chunk.citations)}], "tessera": agent_sources(chunk)}
+            ]
         return [{**head, "choices": [choice]}]
 
     def closing(last: TextChunk | None) -> list[dict]:
@@ -53,4 +59,7 @@ def _choice(index: int, result: TextResult, parsed: GenerationRequest, prompt: s
     if parsed.sampling.logprobs is not None:
         echoed = list(result.prompt_logprobs or ()) if parsed.echo else []
         logprobs = completion_logprobs([*echoed, *result.logprobs])
-    return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": result.finish_reason or None}
+    choice = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": result.finish_reason or None}
+    if result.citations:
+        choice["citations"] = list(result.citations)
+    return choice

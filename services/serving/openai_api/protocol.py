@@ -22,6 +22,8 @@ from services.serving.entities import (
     MAX_LOGPROBS,
     MAX_MESSAGES,
     SamplingSpec,
+    TextChunk,
+    TextResult,
     TokenLogprob,
     check_labels,
 )
@@ -421,6 +423,11 @@ def _seed(seed: Any) -> int | None:
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise InvalidArgument("seed must be an integer", field="seed")
     return seed
+
+
+def agent_sources(answer: TextChunk | TextResult) -> dict[str, Any]:
+    """An agent's citations and retrieved passages, in an extra field the openai SDK keeps as it is."""
+    return {"citations": list(answer.citations), "retrieved_context": [p.to_json() for p in answer.passages]}
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:

@@ -8,10 +8,10 @@ from aiohttp import web
 
 from services.common.errors import InvalidArgument, NotFound
 from services.serving.conversations import ConversationStore
-from services.serving.entities import GenerateCall, SamplingSpec
+from services.serving.entities import GenerateCall, SamplingSpec, TextResult
 from services.serving.inference import InferenceCore
 from services.serving.openai_api.generation import HttpCall
-from services.serving.openai_api.protocol import labels_of, message_of, refuse_unless_default
+from services.serving.openai_api.protocol import agent_sources, labels_of, message_of, refuse_unless_default
 
 _FIELDS = {
     "model", "input", "instructions", "previous_response_id", "max_output_tokens", "temperature", "top_p",
@@ -96,7 +96,7 @@ async def responses(
                     "id": f"msg_{http.request_id}",
                     "status": "completed",
                     "role": "assistant",
-                    "content": [{"type": "output_text", "text": result.text, "annotations": []}],
+                    "content": [{"type": "output_text", "text": result.text, "annotations": _cited(result)}],
                 }
             ],
             "usage": {
@@ -116,9 +116,16 @@ async def responses(
             "text": {"format": {"type": "text"}},
             "truncation": "disabled",
             "metadata": body.get("metadata") or {},
+            **({"tessera": agent_sources(result)} if result.citations else {}),
         },
         headers={"x-request-id": http.request_id},
     )
+
+
+def _cited(result: TextResult) -> list[dict[str, Any]]:
+    """An agent's cited passages as the Responses API's file citations, placed after the answer."""
+    end = len(result.text)
+    return [{"type": "file_citation", "file_id": c, "filename": c, "index": end} for c in result.citations]
 
 
 def _input(value: Any) -> list[dict[str, str]]:

@@ -183,6 +183,19 @@ async def test_answers_with_citations_of_the_retrieved_documents_on_every_front_
     )
     cited = [chunk.model_extra["tessera"]["citations"] async for chunk in streamed if "tessera" in chunk.model_extra]
     assert cited == [expected]
+
+    completion = await client.completions.create(model=world.endpoint, prompt=QUESTION, max_tokens=8, temperature=0)
+    assert completion.choices[0].model_extra["citations"] == expected
+    assert [p["id"] for p in completion.model_extra["tessera"]["retrieved_context"]] == expected
+    streamed = await client.completions.create(model=world.endpoint, prompt=QUESTION, max_tokens=8, stream=True)
+    cited = [chunk.model_extra["tessera"]["citations"] async for chunk in streamed if "tessera" in chunk.model_extra]
+    assert cited == [expected]
+
+    response = await client.responses.create(model=world.endpoint, input=QUESTION, max_output_tokens=8)
+    (annotations,) = [part.annotations for part in response.output[0].content]
+    assert [(a.type, a.file_id) for a in annotations] == [("file_citation", i) for i in expected]
+    assert {a.index for a in annotations} == {len(response.output_text)}
+    assert [p["id"] for p in response.model_extra["tessera"]["retrieved_context"]] == expected
     await client.close()
 
 
