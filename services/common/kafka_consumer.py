@@ -56,6 +56,9 @@ from services.common.lifecycle import READINESS, Readiness
 
 _log = logging.getLogger(__name__)
 
+# How long the start of a partition at the newest record may take to ask for at assignment.
+_POSITION_TIMEOUT_S = 10.0
+
 M = TypeVar("M", bound=ProtoMessage)
 
 CONSUMED = Counter(
@@ -196,6 +199,8 @@ class ConsumerLoop(Generic[M]):
         # Unique per loop: two replicas in one process may share a group.
         self.worker_name = f"kafka consumer {group_id} ({id(self):x})"
         self._config = consumer_config(bootstrap, group_id, **config)
+        # Followers that only care about what happens from now on (registry events, ...).
+        self._from_newest = self._config["auto.offset.reset"] in ("latest", "largest", "end")
         self._consumer = Consumer(self._config)
         self._schema = message_type.DESCRIPTOR.full_name.encode()
         self._stopping = asyncio.Event()
@@ -234,7 +239,13 @@ class ConsumerLoop(Generic[M]):
     async def _consume(self) -> None:
         self._progressed = False
         loop = asyncio.get_running_loop()
-        self._consumer.subscribe(self.topics, on_assign=lambda *_: loop.call_soon_threadsafe(self._on_assigned))
+
+        def on_assign(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            if self._from_newest:
+                consumer.assign(self._at_the_newest(consumer, partitions))
+            loop.call_soon_threadsafe(self._on_assigned)
+
+        self._consumer.subscribe(self.topics, on_assign=on_assign)
         handled: Offsets = {}
         try:
             while not self._stopping.is_set():
@@ -260,6 +271,26 @@ class ConsumerLoop(Generic[M]):
                 await asyncio.to_thread(self._commit, handled, True)
         finally:
             await asyncio.to_thread(self._consumer.close)
+
+    def _at_the_newest(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """Partitions without a committed offset start at their end as of now (on the consumer's thread).
+
+        librdkafka resolves `auto.offset.reset=latest` only when it first fetches, a moment after the
+        assignment: a record produced in between would be skipped although it came after the loop
+        reported itself assigned. Asking for the end here makes the position the one at assignment.
+        Should the broker not answer, the partitions keep the lazy reset (and a warning says so)."""
+        try:
+            committed = consumer.committed(partitions, timeout=_POSITION_TIMEOUT_S)
+            for partition in committed:
+                if partition.offset < 0:
+                    _low, high = consumer.get_watermark_offsets(partition, timeout=_POSITION_TIMEOUT_S)
+                    partition.offset = high
+            return committed
+        except KafkaException as exc:
+            _log.warning(
+                "%s: could not fix the start at the newest records (%s); the broker resolves it", self.group_id, exc
+            )
+            return partitions
 
     def _on_assigned(self) -> None:
         self._assigned.set()

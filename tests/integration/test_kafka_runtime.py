@@ -12,7 +12,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import ConfigResource, NewTopic
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry import trace
@@ -81,6 +81,54 @@ async def test_a_protobuf_event_and_its_trace_context_round_trip(kafka_bootstrap
     assert record.headers["schema"] == "tessera.events.v1.PayloadLog"
     assert sent_trace_id in record.headers["traceparent"]
     assert format(trace.get_current_span(record.context).get_span_context().trace_id, "032x") == sent_trace_id
+
+
+async def test_a_loop_from_the_newest_record_gets_every_record_sent_once_it_is_assigned(
+    kafka_bootstrap, producer, unique
+):
+    """Followers of the registry's events start at the newest record. `wait_assigned` returning means
+    their position is fixed: a record sent right after is delivered, not skipped by a start position
+    the broker is asked for later."""
+    topic = f"test.{unique}"
+    kafka_admin.ensure_topics(kafka_bootstrap, [topic, topic + ".dlq"], partitions=4)
+    await producer.send(topic, PayloadLog(request_id="before"), key="before")
+    raw = Producer({"bootstrap.servers": kafka_bootstrap})
+    for attempt in range(5):
+        received: list[str] = []
+        done = asyncio.Event()
+
+        async def handle(batch: list[Record[PayloadLog]], received=received, done=done) -> None:
+            received.extend(record.value.request_id for record in batch)
+            if len(received) >= 4:
+                done.set()
+
+        loop = ConsumerLoop(
+            bootstrap=kafka_bootstrap,
+            group_id=f"g-{unique}-{attempt}",
+            topics=[topic],
+            message_type=PayloadLog,
+            handler=handle,
+            dlq_producer=producer,
+            **{"auto.offset.reset": "latest"},
+        )
+        task = asyncio.create_task(loop.run())
+        try:
+            await loop.wait_assigned()
+            sent = [f"{attempt}-{partition}" for partition in range(4)]
+            for partition, request_id in enumerate(sent):
+                message = PayloadLog(request_id=request_id)
+                raw.produce(
+                    topic,
+                    message.SerializeToString(),
+                    partition=partition,
+                    headers=EventProducer.headers_for(message, request_id),
+                )
+            assert raw.flush(30) == 0
+            await asyncio.wait_for(done.wait(), 30)
+        finally:
+            loop.stop()
+            await task
+        assert sorted(received) == sent
 
 
 async def test_a_poison_record_goes_to_the_dlq_and_the_next_one_is_processed(
