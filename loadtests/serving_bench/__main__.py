@@ -13,7 +13,9 @@ cost of the reservation and its settlement at admission), and the gateway's own
 overhead against a paced provider that answers without noise (`provider.py`):
 (h) the provider called directly, (i) through a Tessera endpoint serving it as an
 external model, (j) the same with a tokens budget — (i)-(h) is the added latency,
-(j)-(i) what the budget check adds, free of a CPU engine's run-to-run spread.
+(j)-(i) what the budget check adds, free of a CPU engine's run-to-run spread. (i)
+and (j) run in one level, request by request in turn, so whatever the machine does
+meanwhile falls on both alike and their difference is the budget's alone.
 With --overhead-only, serving (and the registry) get CPUs of their own and the client
 and the provider share the first one, on both paths alike (--no-pin: no pinning).
 The model is the tiny local Llama of the tests, registered in a real registry
@@ -61,6 +63,8 @@ PATHS = (
 )
 GATEWAY_PATHS = ("vllm_chat", "tessera_chat", "tessera_external", "tessera_budget")
 OVERHEAD_PATHS = ("provider_chat", "tessera_paced", "tessera_paced_budget")
+# Paths measured together, their requests in turn within one level (see run_turns).
+TAKING_TURNS = ("tessera_paced", "tessera_paced_budget")
 ENGINE = {"max_model_len": 1024, "max_num_seqs": 32, "kv_cache_mib": 256}
 PROMPTS = [
     "Return a new list containing all items from the iterable in ascending order.",
@@ -105,6 +109,44 @@ async def run_level(name: str, send, concurrency: int, total: int) -> dict:
         "samples": samples,
         "tokens_per_s": sum(s.completion_tokens for s in samples) / wall,
         "p50_ms": percentile_ms([s.latency_s for s in samples], 50),
+    }
+
+
+async def run_turns(sends: dict, concurrency: int, total: int) -> dict[str, dict]:
+    """`total` requests for each of `sends`, `concurrency` at a time, the paths taking turns request by
+    request (the n-th request drawn, by any worker, goes to path n mod len(sends)), so both see the same
+    moments of the machine: a difference of a millisecond between them is not lost in the drift between two levels."""
+    names = list(sends)
+    samples: dict[str, list[Sample]] = {name: [] for name in names}
+    counter = iter(range(total * len(names)))
+
+    async def worker() -> None:
+        for i in counter:
+            name = names[i % len(names)]
+            samples[name].append(await sends[name](PROMPTS[(i // len(names)) % len(PROMPTS)]))
+
+    async def progress() -> None:
+        while True:
+            await asyncio.sleep(5)
+            done = sum(len(s) for s in samples.values())
+            log(f"  {' + '.join(names)} c={concurrency}: {done}/{total * len(names)} done")
+
+    ticker = asyncio.create_task(progress())
+    started = time.perf_counter()
+    try:
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    finally:
+        ticker.cancel()
+    wall = time.perf_counter() - started
+    return {
+        name: {
+            "concurrency": concurrency,
+            "wall_s": wall,
+            "samples": samples[name],
+            "tokens_per_s": sum(s.completion_tokens for s in samples[name]) / wall,
+            "p50_ms": percentile_ms([s.latency_s for s in samples[name]], 50),
+        }
+        for name in names
     }
 
 
@@ -367,12 +409,18 @@ async def main() -> None:
                     order = paths if round_ % 2 == 0 else paths[::-1]
                     for path in order:
                         total = (paced_totals if path in OVERHEAD_PATHS else totals)[concurrency]
-                        result = await run_level(path, drivers[path], concurrency, total)
-                        runs[path][concurrency].append(result)
-                        log(
-                            f"round {round_ + 1} {path} c={concurrency}: {result['tokens_per_s']:.0f} tok/s,"
-                            f" p50 {result['p50_ms']:.1f} ms"
-                        )
+                        if path in TAKING_TURNS:
+                            if path != next(p for p in order if p in TAKING_TURNS):
+                                continue  # run with the first of them
+                            level = await run_turns({p: drivers[p] for p in TAKING_TURNS}, concurrency, total)
+                        else:
+                            level = {path: await run_level(path, drivers[path], concurrency, total)}
+                        for name, result in level.items():
+                            runs[name][concurrency].append(result)
+                            log(
+                                f"round {round_ + 1} {name} c={concurrency}: {result['tokens_per_s']:.0f} tok/s,"
+                                f" p50 {result['p50_ms']:.1f} ms"
+                            )
         finally:
             for driver in drivers.values():
                 await driver.close()
