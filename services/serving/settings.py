@@ -43,8 +43,9 @@ class ServingSettings(CommonSettings):
     # How long an endpoint's usage limits are reused before they are read again (changes made
     # through this replica apply at once).
     serving_usage_limits_cache_s: float = 5.0
-    # How long a replica keeps budget it leased for the next calls before giving back what it did
-    # not spend (0: every call reserves in PostgreSQL). Leases are at most 16 calls' worth and 2% of a limit.
+    # How long a replica keeps budget it leased for its next calls after the last call drew on it, before
+    # giving back what it did not spend (0: every call reserves in PostgreSQL). Leases are at most 16 calls'
+    # worth and 2% of a limit, topped up in the background while calls draw on them.
     serving_usage_lease_s: float = 1.0
     # Principals who may set usage limits spanning every endpoint (comma-separated).
     serving_usage_admins: str = "admin"

@@ -9,13 +9,15 @@ call ends the reservation is replaced by what it used, and the call is added to
 the daily usage table (GetUsage). Cost comes from a per-served-model price
 table; a model without a price is "unpriced" (cost absent), never $0.
 
-Leases keep the database off most calls' path: a reservation against a large limit
+Leases keep the database off calls' path: a reservation against a large limit
 takes a little more than the call needs (at most LEASE_CALLS calls' worth and
 LEASE_FRACTION of the limit) and the replica admits the next calls against what is
-left, in memory; what a call did not use goes back to the lease. Everything leased
-is counted in PostgreSQL like a reservation, so replicas together still cannot pass
-a limit; what a replica has not spent goes back to the counter within `lease_s`
-(and at stop). Near a limit leases do not fit and every call reserves exactly.
+left, in memory; what a call did not use goes back to the lease. Before a lease runs
+out it is topped up in the background (one top-up at a time per counter, never past
+that size), so under steady traffic no call waits for the database. Everything
+leased is counted in PostgreSQL like a reservation, so replicas together still cannot
+pass a limit; a lease no call used for `lease_s` goes back to the counter (and every
+lease at stop). Near a limit leases do not fit and every call reserves exactly.
 """
 
 from __future__ import annotations
@@ -230,6 +232,9 @@ class UsageMeter:
         self._worker: asyncio.Task | None = None
         self._lease_s = lease_s
         self._leases: dict[tuple, float] = {}  # counter key -> leased here, counted there, not yet spent
+        self._lease_used: dict[tuple, float] = {}  # counter key -> when a call last drew on its lease
+        self._topping_up: dict[tuple, asyncio.Task] = {}  # counter key -> its top-up under way
+        self._lease_generation = 0  # bumped when leases are given back: a top-up begun before goes back too
         self._releaser: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -245,6 +250,7 @@ class UsageMeter:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        await self._topped_up()
         self.release_leases()
         await self.drained()
         if self._worker is not None:
@@ -253,8 +259,13 @@ class UsageMeter:
                 await self._worker
 
     async def drained(self) -> None:
-        """Wait until every settlement queued so far is written."""
+        """Wait until every lease top-up under way and every settlement queued so far is written."""
+        await self._topped_up()
         await self._settling.join()
+
+    async def _topped_up(self) -> None:
+        """Wait for the top-ups under way (one begun later, after leases were given back, gives its own back)."""
+        await asyncio.gather(*self._topping_up.values(), return_exceptions=True)
 
     # -- the request path -------------------------------------------------------------
 
@@ -302,6 +313,8 @@ class UsageMeter:
                 local.append(charge)
             else:
                 remote.append(charge)
+        if self._leases:
+            self._draw(local)
         if not remote:
             return reservation
         try:
@@ -317,15 +330,46 @@ class UsageMeter:
 
     async def _reserve_remote(self, charges: list[Charge]) -> Charge | None:
         """Reserve with a lease on top where one fits under the limit, else exactly what the call needs."""
-        extra = [self._lease_size(c) for c in charges]
+        # No lease on top where a top-up is under way: a lease never passes its size.
+        extra = [0.0 if c.key() in self._topping_up else self._lease_size(c) for c in charges]
         if any(extra):
             leasing = [dataclasses.replace(c, amount=c.amount + e) for c, e in zip(charges, extra, strict=True)]
             if await self._store.reserve(leasing) is None:
                 for charge, e in zip(charges, extra, strict=True):
                     if e:
                         self._leases[charge.key()] = self._leases.get(charge.key(), 0.0) + e
+                        self._lease_used[charge.key()] = time.monotonic()
                 return None
         return await self._store.reserve(charges)
+
+    def _draw(self, charges: list[Charge]) -> None:
+        """Note that calls drew on these leases; top up those that have less than half their size left."""
+        now = time.monotonic()
+        for charge in charges:
+            key = charge.key()
+            self._lease_used[key] = now
+            size = self._lease_size(charge)
+            left = self._leases.get(key, 0.0)
+            if size and left < size / 2 and key not in self._topping_up:
+                task = asyncio.create_task(self._top_up(charge, size - left, self._lease_generation))
+                self._topping_up[key] = task
+                task.add_done_callback(lambda _done, key=key: self._topping_up.pop(key, None))
+
+    async def _top_up(self, charge: Charge, extra: float, generation: int) -> None:
+        """Lease `extra` more on `charge`'s counter, off the request path; near the limit it does not fit
+        and calls go back to reserving (exactly) themselves."""
+        key = charge.key()
+        try:
+            if await self._store.reserve([dataclasses.replace(charge, amount=extra)]) is not None:
+                return
+        except Exception as exc:  # noqa: BLE001 - the calls reserve themselves meanwhile
+            _log.warning("topping up a usage lease failed: %s", exc)
+            return
+        if generation != self._lease_generation:
+            self._settling.put_nowait(Release({key: extra}))  # leases were given back meanwhile: this one too
+            return
+        self._leases[key] = self._leases.get(key, 0.0) + extra
+        self._lease_used.setdefault(key, time.monotonic())
 
     def _lease_size(self, charge: Charge) -> float:
         if self._lease_s <= 0:
@@ -339,17 +383,24 @@ class UsageMeter:
 
     def release_leases(self, endpoint: str | None = None) -> None:
         """Give what this replica leased and has not spent back to the counters (an endpoint's, or all)."""
-        released = {k: v for k, v in self._leases.items() if endpoint is None or k[0] == endpoint}
-        for key in released:
-            del self._leases[key]
+        self._lease_generation += 1
+        self._release([k for k in self._leases if endpoint is None or k[0] == endpoint])
+
+    def _release(self, keys: list[tuple]) -> None:
+        released = {}
+        for key in keys:
+            released[key] = self._leases.pop(key)
+            self._lease_used.pop(key, None)
         released = {k: v for k, v in released.items() if v > 0}
         if released:
             self._settling.put_nowait(Release(released))
 
     async def _release_forever(self) -> None:
+        """Give back, about `lease_s` after its last use, a lease no call draws on any more."""
         while True:
-            await asyncio.sleep(self._lease_s)
-            self.release_leases()
+            await asyncio.sleep(self._lease_s / 2)
+            idle_since = time.monotonic() - self._lease_s
+            self._release([k for k in self._leases if self._lease_used.get(k, 0.0) <= idle_since])
 
     def settle(
         self, reservation: Reservation, served_model: str, prompt_tokens: int, completion_tokens: int

@@ -87,30 +87,74 @@ async def test_concurrent_reservations_and_settlements_never_pass_the_limit(stor
     assert await store.counter(charge) == 20.0 * len(admitted) <= limit
 
 
-async def test_a_lease_admits_the_next_calls_without_the_database_and_its_rest_goes_back(store: UsageStore) -> None:
+class _TaskCountedStore:
+    """The real store, counting the reservations each asyncio task asked it for."""
+
+    def __init__(self, store: UsageStore) -> None:
+        self._store = store
+        self.reserves: dict[asyncio.Task | None, int] = {}
+
+    async def reserve(self, charges):
+        task = asyncio.current_task()
+        self.reserves[task] = self.reserves.get(task, 0) + 1
+        return await self._store.reserve(charges)
+
+    def __getattr__(self, name: str):
+        return getattr(self._store, name)
+
+
+async def test_leases_admit_calls_without_the_database_topped_up_in_the_background_and_the_rest_goes_back(
+    store: UsageStore,
+) -> None:
     await store.set_limit(UsageLimit("big", "", "tokens", "day", 1e9))
-    meter = await _meter(store, lease_s=3600)  # released by hand below
+    counted = _TaskCountedStore(store)
+    meter = UsageMeter(counted, Prices({}), None, default_max_tokens=16, lease_s=3600)  # type: ignore[arg-type]
+    await meter.start()
+    calls = 8 * LEASE_CALLS
     try:
         first = await meter.reserve("big", [], ALICE, prompt_bound=84, max_tokens=16)
         (charge,) = first.charges
         leased = await store.counter(charge)
-        reservations = [first, *[await meter.reserve("big", [], ALICE, 84, 16) for _ in range(LEASE_CALLS - 1)]]
-        after = await store.counter(charge)
-        for reservation in reservations:
-            meter.settle(reservation, "m", 20, 10)
-        await meter.drained()
-        unspent = await store.counter(charge)
+        meter.settle(first, "m", 20, 10)
+        for _ in range(calls - 1):
+            meter.settle(await meter.reserve("big", [], ALICE, 84, 16), "m", 20, 10)
+            await meter.drained()  # the top-ups begun meanwhile are written, as time would have them
+        held = await store.counter(charge)
         meter.release_leases()
         await meter.drained()
         settled = await store.counter(charge)
     finally:
         await meter.stop()
 
-    assert leased == after == LEASE_CALLS * 100.0  # one round trip reserved for all sixteen calls
-    assert unspent == leased  # what the calls did not use went back to the lease, not yet to the counter
-    assert settled == LEASE_CALLS * 30.0  # given back: the counter holds exactly what was used
+    me = asyncio.current_task()
+    assert counted.reserves[me] == 1  # only the first call waited for PostgreSQL
+    assert sum(n for task, n in counted.reserves.items() if task is not me) >= 3  # the top-ups, off the calls' path
+    assert leased == LEASE_CALLS * 100.0  # the first round trip reserved sixteen calls' worth
+    assert held <= calls * 30.0 + LEASE_CALLS * 100.0  # used, plus at most one lease's worth held unspent
+    assert settled == calls * 30.0  # given back: the counter holds exactly what was used
     (row,) = await store.usage("big", "alice", _today(), _today(), 10)
-    assert (row.requests, row.prompt_tokens, row.completion_tokens) == (LEASE_CALLS, LEASE_CALLS * 20, LEASE_CALLS * 10)
+    assert (row.requests, row.prompt_tokens, row.completion_tokens) == (calls, calls * 20, calls * 10)
+
+
+async def test_a_lease_no_call_draws_on_goes_back_to_its_counter(store: UsageStore) -> None:
+    await store.set_limit(UsageLimit("idle", "", "tokens", "day", 1e9))
+    meter = await _meter(store, lease_s=0.2)
+    try:
+        reservation = await meter.reserve("idle", [], ALICE, prompt_bound=84, max_tokens=16)
+        (charge,) = reservation.charges
+        meter.settle(reservation, "m", 20, 10)
+        await meter.drained()
+        leased = await store.counter(charge)
+        for _ in range(300):  # the releaser's turn comes within a lease time of the last use
+            if await store.counter(charge) == 30.0:
+                break
+            await asyncio.sleep(0.05)
+        idle = await store.counter(charge)
+    finally:
+        await meter.stop()
+
+    assert leased == LEASE_CALLS * 100.0  # the call's unused 70 went back to the lease, not yet to the counter
+    assert idle == 30.0  # nobody drew on the lease: it went back without a stop or a limit change
 
 
 async def test_two_replicas_leasing_one_budget_never_pass_it_together(store: UsageStore) -> None:
