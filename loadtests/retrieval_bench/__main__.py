@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import time
 import uuid
@@ -46,6 +47,7 @@ from services.retrieval.store import table_of
 
 from . import corpus
 from .clients import ClientProcesses
+from .floor import bare_aio
 from .load import (
     METADATA,
     RawPgvector,
@@ -205,15 +207,28 @@ async def qps_section(args, stub, raw, dsn, index, queries, requests, ef, shape,
     table = (SCHEMA, table_of(dsn, SCHEMA, index))
     target = f"127.0.0.1:{args.port}"
     batches = query_batches(requests, BATCH)
+    floor_server, floor_target = None, None
+    if shape == "processes":
+        # Beside them, the least any Python gRPC service can do for the same Query: its queries/s
+        # against raw SQL is the ceiling of a service on this stack and machine.
+        ctx = multiprocessing.get_context("spawn")
+        ports = ctx.Queue()
+        floor_server = ctx.Process(target=bare_aio, args=(dsn, table[1], ports, table[0], 8), daemon=True)
+        floor_server.start()
+        floor_target = f"127.0.0.1:{ports.get(timeout=60)}"
     for concurrency in (1, 8):
         clients = None
         if shape == "processes":
-            clients = ClientProcesses(concurrency, dsn, table, K, target, queries, requests, batches)
-        # ABBA order, half the time each: the machine is shared, so drift hits both sides alike.
-        raw_runs, tessera_runs = [], []
+            clients = ClientProcesses(concurrency, dsn, table, K, target, queries, requests, batches, floor_target)
+        # ABCCBA order, half the time each: the machine is shared, so drift hits every side alike.
+        order = (
+            ("raw", "tessera", "floor", "floor", "tessera", "raw") if clients else ("raw", "tessera", "tessera", "raw")
+        )
+        sides: dict[str, list[float]] = {"raw": [], "tessera": [], "floor": []}
+        raw_runs, tessera_runs = sides["raw"], sides["tessera"]
         try:
-            for side in ("raw", "tessera", "tessera", "raw"):
-                runs = raw_runs if side == "raw" else tessera_runs
+            for side in order:
+                runs = sides[side]
                 if clients is not None:
                     runs.append(clients.run(side, args.seconds / 2, ef))
                 elif side == "raw":
@@ -231,6 +246,8 @@ async def qps_section(args, stub, raw, dsn, index, queries, requests, ef, shape,
         finally:
             if clients is not None:
                 clients.close()
+            if floor_server is not None and concurrency == 8:
+                floor_server.kill()
         raw_qps, tessera_qps = float(np.mean(raw_runs)), float(np.mean(tessera_runs))
         load = os.getloadavg()[0]
         log(
@@ -245,6 +262,18 @@ async def qps_section(args, stub, raw, dsn, index, queries, requests, ef, shape,
         }
         results["client"] = args.client
         rows.append([f"queries/s, concurrency {concurrency}{label}", raw_qps, tessera_qps, tessera_qps / raw_qps])
+        if sides["floor"]:
+            floor_qps = float(np.mean(sides["floor"]))
+            log(
+                f"  bare grpc.aio server, same SELECT: {floor_qps:,.0f} q/s; Tessera / bare {tessera_qps / floor_qps:.2f}"
+            )
+            results[f"qps_c{concurrency}{suffix}"] |= {"bare_grpc": floor_qps, "bare_grpc_runs": sides["floor"]}
+            rows.append(
+                [f"  bare grpc.aio server, same SELECT, c={concurrency}", raw_qps, floor_qps, floor_qps / raw_qps]
+            )
+            rows.append(
+                [f"  Tessera vs that bare server, c={concurrency}", floor_qps, tessera_qps, tessera_qps / floor_qps]
+            )
 
     batch_qps = calls_per_s * BATCH
     raw_c8 = results[f"qps_c8{suffix}"]["raw"]

@@ -21,7 +21,9 @@ import numpy as np
 START_DELAY = 0.3
 
 
-def _client_main(pipe: Connection, dsn: str, table: tuple[str, str], k: int, target: str, payload: dict) -> None:
+def _client_main(
+    pipe: Connection, dsn: str, table: tuple[str, str], k: int, targets: dict[str, str], payload: dict
+) -> None:
     import grpc
     import psycopg
     from pgvector.psycopg import register_vector
@@ -39,9 +41,15 @@ def _client_main(pipe: Connection, dsn: str, table: tuple[str, str], k: int, tar
     statement = sql.SQL("SELECT id, embedding <=> %b AS distance FROM {} ORDER BY distance LIMIT %s").format(
         sql.Identifier(*table)
     )
-    channel = grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20)])
-    stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
-    stub.Query(requests[0], metadata=METADATA)  # connect before the first round
+    # "tessera" (and "batch") call the service; "floor" the bare server beside it, when there is one.
+    channels = {
+        side: grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20)])
+        for side, target in targets.items()
+    }
+    stubs = {side: retrieval_pb2_grpc.RetrievalServiceStub(channel) for side, channel in channels.items()}
+    for stub in stubs.values():
+        stub.Query(requests[0], metadata=METADATA)  # connect before the first round
+    stub = stubs["tessera"]
     pipe.send("ready")
     while (round_ := pipe.recv()) is not None:
         side, worker, stride, ef_search, start_at, stop_at = round_
@@ -56,12 +64,15 @@ def _client_main(pipe: Connection, dsn: str, table: tuple[str, str], k: int, tar
                 conn.execute(statement, (queries[i % len(queries)], k)).fetchall()
             elif side == "tessera":
                 stub.Query(requests[i % len(requests)], metadata=METADATA)
+            elif side == "floor":
+                stubs["floor"].Query(requests[i % len(requests)], metadata=METADATA)
             else:
                 stub.QueryBatch(batches[i % len(batches)], metadata=METADATA)
             count += 1
             i += stride
         pipe.send((count, time.time() - start_at))
-    channel.close()
+    for channel in channels.values():
+        channel.close()
     conn.close()
 
 
@@ -78,18 +89,21 @@ class ClientProcesses:
         queries: np.ndarray,
         requests: list,
         batches: list,
+        floor_target: str | None = None,
     ) -> None:
+        """`floor_target`: a bare Query server on the same table (floor.bare_aio), the "floor" side."""
         ctx = multiprocessing.get_context("spawn")  # never fork a process holding gRPC channels
         payload = {
             "queries": queries,
             "requests": [r.SerializeToString() for r in requests],
             "batches": [b.SerializeToString() for b in batches],
         }
+        targets = {"tessera": target, **({"floor": floor_target} if floor_target else {})}
         self.pipes: list[Connection] = []
         self.processes = []
         for _ in range(count):
             parent, child = ctx.Pipe()
-            process = ctx.Process(target=_client_main, args=(child, dsn, table, k, target, payload), daemon=True)
+            process = ctx.Process(target=_client_main, args=(child, dsn, table, k, targets, payload), daemon=True)
             process.start()
             self.pipes.append(parent)
             self.processes.append(process)
@@ -98,7 +112,7 @@ class ClientProcesses:
                 raise RuntimeError("a client process failed to start")
 
     def run(self, side: str, seconds: float, ef_search: int = 0) -> float:
-        """Calls/s over every process for one round of `side` ("raw", "tessera" or "batch")."""
+        """Calls/s over every process for one round of `side` ("raw", "tessera", "floor" or "batch")."""
         start_at = time.time() + START_DELAY
         stride = len(self.pipes)
         for worker, pipe in enumerate(self.pipes):

@@ -38,9 +38,9 @@ SCHEMA = "retrieval_floor"
 SERVICE = "tessera.retrieval.v1.RetrievalService"
 
 
-def _statement(table: str) -> sql.Composed:
+def _statement(table: str, schema: str = SCHEMA) -> sql.Composed:
     return sql.SQL("SELECT id, version, embedding <=> %b AS distance FROM {} ORDER BY distance LIMIT %s").format(
-        sql.Identifier(SCHEMA, table)
+        sql.Identifier(schema, table)
     )
 
 
@@ -55,17 +55,32 @@ def _handler(query) -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler(SERVICE, {"Query": method})
 
 
-def bare_aio(dsn: str, table: str, ports) -> None:
+def bare_aio(dsn: str, table: str, ports, schema: str = SCHEMA, connections: int = 1) -> None:
+    """The least a Python gRPC service can do for a Query: grpc.aio on uvloop, the SELECT on one of
+    `connections` async psycopg connections (a query takes a free one), ef_search as the request asks."""
     from pgvector.psycopg import register_vector_async
 
     async def main() -> None:
-        conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
-        await register_vector_async(conn)
-        await conn.execute("SET hnsw.ef_search = 40")
+        statement = _statement(table, schema)
+        free: asyncio.Queue = asyncio.Queue()
+        ef: dict = {}
+        for _ in range(connections):
+            conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+            await register_vector_async(conn)
+            ef[conn] = 0
+            free.put_nowait(conn)
 
         async def query(request, context):
-            cur = await conn.execute(_statement(table), (np.asarray(request.vector, dtype=np.float32), request.k))
-            return _to_proto(await cur.fetchall())
+            conn = await free.get()
+            try:
+                wanted = max(request.ef_search or 40, request.k)
+                if ef[conn] != wanted:
+                    await conn.execute(sql.SQL("SET hnsw.ef_search = {}").format(sql.Literal(wanted)))
+                    ef[conn] = wanted
+                cur = await conn.execute(statement, (np.asarray(request.vector, dtype=np.float32), request.k))
+                return _to_proto(await cur.fetchall())
+            finally:
+                free.put_nowait(conn)
 
         server = grpc.aio.server()
         server.add_generic_rpc_handlers((_handler(query),))
@@ -90,7 +105,7 @@ def bare_sync(dsn: str, table: str, ports) -> None:
         if getattr(local, "conn", None) is None:
             local.conn = psycopg.connect(dsn, autocommit=True)
             register_vector(local.conn)
-            local.conn.execute("SET hnsw.ef_search = 40")
+            local.conn.execute("SET hnsw.ef_search = 40")  # what the requests ask for
         return local.conn
 
     def query(request, context):
