@@ -15,8 +15,7 @@ overhead against a paced provider that answers without noise (`provider.py`):
 external model, (j) the same with a tokens budget — (i)-(h) is the added latency,
 (j)-(i) what the budget check adds, free of a CPU engine's run-to-run spread. (i)
 and (j) run in one level, request by request in turn, so whatever the machine does
-meanwhile falls on both alike and their difference is the budget's alone; (h) and
-the (i)+(j) level alternate in blocks of a few waves, four per level and round.
+meanwhile falls on both alike and their difference is the budget's alone.
 With --overhead-only, serving (and the registry) get CPUs of their own and the client
 and the provider share the first one, on both paths alike (--no-pin: no pinning).
 The model is the tiny local Llama of the tests, registered in a real registry
@@ -66,8 +65,6 @@ GATEWAY_PATHS = ("vllm_chat", "tessera_chat", "tessera_external", "tessera_budge
 OVERHEAD_PATHS = ("provider_chat", "tessera_paced", "tessera_paced_budget")
 # Paths measured together, their requests in turn within one level (see run_turns).
 TAKING_TURNS = ("tessera_paced", "tessera_paced_budget")
-# Each paced level runs in this many blocks, the paths taking turns block by block.
-PACED_BLOCKS = 4
 ENGINE = {"max_model_len": 1024, "max_num_seqs": 32, "kv_cache_mib": 256}
 PROMPTS = [
     "Return a new list containing all items from the iterable in ascending order.",
@@ -410,26 +407,20 @@ async def main() -> None:
             for round_ in range(rounds):
                 for concurrency in CONCURRENCY:
                     order = paths if round_ % 2 == 0 else paths[::-1]
-                    # The paced paths run in PACED_BLOCKS blocks of a few waves each, taking turns: (h) and
-                    # (i) cannot share a level without sharing its concurrency, so they alternate often.
-                    for block in range(PACED_BLOCKS):
-                        for path in order:
-                            paced = path in OVERHEAD_PATHS
-                            if block and not paced:
-                                continue  # an engine path runs its level whole, in the first block
-                            total = paced_totals[concurrency] // PACED_BLOCKS if paced else totals[concurrency]
-                            if path in TAKING_TURNS:
-                                if path != next(p for p in order if p in TAKING_TURNS):
-                                    continue  # run with the first of them
-                                level = await run_turns({p: drivers[p] for p in TAKING_TURNS}, concurrency, total)
-                            else:
-                                level = {path: await run_level(path, drivers[path], concurrency, total)}
-                            for name, result in level.items():
-                                runs[name][concurrency].append(result)
-                                log(
-                                    f"round {round_ + 1}{f' block {block + 1}' if paced else ''} {name}"
-                                    f" c={concurrency}: {result['tokens_per_s']:.0f} tok/s, p50 {result['p50_ms']:.1f} ms"
-                                )
+                    for path in order:
+                        total = (paced_totals if path in OVERHEAD_PATHS else totals)[concurrency]
+                        if path in TAKING_TURNS:
+                            if path != next(p for p in order if p in TAKING_TURNS):
+                                continue  # run with the first of them
+                            level = await run_turns({p: drivers[p] for p in TAKING_TURNS}, concurrency, total)
+                        else:
+                            level = {path: await run_level(path, drivers[path], concurrency, total)}
+                        for name, result in level.items():
+                            runs[name][concurrency].append(result)
+                            log(
+                                f"round {round_ + 1} {name} c={concurrency}: {result['tokens_per_s']:.0f} tok/s,"
+                                f" p50 {result['p50_ms']:.1f} ms"
+                            )
         finally:
             for driver in drivers.values():
                 await driver.close()
