@@ -84,38 +84,14 @@ def log(message: str) -> None:
 
 async def run_level(name: str, send, concurrency: int, total: int) -> dict:
     """`total` requests, `concurrency` at a time; a progress line every few seconds."""
-    samples: list[Sample] = []
-    counter = iter(range(total))
-
-    async def worker() -> None:
-        for i in counter:
-            samples.append(await send(PROMPTS[i % len(PROMPTS)]))
-
-    async def progress() -> None:
-        while True:
-            await asyncio.sleep(5)
-            log(f"  {name} c={concurrency}: {len(samples)}/{total} done")
-
-    ticker = asyncio.create_task(progress())
-    started = time.perf_counter()
-    try:
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-    finally:
-        ticker.cancel()
-    wall = time.perf_counter() - started
-    return {
-        "concurrency": concurrency,
-        "wall_s": wall,
-        "samples": samples,
-        "tokens_per_s": sum(s.completion_tokens for s in samples) / wall,
-        "p50_ms": percentile_ms([s.latency_s for s in samples], 50),
-    }
+    return (await run_turns({name: send}, concurrency, total))[name]
 
 
 async def run_turns(sends: dict, concurrency: int, total: int) -> dict[str, dict]:
-    """`total` requests for each of `sends`, `concurrency` at a time, the paths taking turns request by
-    request (the n-th request drawn, by any worker, goes to path n mod len(sends)), so both see the same
-    moments of the machine: a difference of a millisecond between them is not lost in the drift between two levels."""
+    """`total` requests for each of `sends`, `concurrency` at a time, a progress line every few seconds.
+    The paths take turns request by request (the n-th request drawn, by any worker, goes to path n mod
+    len(sends)), so they see the same moments of the machine: a difference of a millisecond between them
+    is not lost in the drift between two levels."""
     names = list(sends)
     samples: dict[str, list[Sample]] = {name: [] for name in names}
     counter = iter(range(total * len(names)))
