@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
+import contextlib
 import os
 import time
 import uuid
@@ -47,7 +47,7 @@ from services.retrieval.store import table_of
 
 from . import corpus
 from .clients import ClientProcesses
-from .floor import bare_aio
+from .floor import bare_aio_server
 from .load import (
     METADATA,
     RawPgvector,
@@ -207,73 +207,68 @@ async def qps_section(args, stub, raw, dsn, index, queries, requests, ef, shape,
     table = (SCHEMA, table_of(dsn, SCHEMA, index))
     target = f"127.0.0.1:{args.port}"
     batches = query_batches(requests, BATCH)
-    floor_server, floor_target = None, None
-    if shape == "processes":
-        # Beside them, the least any Python gRPC service can do for the same Query: its queries/s
-        # against raw SQL is the ceiling of a service on this stack and machine.
-        ctx = multiprocessing.get_context("spawn")
-        ports = ctx.Queue()
-        floor_server = ctx.Process(target=bare_aio, args=(dsn, table[1], ports, table[0], 8), daemon=True)
-        floor_server.start()
-        floor_target = f"127.0.0.1:{ports.get(timeout=60)}"
-    for concurrency in (1, 8):
-        clients = None
-        if shape == "processes":
-            clients = ClientProcesses(concurrency, dsn, table, K, target, queries, requests, batches, floor_target)
-        # ABCCBA order, half the time each: the machine is shared, so drift hits every side alike.
-        order = (
-            ("raw", "tessera", "floor", "floor", "tessera", "raw") if clients else ("raw", "tessera", "tessera", "raw")
-        )
-        sides: dict[str, list[float]] = {"raw": [], "tessera": [], "floor": []}
-        raw_runs, tessera_runs = sides["raw"], sides["tessera"]
-        try:
-            for side in order:
-                runs = sides[side]
+    # Beside them, the least any Python gRPC service can do for the same Query: its queries/s
+    # against raw SQL is the ceiling of a service on this stack and machine.
+    floor = bare_aio_server(dsn, table[1], table[0], 8) if shape == "processes" else contextlib.nullcontext(None)
+    with floor as floor_target:
+        for concurrency in (1, 8):
+            clients = None
+            if shape == "processes":
+                clients = ClientProcesses(concurrency, dsn, table, K, target, queries, requests, batches, floor_target)
+            # ABCCBA order, half the time each: the machine is shared, so drift hits every side alike.
+            order = (
+                ("raw", "tessera", "floor", "floor", "tessera", "raw")
+                if clients
+                else ("raw", "tessera", "tessera", "raw")
+            )
+            sides: dict[str, list[float]] = {"raw": [], "tessera": [], "floor": []}
+            raw_runs, tessera_runs = sides["raw"], sides["tessera"]
+            try:
+                for side in order:
+                    runs = sides[side]
+                    if clients is not None:
+                        runs.append(clients.run(side, args.seconds / 2, ef))
+                    elif side == "raw":
+                        await raw.open(concurrency, ef)
+                        runs.append((await run_for(args.seconds / 2, concurrency, raw.query(queries)))[0])
+                        await raw.close()
+                    else:
+                        runs.append((await run_for(args.seconds / 2, concurrency, tessera_query(stub, requests)))[0])
+                if concurrency == 8:
+                    # Beside the goal: bulk clients can amortize the RPC with QueryBatch (8 callers x 16 queries per call).
+                    if clients is not None:
+                        calls_per_s = clients.run("batch", args.seconds / 2)
+                    else:
+                        calls_per_s, _ = await run_for(args.seconds / 2, 8, tessera_batch_query(stub, requests, BATCH))
+            finally:
                 if clients is not None:
-                    runs.append(clients.run(side, args.seconds / 2, ef))
-                elif side == "raw":
-                    await raw.open(concurrency, ef)
-                    runs.append((await run_for(args.seconds / 2, concurrency, raw.query(queries)))[0])
-                    await raw.close()
-                else:
-                    runs.append((await run_for(args.seconds / 2, concurrency, tessera_query(stub, requests)))[0])
-            if concurrency == 8:
-                # Beside the goal: bulk clients can amortize the RPC with QueryBatch (8 callers x 16 queries per call).
-                if clients is not None:
-                    calls_per_s = clients.run("batch", args.seconds / 2)
-                else:
-                    calls_per_s, _ = await run_for(args.seconds / 2, 8, tessera_batch_query(stub, requests, BATCH))
-        finally:
-            if clients is not None:
-                clients.close()
-            if floor_server is not None and concurrency == 8:
-                floor_server.kill()
-        raw_qps, tessera_qps = float(np.mean(raw_runs)), float(np.mean(tessera_runs))
-        load = os.getloadavg()[0]
-        log(
-            f"{shape} clients, concurrency {concurrency}: raw {raw_qps:,.0f} q/s, Tessera {tessera_qps:,.0f} q/s (load {load:.1f})"
-        )
-        results[f"qps_c{concurrency}{suffix}"] = {
-            "raw": raw_qps,
-            "tessera": tessera_qps,
-            "raw_runs": raw_runs,
-            "tessera_runs": tessera_runs,
-            "load_average_1m": load,
-        }
-        results["client"] = args.client
-        rows.append([f"queries/s, concurrency {concurrency}{label}", raw_qps, tessera_qps, tessera_qps / raw_qps])
-        if sides["floor"]:
-            floor_qps = float(np.mean(sides["floor"]))
+                    clients.close()
+            raw_qps, tessera_qps = float(np.mean(raw_runs)), float(np.mean(tessera_runs))
+            load = os.getloadavg()[0]
             log(
-                f"  bare grpc.aio server, same SELECT: {floor_qps:,.0f} q/s; Tessera / bare {tessera_qps / floor_qps:.2f}"
+                f"{shape} clients, concurrency {concurrency}: raw {raw_qps:,.0f} q/s, Tessera {tessera_qps:,.0f} q/s (load {load:.1f})"
             )
-            results[f"qps_c{concurrency}{suffix}"] |= {"bare_grpc": floor_qps, "bare_grpc_runs": sides["floor"]}
-            rows.append(
-                [f"  bare grpc.aio server, same SELECT, c={concurrency}", raw_qps, floor_qps, floor_qps / raw_qps]
-            )
-            rows.append(
-                [f"  Tessera vs that bare server, c={concurrency}", floor_qps, tessera_qps, tessera_qps / floor_qps]
-            )
+            results[f"qps_c{concurrency}{suffix}"] = {
+                "raw": raw_qps,
+                "tessera": tessera_qps,
+                "raw_runs": raw_runs,
+                "tessera_runs": tessera_runs,
+                "load_average_1m": load,
+            }
+            results["client"] = args.client
+            rows.append([f"queries/s, concurrency {concurrency}{label}", raw_qps, tessera_qps, tessera_qps / raw_qps])
+            if sides["floor"]:
+                floor_qps = float(np.mean(sides["floor"]))
+                log(
+                    f"  bare grpc.aio server, same SELECT: {floor_qps:,.0f} q/s; Tessera / bare {tessera_qps / floor_qps:.2f}"
+                )
+                results[f"qps_c{concurrency}{suffix}"] |= {"bare_grpc": floor_qps, "bare_grpc_runs": sides["floor"]}
+                rows.append(
+                    [f"  bare grpc.aio server, same SELECT, c={concurrency}", raw_qps, floor_qps, floor_qps / raw_qps]
+                )
+                rows.append(
+                    [f"  Tessera vs that bare server, c={concurrency}", floor_qps, tessera_qps, tessera_qps / floor_qps]
+                )
 
     batch_qps = calls_per_s * BATCH
     raw_c8 = results[f"qps_c8{suffix}"]["raw"]

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -94,6 +96,20 @@ def bare_aio(dsn: str, table: str, ports, schema: str = SCHEMA, connections: int
         uvloop.run(main())
     except ImportError:
         asyncio.run(main())
+
+
+@contextlib.contextmanager
+def bare_aio_server(dsn: str, table: str, schema: str, connections: int) -> Iterator[str]:
+    """`bare_aio` in a process of its own while the block runs: its address."""
+    ctx = multiprocessing.get_context("spawn")
+    ports = ctx.Queue()
+    process = ctx.Process(target=bare_aio, args=(dsn, table, ports, schema, connections), daemon=True)
+    process.start()
+    try:
+        yield f"127.0.0.1:{ports.get(timeout=60)}"
+    finally:
+        process.kill()
+        process.join(timeout=10)
 
 
 def bare_sync(dsn: str, table: str, ports) -> None:
